@@ -1,0 +1,74 @@
+//! # mission-bus
+//!
+//! A durable, append-only, event-sourced log for multi-agent missions.
+//!
+//! Agents publish messages, save checkpoints and hand work to one another;
+//! every action is checked against the agent's role. Every event is written
+//! to [sled](https://docs.rs/sled/0.34.7) keyed by mission and sequence
+//! number and flushed before the call returns; a mission's state is rebuilt
+//! by replaying its log through a pure reducer ([`MissionState::apply`]);
+//! checkpoints and handoffs are found through index trees, never by scanning.
+//!
+//! ```
+//! use mission_bus::{Json, MissionBus, NewMission};
+//! use serde_json::json;
+//!
+//! # fn main() -> mission_bus::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let bus = MissionBus::open(dir.path())?;
+//! bus.create_mission(NewMission::new("mission-883", "Port the parser").lead("lead"))?;
+//! bus.join("mission-883", "ada", "write", Json::empty_object())?;
+//! bus.join("mission-883", "bob", "write", Json::empty_object())?;
+//!
+//! let msg = bus.publish("mission-883", "ada", "status", json!({"step": 1}).into())?;
+//! assert_eq!(msg.sequence, 5); // created, 3 joins, then this message
+//! let cp = bus.create_checkpoint(
+//!     "mission-883", "ada", "lexer done", json!({"next": "parser"}).into(), vec!["lexer.rs".into()],
+//! )?;
+//! let handoff = bus.handoff("mission-883", "ada", "bob", cp.id, "your turn")?;
+//!
+//! // After a crash, bob asks where to pick up without knowing any id:
+//! let packet = bus.latest_resume_packet("mission-883", "bob")?;
+//! assert_eq!(packet.handoff.id, handoff.id);
+//! assert_eq!(packet.checkpoint.id, cp.id);
+//!
+//! // A read-only participant cannot publish, and nothing is written:
+//! bus.join("mission-883", "eve", "read", Json::empty_object())?;
+//! let head = bus.state("mission-883")?.head;
+//! assert!(bus.publish("mission-883", "eve", "x", Json::null()).is_err());
+//! assert_eq!(bus.state("mission-883")?.head, head);
+//!
+//! // Replaying the log rebuilds exactly the live state.
+//! assert_eq!(bus.rebuild_state("mission-883")?, *bus.state("mission-883")?);
+//! assert!(bus.verify("mission-883")?.is_intact());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! See `docs/architecture.md` for the code map and invariants and
+//! `docs/format.md` for the bytes on disk.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod bus;
+mod codec;
+pub mod document;
+mod error;
+mod event;
+mod keys;
+pub mod profiles;
+mod state;
+mod store;
+mod verify;
+
+pub use bus::{
+    Action, AppendOptions, MissionBus, MissionBusBuilder, MissionSummary, NewMission, ResumePacket,
+    MAX_ARTIFACTS, MAX_NAME_BYTES, MAX_RECORD_BYTES, MAX_TEXT_BYTES, MAX_TOPIC_BYTES,
+};
+pub use error::{Error, ErrorKind, Result};
+pub use event::{Event, EventBody, EventType, Json, OPERATOR};
+pub use profiles::{Capability, IsolationProfile, MissionConfig};
+pub use state::{EventRef, MissionState, Participant, REDUCER_VERSION};
+pub use store::{Durability, EventIter};
+pub use verify::{Problem, VerifyReport};

@@ -1,0 +1,726 @@
+//! The storage seam: the ONLY module that touches sled.
+//!
+//! It owns the trees, the one atomic write (a multi-tree transaction per
+//! commit group), scans, index lookups, the flush policy, snapshots and the
+//! structural half of verification. Everything above it speaks in missions,
+//! sequences and [`Event`]s. See `docs/format.md` for the bytes.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+use uuid::Uuid;
+
+use crate::codec::{self, Hash, GENESIS};
+use crate::error::{Error, Result};
+use crate::event::{Event, EventBody, EventType};
+use crate::keys::{self, MissionNo};
+use crate::verify::{Problem, VerifyReport};
+
+/// When an append is acknowledged, relative to the disk.
+///
+/// The default, [`Durability::Flush`], never acknowledges an event that a
+/// process crash could lose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Flush sled's log to the OS before acknowledging (the default).
+    /// Survives a crash of the process (kill -9). sled's flush ends in
+    /// `sync_file_range`, so a power cut can still lose the last writes.
+    #[default]
+    Flush,
+    /// Flush, then `fsync` the data file before acknowledging: survives
+    /// power loss too, at a higher cost per commit group.
+    Sync,
+    /// Acknowledge once the event is in memory; sled's background flusher
+    /// writes it within `flush_every_ms` (500 ms by default). A crash can
+    /// lose everything acknowledged in that window (the log stays a
+    /// consistent prefix). For bulk loads you can redo.
+    Relaxed,
+}
+
+/// The name of a sled tree, for errors and docs.
+const TREE_MISSIONS: &str = "missions";
+const TREE_EVENTS: &str = "events";
+const TREE_HEADS: &str = "heads";
+const TREE_CHECKPOINTS: &str = "checkpoints";
+const TREE_HANDOFFS: &str = "handoffs";
+const TREE_EVENT_IDS: &str = "event_ids";
+const TREE_SNAPSHOTS: &str = "snapshots";
+const TREE_META: &str = "meta";
+const META_FORMAT: &[u8] = b"format_version";
+
+/// Secondary indexes: id -> `[mission][seq]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Index {
+    Checkpoints,
+    Handoffs,
+    EventIds,
+}
+
+/// Settings the store is opened with.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreOptions {
+    pub(crate) cache_capacity: u64,
+    pub(crate) flush_every_ms: Option<u64>,
+}
+
+/// Events planned for one mission in one commit: their sequences were
+/// assigned by the planner as `prev_seq + 1 ..`, and the transaction checks
+/// them against the head it reads.
+#[derive(Debug)]
+pub(crate) struct PlannedAppend {
+    pub(crate) mission: MissionNo,
+    /// Register the mission's string id in the same transaction (creation).
+    pub(crate) register: Option<String>,
+    /// Overwrite event-id index entries left by an interrupted import (the
+    /// planner checked that every existing entry is such a leftover).
+    pub(crate) replace_orphan_ids: bool,
+    pub(crate) prev_seq: u64,
+    pub(crate) events: Vec<Event>,
+}
+
+/// Why a commit transaction aborted. The planner rules these out, so they
+/// mean a bug or a second writer; nothing is written either way.
+#[derive(Debug)]
+enum Abort {
+    MissionExists(String),
+    HeadMoved {
+        mission: MissionNo,
+        planned: u64,
+        head: u64,
+    },
+    BadSequence {
+        mission: MissionNo,
+        planned: u64,
+        expected: u64,
+    },
+    DuplicateId(Uuid),
+    BadHead(MissionNo),
+}
+
+pub(crate) struct Store {
+    path: PathBuf,
+    db: sled::Db,
+    missions: sled::Tree,
+    events: sled::Tree,
+    heads: sled::Tree,
+    checkpoints: sled::Tree,
+    handoffs: sled::Tree,
+    event_ids: sled::Tree,
+    snapshots: sled::Tree,
+    data_file: OnceLock<File>,
+}
+
+impl Store {
+    pub(crate) fn open(path: &Path, opts: &StoreOptions) -> Result<Store> {
+        std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(opts.cache_capacity)
+            .flush_every_ms(opts.flush_every_ms)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("could not acquire lock") =>
+                {
+                    Error::DataDirInUse {
+                        path: path.to_path_buf(),
+                    }
+                }
+                other => Error::from(other),
+            })?;
+        let meta = db.open_tree(TREE_META)?;
+        match meta.get(META_FORMAT)? {
+            None => {
+                meta.insert(META_FORMAT, &[codec::FORMAT_VERSION])?;
+            }
+            Some(v) if v.as_ref() == [codec::FORMAT_VERSION] => {}
+            Some(v) => {
+                return Err(Error::corruption(
+                    "(store)",
+                    None,
+                    format!(
+                        "data dir {} has format version {:?}; this build reads version {}",
+                        path.display(),
+                        v.as_ref(),
+                        codec::FORMAT_VERSION
+                    ),
+                ))
+            }
+        }
+        Ok(Store {
+            path: path.to_path_buf(),
+            missions: db.open_tree(TREE_MISSIONS)?,
+            events: db.open_tree(TREE_EVENTS)?,
+            heads: db.open_tree(TREE_HEADS)?,
+            checkpoints: db.open_tree(TREE_CHECKPOINTS)?,
+            handoffs: db.open_tree(TREE_HANDOFFS)?,
+            event_ids: db.open_tree(TREE_EVENT_IDS)?,
+            snapshots: db.open_tree(TREE_SNAPSHOTS)?,
+            db,
+            data_file: OnceLock::new(),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A fresh internal mission number (unique, increasing, with gaps).
+    pub(crate) fn allocate_mission_no(&self) -> Result<MissionNo> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// The internal number of mission `name`, if it exists.
+    pub(crate) fn mission_no(&self, name: &str) -> Result<Option<MissionNo>> {
+        match self.missions.get(name.as_bytes())? {
+            None => Ok(None),
+            Some(v) => codec::decode_mission_entry(&v)
+                .map(Some)
+                .map_err(|e| Error::corruption(name, None, e)),
+        }
+    }
+
+    /// Every mission: (string id, internal number), sorted by id.
+    pub(crate) fn missions(&self) -> Result<Vec<(String, MissionNo)>> {
+        let mut out = Vec::new();
+        for item in self.missions.iter() {
+            let (k, v) = item?;
+            let name = String::from_utf8(k.to_vec()).map_err(|_| {
+                Error::corruption("(missions tree)", None, "mission id is not UTF-8")
+            })?;
+            let no =
+                codec::decode_mission_entry(&v).map_err(|e| Error::corruption(&name, None, e))?;
+            out.push((name, no));
+        }
+        Ok(out)
+    }
+
+    /// Head sequence and chain hash; `(0, GENESIS)` for a mission with no events.
+    pub(crate) fn head(&self, mission: MissionNo, name: &str) -> Result<(u64, Hash)> {
+        match self.heads.get(keys::mission_key(mission))? {
+            None => Ok((0, GENESIS)),
+            Some(v) => keys::parse_head(&v)
+                .ok_or_else(|| Error::corruption(name, None, "head entry is malformed")),
+        }
+    }
+
+    /// One event by sequence.
+    pub(crate) fn event(&self, mission: MissionNo, seq: u64, name: &str) -> Result<Option<Event>> {
+        match self.events.get(keys::event_key(mission, seq))? {
+            None => Ok(None),
+            Some(v) => codec::decode_event(seq, &v)
+                .map(Some)
+                .map_err(|e| Error::corruption(name, Some(seq), e)),
+        }
+    }
+
+    /// The chain hash of the record at `seq`, after checking its checksum.
+    pub(crate) fn record_hash(&self, mission: MissionNo, seq: u64) -> Result<Option<Hash>> {
+        let key = keys::event_key(mission, seq);
+        Ok(match self.events.get(key)? {
+            Some(v) if codec::check_record(&v).is_ok() => Some(codec::record_hash(&key, &v)),
+            _ => None,
+        })
+    }
+
+    /// Index lookup: one `get`, never a scan of the log.
+    pub(crate) fn lookup(&self, index: Index, id: &Uuid) -> Result<Option<(MissionNo, u64)>> {
+        let tree = self.index_tree(index);
+        match tree.get(id.as_bytes())? {
+            None => Ok(None),
+            Some(v) => keys::parse_event_key(&v).map(Some).ok_or_else(|| {
+                Error::corruption(
+                    format!("({} index)", index_name(index)),
+                    None,
+                    format!("entry for {id} is malformed"),
+                )
+            }),
+        }
+    }
+
+    fn index_tree(&self, index: Index) -> &sled::Tree {
+        match index {
+            Index::Checkpoints => &self.checkpoints,
+            Index::Handoffs => &self.handoffs,
+            Index::EventIds => &self.event_ids,
+        }
+    }
+
+    /// Stream a mission's events with sequences in `from..=to`, in order,
+    /// checking checksums and contiguity as it goes. Constant memory.
+    pub(crate) fn scan(&self, mission: MissionNo, name: &str, from: u64, to: u64) -> EventIter {
+        let from = from.max(1);
+        let inner = if from > to {
+            None
+        } else {
+            Some(
+                self.events
+                    .range(keys::event_key(mission, from)..=keys::event_key(mission, to)),
+            )
+        };
+        EventIter {
+            inner,
+            mission,
+            name: name.to_string(),
+            expected: from,
+            to,
+            failed: false,
+        }
+    }
+
+    /// Write a commit group in one transaction: events, index entries,
+    /// heads and mission registrations, all or nothing. Returns each plan's
+    /// new head `(seq, hash)`. Not yet durable: call [`Store::flush`].
+    pub(crate) fn commit(&self, plans: &[PlannedAppend]) -> Result<Vec<(u64, Hash)>> {
+        let trees = (
+            &self.missions,
+            &self.events,
+            &self.heads,
+            &self.checkpoints,
+            &self.handoffs,
+            &self.event_ids,
+        );
+        let result = trees.transaction(|(missions, events, heads, checkpoints, handoffs, ids)| {
+            let mut out = Vec::with_capacity(plans.len());
+            for plan in plans {
+                out.push(commit_one(
+                    plan,
+                    missions,
+                    events,
+                    heads,
+                    checkpoints,
+                    handoffs,
+                    ids,
+                )?);
+            }
+            Ok(out)
+        });
+        result.map_err(|e| match e {
+            TransactionError::Storage(e) => Error::from(e),
+            TransactionError::Abort(a) => self.abort_error(a),
+        })
+    }
+
+    fn abort_error(&self, a: Abort) -> Error {
+        let name = |m: MissionNo| format!("#{m}");
+        match a {
+            Abort::MissionExists(mission) => Error::MissionExists { mission },
+            Abort::HeadMoved {
+                mission,
+                planned,
+                head,
+            } => Error::SequenceConflict {
+                mission: name(mission),
+                expected: planned,
+                head,
+            },
+            Abort::BadSequence {
+                mission,
+                planned,
+                expected,
+            } => Error::corruption(
+                name(mission),
+                Some(planned),
+                format!("planned sequence {planned}, next is {expected} (bug in the planner)"),
+            ),
+            Abort::DuplicateId(id) => Error::InvalidInput {
+                field: "event id".into(),
+                reason: format!("{id} is already stored"),
+            },
+            Abort::BadHead(m) => Error::corruption(name(m), None, "head entry is malformed"),
+        }
+    }
+
+    /// Make everything committed so far durable, as `durability` says.
+    pub(crate) fn flush(&self, durability: Durability) -> Result<()> {
+        match durability {
+            Durability::Relaxed => Ok(()),
+            Durability::Flush => {
+                self.db.flush()?;
+                Ok(())
+            }
+            Durability::Sync => {
+                self.db.flush()?;
+                let file = match self.data_file.get() {
+                    Some(f) => f,
+                    None => {
+                        let p = self.path.join("db");
+                        let f = File::open(&p).map_err(|e| Error::io(&p, e))?;
+                        self.data_file.get_or_init(|| f)
+                    }
+                };
+                file.sync_data()
+                    .map_err(|e| Error::io(self.path.join("db"), e))
+            }
+        }
+    }
+
+    /// The raw snapshot value of a mission, if one was saved.
+    pub(crate) fn snapshot(&self, mission: MissionNo) -> Result<Option<sled::IVec>> {
+        Ok(self.snapshots.get(keys::mission_key(mission))?)
+    }
+
+    /// Save a snapshot value. It is a cache: it rides along with the next
+    /// flush, and a lost or damaged one is rebuilt from the log.
+    pub(crate) fn put_snapshot(&self, mission: MissionNo, value: Vec<u8>) -> Result<()> {
+        self.snapshots.insert(keys::mission_key(mission), value)?;
+        Ok(())
+    }
+
+    /// Bytes the store occupies on disk.
+    pub(crate) fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+
+    /// Check one mission's log, chain, head and index entries.
+    pub(crate) fn verify(&self, mission: MissionNo, name: &str) -> Result<VerifyReport> {
+        let mut report = VerifyReport {
+            mission_id: name.to_string(),
+            events_checked: 0,
+            head_sequence: 0,
+            head_hash: String::new(),
+            problems: Vec::new(),
+        };
+        let problem = |report: &mut VerifyReport, seq: Option<u64>, what: String| {
+            if report.problems.len() < VerifyReport::MAX_PROBLEMS {
+                report.problems.push(Problem {
+                    sequence: seq,
+                    what,
+                });
+            }
+        };
+        // The chain hash the next record must carry; None after a damaged
+        // record, so one fault is reported once rather than at every record.
+        let mut prev: Option<Hash> = Some(GENESIS);
+        let mut expected = 1u64;
+        let mut last_seq = 0u64;
+        for item in self.events.scan_prefix(keys::mission_key(mission)) {
+            let (k, v) = item?;
+            report.events_checked += 1;
+            let Some((_, seq)) = keys::parse_event_key(&k) else {
+                problem(
+                    &mut report,
+                    None,
+                    format!("malformed event key {:02x?}", k.as_ref()),
+                );
+                prev = None;
+                continue;
+            };
+            if seq != expected {
+                let what = if seq > expected {
+                    format!(
+                        "sequence {seq} follows {}: sequence {expected} is missing",
+                        expected - 1
+                    )
+                } else {
+                    format!("sequence {seq} is out of order")
+                };
+                problem(&mut report, Some(seq), what);
+                prev = None;
+            }
+            expected = seq + 1;
+            last_seq = seq;
+            if let Err(e) = codec::check_record(&v) {
+                problem(&mut report, Some(seq), e);
+                prev = None;
+                continue;
+            }
+            let stored_prev = codec::prev_hash(&v);
+            if let Some(p) = prev {
+                if p != stored_prev {
+                    problem(
+                        &mut report,
+                        Some(seq),
+                        format!(
+                            "hash chain broken: record expects previous hash {}, previous record hashes to {}",
+                            hex(&stored_prev),
+                            hex(&p)
+                        ),
+                    );
+                }
+            }
+            prev = Some(codec::record_hash(&k, &v));
+            let event = match codec::decode_event(seq, &v) {
+                Ok(e) => e,
+                Err(e) => {
+                    problem(&mut report, Some(seq), e);
+                    continue;
+                }
+            };
+            match (&event.body, seq) {
+                (EventBody::MissionCreated { mission_id, .. }, 1) if mission_id != name => problem(
+                    &mut report,
+                    Some(1),
+                    format!("creation record names mission '{mission_id}'"),
+                ),
+                (EventBody::MissionCreated { .. }, 1) => {}
+                (_, 1) => problem(
+                    &mut report,
+                    Some(1),
+                    format!(
+                        "first record is a {}, not mission_created",
+                        event.event_type()
+                    ),
+                ),
+                (EventBody::MissionCreated { .. }, _) => problem(
+                    &mut report,
+                    Some(seq),
+                    "a second mission_created record".to_string(),
+                ),
+                _ => {}
+            }
+            let key = keys::event_key(mission, seq);
+            let expect_index = |report: &mut VerifyReport, index: Index| -> Result<()> {
+                match self.index_tree(index).get(event.id.as_bytes())? {
+                    Some(v) if v.as_ref() == key => {}
+                    Some(v) => problem(
+                        report,
+                        Some(seq),
+                        format!(
+                            "{} index entry for {} points at {}",
+                            index_name(index),
+                            event.id,
+                            describe_target(&v)
+                        ),
+                    ),
+                    None => problem(
+                        report,
+                        Some(seq),
+                        format!("{} index has no entry for {}", index_name(index), event.id),
+                    ),
+                }
+                Ok(())
+            };
+            expect_index(&mut report, Index::EventIds)?;
+            match &event.body {
+                EventBody::Checkpoint { .. } => expect_index(&mut report, Index::Checkpoints)?,
+                EventBody::Handoff { checkpoint_id, .. } => {
+                    expect_index(&mut report, Index::Handoffs)?;
+                    match self.lookup(Index::Checkpoints, checkpoint_id)? {
+                        Some((m, s)) if m == mission && s < seq => {}
+                        _ => problem(
+                            &mut report,
+                            Some(seq),
+                            format!("handoff names checkpoint {checkpoint_id}, which is not an earlier checkpoint of this mission"),
+                        ),
+                    }
+                }
+                _ => {}
+            }
+        }
+        match self.heads.get(keys::mission_key(mission))? {
+            None if last_seq > 0 => problem(&mut report, None, "head entry is missing".into()),
+            None => {}
+            Some(v) => match keys::parse_head(&v) {
+                None => problem(&mut report, None, "head entry is malformed".into()),
+                Some((head_seq, head_hash)) => {
+                    report.head_sequence = head_seq;
+                    report.head_hash = hex(&head_hash);
+                    if head_seq > last_seq {
+                        problem(
+                            &mut report,
+                            Some(last_seq + 1),
+                            format!("head is sequence {head_seq} but the log ends at {last_seq}: records {}..={head_seq} are missing", last_seq + 1),
+                        );
+                    } else if head_seq < last_seq {
+                        problem(
+                            &mut report,
+                            Some(head_seq + 1),
+                            format!(
+                                "log holds records past the head ({head_seq}) up to {last_seq}"
+                            ),
+                        );
+                    } else if prev.is_some_and(|p| p != head_hash) {
+                        problem(
+                            &mut report,
+                            Some(head_seq),
+                            "head hash does not match the last record's hash (the log was rewritten)".into(),
+                        );
+                    }
+                }
+            },
+        }
+        // Reverse direction: every index entry pointing into this mission
+        // points at an event with that id and of that kind.
+        for index in [Index::EventIds, Index::Checkpoints, Index::Handoffs] {
+            for item in self.index_tree(index).iter() {
+                let (id, target) = item?;
+                let Some((m, seq)) = keys::parse_event_key(&target) else {
+                    continue;
+                };
+                if m != mission {
+                    continue;
+                }
+                let ok = match self.events.get(&target)? {
+                    Some(v) => match codec::decode_event(seq, &v) {
+                        Ok(e) => {
+                            e.id.as_bytes() == id.as_ref()
+                                && match index {
+                                    Index::EventIds => true,
+                                    Index::Checkpoints => e.event_type() == EventType::Checkpoint,
+                                    Index::Handoffs => e.event_type() == EventType::Handoff,
+                                }
+                        }
+                        Err(_) => true, // already reported above
+                    },
+                    None => false,
+                };
+                if !ok {
+                    let id = Uuid::from_slice(&id)
+                        .map(|u| u.to_string())
+                        .unwrap_or_else(|_| hex(&id));
+                    problem(
+                        &mut report,
+                        Some(seq),
+                        format!(
+                            "{} index entry {id} points at a record that is not that {}",
+                            index_name(index),
+                            match index {
+                                Index::EventIds => "event",
+                                Index::Checkpoints => "checkpoint",
+                                Index::Handoffs => "handoff",
+                            }
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn commit_one(
+    plan: &PlannedAppend,
+    missions: &TransactionalTree,
+    events: &TransactionalTree,
+    heads: &TransactionalTree,
+    checkpoints: &TransactionalTree,
+    handoffs: &TransactionalTree,
+    ids: &TransactionalTree,
+) -> std::result::Result<(u64, Hash), ConflictableTransactionError<Abort>> {
+    use ConflictableTransactionError::Abort as A;
+    let mkey = keys::mission_key(plan.mission);
+    if let Some(name) = &plan.register {
+        if missions.get(name.as_bytes())?.is_some() {
+            return Err(A(Abort::MissionExists(name.clone())));
+        }
+        missions.insert(name.as_bytes(), &codec::encode_mission_entry(plan.mission))?;
+    }
+    let (mut seq, mut hash) = match heads.get(mkey)? {
+        None => (0, GENESIS),
+        Some(v) => keys::parse_head(&v).ok_or(A(Abort::BadHead(plan.mission)))?,
+    };
+    if seq != plan.prev_seq {
+        return Err(A(Abort::HeadMoved {
+            mission: plan.mission,
+            planned: plan.prev_seq,
+            head: seq,
+        }));
+    }
+    for event in &plan.events {
+        if event.sequence != seq + 1 {
+            return Err(A(Abort::BadSequence {
+                mission: plan.mission,
+                planned: event.sequence,
+                expected: seq + 1,
+            }));
+        }
+        seq += 1;
+        let key = keys::event_key(plan.mission, seq);
+        let enc = codec::encode_event(&key, event, &hash);
+        if ids.insert(event.id.as_bytes(), &key)?.is_some() && !plan.replace_orphan_ids {
+            return Err(A(Abort::DuplicateId(event.id)));
+        }
+        match event.body {
+            EventBody::Checkpoint { .. } => {
+                checkpoints.insert(event.id.as_bytes(), &key)?;
+            }
+            EventBody::Handoff { .. } => {
+                handoffs.insert(event.id.as_bytes(), &key)?;
+            }
+            _ => {}
+        }
+        events.insert(&key, enc.value)?;
+        hash = enc.hash;
+    }
+    heads.insert(&mkey, &keys::head_value(seq, &hash)[..])?;
+    Ok((seq, hash))
+}
+
+fn index_name(index: Index) -> &'static str {
+    match index {
+        Index::Checkpoints => TREE_CHECKPOINTS,
+        Index::Handoffs => TREE_HANDOFFS,
+        Index::EventIds => TREE_EVENT_IDS,
+    }
+}
+
+fn describe_target(v: &[u8]) -> String {
+    match keys::parse_event_key(v) {
+        Some((m, s)) => format!("mission #{m} sequence {s}"),
+        None => format!("malformed bytes {v:02x?}"),
+    }
+}
+
+/// Lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Streaming replay of one mission's log: `Result<Event>` per record, in
+/// sequence order. A damaged record or a gap ends the stream with an error.
+pub struct EventIter {
+    inner: Option<sled::Iter>,
+    mission: MissionNo,
+    name: String,
+    expected: u64,
+    to: u64,
+    failed: bool,
+}
+
+impl Iterator for EventIter {
+    type Item = Result<Event>;
+
+    fn next(&mut self) -> Option<Result<Event>> {
+        if self.failed {
+            return None;
+        }
+        let item = match self.inner.as_mut()?.next() {
+            Some(item) => item,
+            None if self.expected <= self.to && self.to != u64::MAX => {
+                // The caller asked up to a head that the log does not reach.
+                self.failed = true;
+                return Some(Err(Error::corruption(
+                    &self.name,
+                    Some(self.expected),
+                    format!("record missing (log ends before sequence {})", self.to),
+                )));
+            }
+            None => return None,
+        };
+        let result = item.map_err(Error::from).and_then(|(k, v)| {
+            let (m, seq) = keys::parse_event_key(&k)
+                .filter(|(m, _)| *m == self.mission)
+                .ok_or_else(|| Error::corruption(&self.name, None, "malformed event key"))?;
+            debug_assert_eq!(m, self.mission);
+            if seq != self.expected {
+                return Err(Error::corruption(
+                    &self.name,
+                    Some(self.expected),
+                    format!("record missing (next record is sequence {seq})"),
+                ));
+            }
+            codec::decode_event(seq, &v).map_err(|e| Error::corruption(&self.name, Some(seq), e))
+        });
+        match &result {
+            Ok(_) => self.expected += 1,
+            Err(_) => self.failed = true,
+        }
+        Some(result)
+    }
+}
