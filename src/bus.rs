@@ -119,6 +119,7 @@ impl MissionBusBuilder {
         let shared = Arc::new(Shared {
             cache: RwLock::new(HashMap::new()),
             directory: RwLock::new(directory),
+            committed: tokio::sync::broadcast::channel(SUBSCRIBER_BUFFER).0,
         });
         let (tx, rx) = mpsc::sync_channel(QUEUE_DEPTH);
         let writer = Writer {
@@ -193,7 +194,29 @@ struct Limits {
 struct Shared {
     cache: RwLock<HashMap<MissionNo, Arc<Cached>>>,
     directory: RwLock<Directory>,
+    committed: tokio::sync::broadcast::Sender<Arc<Committed>>,
 }
+
+/// An event that was just made durable, as seen by [`MissionBus::subscribe`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    /// The mission it belongs to.
+    pub mission_id: String,
+    /// The event.
+    pub event: Event,
+}
+
+/// Who a participant token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenOwner {
+    /// The mission the token is valid for (and only that one).
+    pub mission_id: String,
+    /// The participant.
+    pub name: String,
+}
+
+/// Events kept for slow subscribers before they are told they lagged.
+const SUBSCRIBER_BUFFER: usize = 4096;
 
 /// Registered missions, both ways (string id <-> internal number).
 #[derive(Default)]
@@ -958,6 +981,63 @@ impl MissionBus {
     pub fn size_on_disk(&self) -> Result<u64> {
         self.inner.store.size_on_disk()
     }
+
+    /// Every event of every mission, as it becomes durable (after the flush,
+    /// in commit order; imports are not announced). The channel holds
+    /// 4096 events: a receiver that falls further behind gets
+    /// `RecvError::Lagged` and should catch up from the log with
+    /// [`MissionBus::events`]. Writers never wait for subscribers. For
+    /// catch-up-then-live without gaps: subscribe first, read the log, then
+    /// skip live events whose sequence was already read.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Committed>> {
+        self.inner.shared.committed.subscribe()
+    }
+
+    /// Issue a new secret token for participant `name` of `mission`. Only a
+    /// hash of it is stored (durably, before this returns); the token itself
+    /// is returned once and cannot be recovered. It authenticates that
+    /// participant in that mission only.
+    pub fn issue_token(&self, mission: &str, name: &str) -> Result<String> {
+        let c = self.cached(mission)?;
+        if !c.state.participants.contains_key(name) {
+            return Err(Error::ParticipantNotFound {
+                mission: mission.to_string(),
+                name: name.to_string(),
+            });
+        }
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret)
+            .map_err(|e| Error::io(self.path(), std::io::Error::other(e.to_string())))?;
+        let token = format!("mb_{}", crate::store::hex(&secret));
+        self.inner
+            .store
+            .put_token(&token_hash(&token), c.no, name)?;
+        let durability = match self.inner.durability {
+            Durability::Relaxed => Durability::Flush,
+            d => d,
+        };
+        self.inner.store.flush(durability)?;
+        Ok(token)
+    }
+
+    /// Who `token` belongs to, if anyone. The lookup is keyed by the token's
+    /// BLAKE3 hash, so the stored hashes reveal nothing usable and the
+    /// comparison never runs over the secret itself.
+    pub fn authenticate(&self, token: &str) -> Result<Option<TokenOwner>> {
+        let Some((no, name)) = self.inner.store.token_owner(&token_hash(token))? else {
+            return Ok(None);
+        };
+        Ok(self
+            .inner
+            .shared
+            .name_of(no)
+            .map(|mission_id| TokenOwner { mission_id, name }))
+    }
+}
+
+/// BLAKE3 of a token, the only form in which tokens are stored.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    *blake3::hash(token.as_bytes()).as_bytes()
 }
 
 fn at_sequence(err: Error, seq: u64) -> Error {
@@ -1587,6 +1667,20 @@ impl Writer {
                     cache.insert(no, Arc::new(c));
                 }
                 drop(cache);
+                if self.shared.committed.receiver_count() > 0 {
+                    for plan in &group.plans {
+                        let Some(name) = self.shared.name_of(plan.mission) else {
+                            continue;
+                        };
+                        for event in &plan.events {
+                            // Err only means nobody is listening any more.
+                            let _ = self.shared.committed.send(Arc::new(Committed {
+                                mission_id: name.clone(),
+                                event: event.clone(),
+                            }));
+                        }
+                    }
+                }
                 for p in group.pending {
                     let _ = p.reply.send(Ok(p.events));
                 }

@@ -58,13 +58,15 @@ mod error;
 mod event;
 mod keys;
 pub mod profiles;
+pub mod server;
 mod state;
 mod store;
 mod verify;
 
 pub use bus::{
-    Action, AppendOptions, MissionBus, MissionBusBuilder, MissionSummary, NewMission, ResumePacket,
-    MAX_ARTIFACTS, MAX_NAME_BYTES, MAX_RECORD_BYTES, MAX_TEXT_BYTES, MAX_TOPIC_BYTES,
+    token_hash, Action, AppendOptions, Committed, MissionBus, MissionBusBuilder, MissionSummary,
+    NewMission, ResumePacket, MAX_ARTIFACTS, MAX_NAME_BYTES, MAX_RECORD_BYTES, MAX_TEXT_BYTES,
+    MAX_TOPIC_BYTES,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventBody, EventType, Json, OPERATOR};
@@ -72,3 +74,23 @@ pub use profiles::{Capability, IsolationProfile, MissionConfig};
 pub use state::{EventRef, MissionState, Participant, REDUCER_VERSION};
 pub use store::{Durability, EventIter};
 pub use verify::{Problem, VerifyReport};
+
+/// Entry points for fuzzing the decoders (`fuzz/`). Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decode bytes as an event record stored at `sequence`; must never panic.
+    pub fn decode_record(sequence: u64, bytes: &[u8]) -> bool {
+        crate::codec::decode_event(sequence, bytes).is_ok()
+    }
+
+    /// Decode bytes as a snapshot value; must never panic.
+    pub fn decode_snapshot(bytes: &[u8]) -> bool {
+        crate::codec::decode_snapshot(bytes).is_ok()
+    }
+
+    /// Encode an event the way the store does, for building fuzz seeds.
+    pub fn encode_record(mission: u64, event: &crate::Event) -> Vec<u8> {
+        let key = crate::keys::event_key(mission, event.sequence);
+        crate::codec::encode_event(&key, event, &crate::codec::GENESIS).value
+    }
+}

@@ -50,6 +50,7 @@ const TREE_HANDOFFS: &str = "handoffs";
 const TREE_EVENT_IDS: &str = "event_ids";
 const TREE_SNAPSHOTS: &str = "snapshots";
 const TREE_META: &str = "meta";
+const TREE_TOKENS: &str = "tokens";
 const META_FORMAT: &[u8] = b"format_version";
 
 /// Secondary indexes: id -> `[mission][seq]`.
@@ -111,6 +112,7 @@ pub(crate) struct Store {
     handoffs: sled::Tree,
     event_ids: sled::Tree,
     snapshots: sled::Tree,
+    tokens: sled::Tree,
     data_file: OnceLock<File>,
 }
 
@@ -161,6 +163,7 @@ impl Store {
             handoffs: db.open_tree(TREE_HANDOFFS)?,
             event_ids: db.open_tree(TREE_EVENT_IDS)?,
             snapshots: db.open_tree(TREE_SNAPSHOTS)?,
+            tokens: db.open_tree(TREE_TOKENS)?,
             db,
             data_file: OnceLock::new(),
         })
@@ -370,6 +373,31 @@ impl Store {
     pub(crate) fn put_snapshot(&self, mission: MissionNo, value: Vec<u8>) -> Result<()> {
         self.snapshots.insert(keys::mission_key(mission), value)?;
         Ok(())
+    }
+
+    /// Remember a token hash as belonging to participant `name` of `mission`.
+    /// Not durable until the next [`Store::flush`].
+    pub(crate) fn put_token(&self, hash: &[u8; 32], mission: MissionNo, name: &str) -> Result<()> {
+        let mut v = Vec::with_capacity(9 + name.len());
+        v.push(1u8);
+        v.extend_from_slice(&mission.to_be_bytes());
+        v.extend_from_slice(name.as_bytes());
+        self.tokens.insert(hash, v)?;
+        Ok(())
+    }
+
+    /// The owner of a token hash: (mission, participant name).
+    pub(crate) fn token_owner(&self, hash: &[u8; 32]) -> Result<Option<(MissionNo, String)>> {
+        let Some(v) = self.tokens.get(hash)? else {
+            return Ok(None);
+        };
+        let bad = || Error::corruption("(tokens tree)", None, "token entry is malformed");
+        if v.len() < 9 || v[0] != 1 {
+            return Err(bad());
+        }
+        let no = keys::parse_u64(&v[1..9]).ok_or_else(bad)?;
+        let name = std::str::from_utf8(&v[9..]).map_err(|_| bad())?.to_string();
+        Ok(Some((no, name)))
     }
 
     /// Bytes the store occupies on disk.
