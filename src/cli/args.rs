@@ -1,0 +1,213 @@
+//! Flag definitions (clap derive). Names and shapes are a contract: scripts
+//! and other tools depend on them, so change them only with the docs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `mission-bus`: a durable, append-only log for multi-agent missions.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mission-bus",
+    version,
+    about = "A durable, append-only, event-sourced log for multi-agent missions",
+    long_about = "A durable, append-only, event-sourced log for multi-agent missions.\n\n\
+        Agents publish messages, save checkpoints and hand work to each other; auditors \
+        replay and verify the history. Every write prints the stored event as one JSON \
+        object on stdout.\n\n\
+        Exit codes: 0 ok, 2 usage, 3 permission denied, 4 not found, 5 conflict, \
+        6 integrity failure, 1 anything else.\n\n\
+        Try `mission-bus demo` first.",
+    propagate_version = true
+)]
+pub(crate) struct Cli {
+    /// Data directory (created on first use). One process at a time may open it.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "MISSION_BUS_DATA",
+        default_value = "mission-bus-data"
+    )]
+    pub data: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create a mission; the lead is registered as its first participant.
+    Create {
+        /// Mission id, e.g. mission-883.
+        mission: String,
+        /// Human-readable title.
+        #[arg(long)]
+        title: String,
+        /// Name of the lead (role `lead`).
+        #[arg(long, value_name = "NAME")]
+        lead: String,
+        /// Roles and isolation profiles config (JSON); defaults when omitted.
+        #[arg(long, value_name = "FILE")]
+        profiles: Option<PathBuf>,
+    },
+    /// Register a participant with a role.
+    Join {
+        /// Mission id.
+        mission: String,
+        /// Participant name.
+        name: String,
+        /// Role, as defined in the mission's config (lead, write, read, audit by default).
+        #[arg(long)]
+        role: String,
+        /// Free-form JSON metadata.
+        #[arg(long, value_name = "JSON", default_value = "{}")]
+        metadata: String,
+    },
+    /// Publish a message (capability `publish`).
+    Publish {
+        /// Mission id.
+        mission: String,
+        #[command(flatten)]
+        actor: Actor,
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+        /// Payload (any JSON value).
+        #[arg(long, value_name = "JSON")]
+        payload: String,
+        #[command(flatten)]
+        guard: Guard,
+    },
+    /// Save a checkpoint (capability `checkpoint`).
+    Checkpoint {
+        /// Mission id.
+        mission: String,
+        #[command(flatten)]
+        actor: Actor,
+        /// What the checkpoint captures.
+        #[arg(long, value_name = "TEXT")]
+        summary: String,
+        /// State to resume from (any JSON value).
+        #[arg(long, value_name = "JSON")]
+        state: String,
+        /// Artifact path; repeat for several.
+        #[arg(long = "artifact", value_name = "PATH")]
+        artifacts: Vec<String>,
+        #[command(flatten)]
+        guard: Guard,
+    },
+    /// Hand work to a participant, pointing at a checkpoint (capability `handoff`).
+    Handoff {
+        /// Mission id.
+        mission: String,
+        #[command(flatten)]
+        actor: Actor,
+        /// Recipient.
+        #[arg(long, value_name = "NAME")]
+        to: String,
+        /// Checkpoint id (a `checkpoint_id` printed by `checkpoint`).
+        #[arg(long, value_name = "ID")]
+        checkpoint: String,
+        /// Note for the recipient.
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        note: String,
+        #[command(flatten)]
+        guard: Guard,
+    },
+    /// Print the resume packet of a handoff (JSON, the prototype's fields).
+    #[command(group = clap::ArgGroup::new("which").required(true).multiple(false))]
+    Resume {
+        /// Mission id.
+        mission: String,
+        /// A handoff id.
+        #[arg(long, value_name = "ID", group = "which")]
+        handoff: Option<String>,
+        /// The latest handoff addressed to this participant.
+        #[arg(long = "for", value_name = "NAME", group = "which")]
+        recipient: Option<String>,
+    },
+    /// Print a mission's events as JSON Lines, in order (capability `read`).
+    Replay {
+        /// Mission id.
+        mission: String,
+        /// The reading participant (needs `read`).
+        #[arg(long = "as", value_name = "NAME")]
+        reader: String,
+        /// First sequence to print.
+        #[arg(long, value_name = "SEQ", default_value_t = 1,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        from: u64,
+        /// Last sequence to print (default: the head).
+        #[arg(long, value_name = "SEQ")]
+        to: Option<u64>,
+        /// Only events of this type; repeat for several (message, checkpoint,
+        /// handoff, mission_created, participant_joined, role_changed).
+        #[arg(long = "type", value_name = "TYPE")]
+        types: Vec<String>,
+    },
+    /// Export a mission as a seed document (default) or JSON Lines.
+    Export {
+        /// Mission id.
+        mission: String,
+        /// `seed`: the prototype's whole-mission document; `jsonl`: every event, lossless.
+        #[arg(long, value_enum, default_value_t = Format::Seed)]
+        format: Format,
+    },
+    /// Import a mission from a seed document or JSON Lines (`-` reads stdin).
+    Import {
+        /// The file to read, or `-` for stdin.
+        file: PathBuf,
+        /// Format of the input; detected from its content when omitted.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+    /// List missions with their event counts and head sequence (JSON Lines).
+    Missions,
+    /// Verify a mission's checksums, hash chain and indexes (all missions if none given).
+    Verify {
+        /// Mission id; every mission when omitted.
+        mission: Option<String>,
+    },
+    /// Run the HTTP/JSON bus server on the data directory.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7411")]
+        listen: SocketAddr,
+        /// Where the admin token is read from or written to (default DATA/admin.token).
+        #[arg(long, value_name = "FILE")]
+        admin_token_file: Option<PathBuf>,
+    },
+    /// Tell a mission's story end to end on the data directory.
+    Demo,
+}
+
+/// Who acts.
+#[derive(Debug, Args)]
+pub(crate) struct Actor {
+    /// The acting participant.
+    #[arg(long = "as", value_name = "NAME")]
+    pub name: String,
+}
+
+/// Optional guards on a write (safe retries, optimistic concurrency).
+#[derive(Debug, Args)]
+pub(crate) struct Guard {
+    /// Fail with exit 5, writing nothing, unless the mission's head sequence is N.
+    #[arg(long, value_name = "N")]
+    pub expect_seq: Option<u64>,
+    /// Caller-chosen event id: retrying with the same id and content returns
+    /// the stored event instead of writing twice.
+    #[arg(long, value_name = "UUID")]
+    pub event_id: Option<String>,
+}
+
+/// Document formats of export and import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// The prototype's whole-mission JSON document.
+    Seed,
+    /// Every event, one JSON object per line (lossless).
+    Jsonl,
+}

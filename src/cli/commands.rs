@@ -1,0 +1,393 @@
+//! One function per command. Each opens the store, does its work through the
+//! library's public API, and writes its answer to `out`.
+//!
+//! The CLI runs with the operator's authority over the data directory (it
+//! can open the files), so `join`, `export`, `import`, `missions` and
+//! `verify` act as the operator; `publish`, `checkpoint`, `handoff` and
+//! `replay` act as the participant named by `--as` and are checked against
+//! its role.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use mission_bus::document::{self, event_to_json};
+use mission_bus::{
+    Action, AppendOptions, Event, EventType, Json, MissionBus, MissionConfig, NewMission,
+};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::args::{Cli, Command, Format, Guard};
+use super::progress::Progress;
+use super::{demo, CliResult, Failure, EXIT_INTEGRITY, EXIT_NOT_FOUND};
+
+/// Run one parsed command line.
+pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
+    let data = cli.data.as_path();
+    match cli.command {
+        Command::Create {
+            mission,
+            title,
+            lead,
+            profiles,
+        } => {
+            let config = match profiles {
+                Some(path) => load_profiles(&path)?,
+                None => MissionConfig::default(),
+            };
+            let bus = open(data)?;
+            let events =
+                bus.create_mission(NewMission::new(mission, title).config(config).lead(lead))?;
+            for e in &events {
+                print_event(out, e)?;
+            }
+            Ok(())
+        }
+        Command::Join {
+            mission,
+            name,
+            role,
+            metadata,
+        } => {
+            let metadata = Json::parse("--metadata", &metadata)?;
+            let bus = open(data)?;
+            let e = bus.join(&mission, &name, &role, metadata)?;
+            print_event(out, &e)
+        }
+        Command::Publish {
+            mission,
+            actor,
+            topic,
+            payload,
+            guard,
+        } => {
+            let payload = Json::parse("--payload", &payload)?;
+            let action = Action::Publish { topic, payload };
+            append(data, out, &mission, &actor.name, action, &guard)
+        }
+        Command::Checkpoint {
+            mission,
+            actor,
+            summary,
+            state,
+            artifacts,
+            guard,
+        } => {
+            let state = Json::parse("--state", &state)?;
+            let action = Action::Checkpoint {
+                summary,
+                state,
+                artifacts,
+            };
+            append(data, out, &mission, &actor.name, action, &guard)
+        }
+        Command::Handoff {
+            mission,
+            actor,
+            to,
+            checkpoint,
+            note,
+            guard,
+        } => {
+            let checkpoint_id = parse_uuid("--checkpoint", &checkpoint)?;
+            let action = Action::Handoff {
+                recipient: to,
+                checkpoint_id,
+                note,
+            };
+            append(data, out, &mission, &actor.name, action, &guard)
+        }
+        Command::Resume {
+            mission,
+            handoff,
+            recipient,
+        } => {
+            let handoff = handoff.map(|h| parse_uuid("--handoff", &h)).transpose()?;
+            let bus = open(data)?;
+            let packet = resume(&bus, &mission, handoff, recipient.as_deref())?;
+            writeln!(out, "{}", document::resume_packet_to_json(&packet))?;
+            Ok(())
+        }
+        Command::Replay {
+            mission,
+            reader,
+            from,
+            to,
+            types,
+        } => {
+            let types = types
+                .iter()
+                .map(|t| {
+                    EventType::parse(t).map_err(|_| {
+                        Failure::usage(format!(
+                            "invalid --type '{t}': expected one of {}",
+                            type_names()
+                        ))
+                    })
+                })
+                .collect::<CliResult<Vec<_>>>()?;
+            if let Some(to) = to {
+                if to < from {
+                    return Err(Failure::usage(format!("--to {to} is before --from {from}")));
+                }
+            }
+            let bus = open(data)?;
+            replay(&bus, out, &mission, &reader, from, to, &types)
+        }
+        Command::Export { mission, format } => {
+            let bus = open(data)?;
+            export(&bus, out, &mission, format)
+        }
+        Command::Import { file, format } => {
+            let text = read_input(&file)?;
+            let events = parse_log(&text, format, &file)?;
+            let bus = open(data)?;
+            let progress = Progress::new("import", events.len() as u64);
+            let mission = events.first().map(mission_of).unwrap_or_default();
+            let bar = progress.clone();
+            let result = bus.import_log(events, move |done| bar.set(done));
+            progress.finish();
+            let count = result?;
+            writeln!(
+                out,
+                "{}",
+                json!({"mission_id": mission, "imported": count, "head_sequence": count})
+            )?;
+            Ok(())
+        }
+        Command::Missions => {
+            let bus = open(data)?;
+            for m in bus.missions()? {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({
+                        "mission_id": m.mission_id,
+                        "title": m.title,
+                        "events": m.head_sequence,
+                        "head_sequence": m.head_sequence,
+                    })
+                )?;
+            }
+            Ok(())
+        }
+        Command::Verify { mission } => {
+            let bus = open(data)?;
+            verify(&bus, out, mission.as_deref())
+        }
+        Command::Serve {
+            listen,
+            admin_token_file,
+        } => {
+            mission_bus::server::serve_blocking(mission_bus::server::ServeOptions {
+                data: data.to_path_buf(),
+                listen,
+                admin_token_file,
+            })?;
+            Ok(())
+        }
+        Command::Demo => demo::run(data, out),
+    }
+}
+
+pub(crate) fn open(data: &Path) -> CliResult<MissionBus> {
+    Ok(MissionBus::open(data)?)
+}
+
+pub(crate) fn print_event(out: &mut dyn Write, e: &Event) -> CliResult {
+    writeln!(out, "{}", event_to_json(e))?;
+    Ok(())
+}
+
+fn type_names() -> String {
+    EventType::ALL
+        .iter()
+        .map(|t| t.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn parse_uuid(flag: &str, s: &str) -> CliResult<Uuid> {
+    Uuid::parse_str(s)
+        .map_err(|e| Failure::usage(format!("invalid {flag}: '{s}' is not a UUID ({e})")))
+}
+
+/// A `--profiles` file the user named must exist (unlike the library's
+/// `MissionConfig::load`, where a missing file means defaults).
+fn load_profiles(path: &Path) -> CliResult<MissionConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::usage(format!("--profiles {}: cannot read: {e}", path.display())))?;
+    Ok(MissionConfig::from_json_str(&text, Some(path))?)
+}
+
+fn append(
+    data: &Path,
+    out: &mut dyn Write,
+    mission: &str,
+    sender: &str,
+    action: Action,
+    guard: &Guard,
+) -> CliResult {
+    let opts = AppendOptions {
+        expected_sequence: guard.expect_seq,
+        event_id: guard
+            .event_id
+            .as_deref()
+            .map(|s| parse_uuid("--event-id", s))
+            .transpose()?,
+    };
+    let bus = open(data)?;
+    let e = bus.append(mission, sender, action, &opts)?;
+    print_event(out, &e)
+}
+
+fn resume(
+    bus: &MissionBus,
+    mission: &str,
+    handoff: Option<Uuid>,
+    recipient: Option<&str>,
+) -> CliResult<mission_bus::ResumePacket> {
+    // Name a missing mission as such, whichever way the handoff is asked for.
+    bus.state(mission)?;
+    match (handoff, recipient) {
+        (Some(id), _) => {
+            let packet = bus.resume_packet(&id)?;
+            if packet.mission_id != mission {
+                return Err(Failure::new(
+                    EXIT_NOT_FOUND,
+                    format!(
+                        "handoff not found: {id} in mission '{mission}' (it belongs to mission '{}')",
+                        packet.mission_id
+                    ),
+                ));
+            }
+            Ok(packet)
+        }
+        (None, Some(name)) => Ok(bus.latest_resume_packet(mission, name)?),
+        (None, None) => Err(Failure::usage("give --handoff ID or --for NAME")),
+    }
+}
+
+fn replay(
+    bus: &MissionBus,
+    out: &mut dyn Write,
+    mission: &str,
+    reader: &str,
+    from: u64,
+    to: Option<u64>,
+    types: &[EventType],
+) -> CliResult {
+    // Checks `read` before anything is printed.
+    let events = bus.replay(mission, reader, from)?;
+    let head = bus.state(mission)?.head;
+    let last = to.unwrap_or(head).min(head);
+    let progress = Progress::new("replay", (last + 1).saturating_sub(from));
+    let result = (|| {
+        for e in events {
+            let e = e?;
+            if e.sequence > last {
+                break;
+            }
+            progress.inc();
+            if types.is_empty() || types.contains(&e.event_type()) {
+                print_event(out, &e)?;
+            }
+        }
+        Ok(())
+    })();
+    progress.finish();
+    result
+}
+
+fn export(bus: &MissionBus, out: &mut dyn Write, mission: &str, format: Format) -> CliResult {
+    let state = bus.state(mission)?;
+    let progress = Progress::new("export", state.head);
+    let events = bus
+        .events(mission, 1, state.head)?
+        .inspect(|_| progress.inc());
+    let result = match format {
+        Format::Seed => document::seed_document(&state, events)
+            .map_err(Failure::from)
+            .and_then(|doc| {
+                serde_json::to_writer_pretty(&mut *out, &doc)
+                    .map_err(|e| Failure::from(std::io::Error::from(e)))?;
+                writeln!(out)?;
+                Ok(())
+            }),
+        Format::Jsonl => (|| {
+            for e in events {
+                print_event(out, &e?)?;
+            }
+            Ok(())
+        })(),
+    };
+    progress.finish();
+    result
+}
+
+fn read_input(file: &Path) -> CliResult<String> {
+    let mut text = String::new();
+    if file == Path::new("-") {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| Failure::other(format!("reading stdin: {e}")))?;
+    } else {
+        text = std::fs::read_to_string(file)
+            .map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?;
+    }
+    Ok(text)
+}
+
+/// Parse an import. Without `--format`, a single JSON object that is not an
+/// event is a seed document; anything else is read as JSON Lines.
+fn parse_log(text: &str, format: Option<Format>, file: &Path) -> CliResult<Vec<Event>> {
+    let name = file.display();
+    let whole = || -> CliResult<Value> {
+        serde_json::from_str(text)
+            .map_err(|e| Failure::usage(format!("{name}: not a JSON seed document: {e}")))
+    };
+    let events = match format {
+        Some(Format::Seed) => document::log_from_seed(&whole()?)?,
+        Some(Format::Jsonl) => document::log_from_jsonl(text)?,
+        None => match serde_json::from_str::<Value>(text) {
+            Ok(doc @ Value::Object(_)) if doc.get("event_type").is_none() => {
+                document::log_from_seed(&doc)?
+            }
+            _ => document::log_from_jsonl(text)?,
+        },
+    };
+    if events.is_empty() {
+        return Err(Failure::usage(format!("{name}: no events to import")));
+    }
+    Ok(events)
+}
+
+fn mission_of(e: &Event) -> String {
+    match &e.body {
+        mission_bus::EventBody::MissionCreated { mission_id, .. } => mission_id.clone(),
+        _ => String::new(),
+    }
+}
+
+fn verify(bus: &MissionBus, out: &mut dyn Write, mission: Option<&str>) -> CliResult {
+    let missions = match mission {
+        Some(m) => vec![m.to_string()],
+        None => bus.missions()?.into_iter().map(|m| m.mission_id).collect(),
+    };
+    let mut failed = Vec::new();
+    for m in &missions {
+        let report = bus.verify(m)?;
+        writeln!(out, "{}", report.to_json())?;
+        if let Some(p) = report.first_problem() {
+            failed.push(format!("mission '{m}' failed verification: {p}"));
+        }
+    }
+    match failed.len() {
+        0 => Ok(()),
+        1 => Err(Failure::new(EXIT_INTEGRITY, failed.remove(0))),
+        n => Err(Failure::new(
+            EXIT_INTEGRITY,
+            format!("{} (and {} more missions)", failed.remove(0), n - 1),
+        )),
+    }
+}

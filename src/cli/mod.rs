@@ -1,0 +1,150 @@
+//! The `mission-bus` command: parse arguments, run one command against the
+//! data directory, map failures to exit codes.
+//!
+//! Contract with scripts:
+//! - every write prints the stored event as one JSON object on stdout;
+//! - failures print ONE line `error: ...` on stderr and exit with
+//!   0 ok, 2 usage, 3 permission denied, 4 not found, 5 conflict,
+//!   6 integrity, 1 anything else (I/O, data dir held by another process);
+//! - commands that fail before producing output write nothing to stdout.
+//!   `replay` and `export --format jsonl` stream, so a damaged record met
+//!   mid-stream ends the output there (exit 6, the error names the sequence).
+
+mod args;
+mod commands;
+mod demo;
+mod progress;
+
+use std::ffi::OsString;
+use std::io::{self, Write};
+
+use clap::Parser;
+use mission_bus::{Error, ErrorKind};
+
+use args::Cli;
+
+/// Exit code: success.
+pub(crate) const EXIT_OK: i32 = 0;
+/// Exit code: anything not covered below (I/O, storage, data dir in use).
+pub(crate) const EXIT_OTHER: i32 = 1;
+/// Exit code: bad arguments or input.
+pub(crate) const EXIT_USAGE: i32 = 2;
+/// Exit code: the participant may not do that.
+pub(crate) const EXIT_DENIED: i32 = 3;
+/// Exit code: no such mission, participant, checkpoint or handoff.
+pub(crate) const EXIT_NOT_FOUND: i32 = 4;
+/// Exit code: mission exists, sequence or event-id conflict.
+pub(crate) const EXIT_CONFLICT: i32 = 5;
+/// Exit code: damaged or tampered data, or a failed `verify`.
+pub(crate) const EXIT_INTEGRITY: i32 = 6;
+
+/// Why a command failed: the exit code and the one line to print.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    code: i32,
+    message: String,
+    /// The reader went away (`mission-bus replay ... | head`): stop quietly.
+    broken_pipe: bool,
+}
+
+impl Failure {
+    pub(crate) fn new(code: i32, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+            broken_pipe: false,
+        }
+    }
+
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Self::new(EXIT_USAGE, message)
+    }
+
+    pub(crate) fn other(message: impl Into<String>) -> Self {
+        Self::new(EXIT_OTHER, message)
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let code = match e.kind() {
+            ErrorKind::InvalidInput => EXIT_USAGE,
+            ErrorKind::PermissionDenied => EXIT_DENIED,
+            ErrorKind::NotFound => EXIT_NOT_FOUND,
+            ErrorKind::Conflict => EXIT_CONFLICT,
+            ErrorKind::Integrity => EXIT_INTEGRITY,
+            _ => EXIT_OTHER,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        let mut f = Failure::other(format!("writing output: {e}"));
+        f.broken_pipe = e.kind() == io::ErrorKind::BrokenPipe;
+        f
+    }
+}
+
+pub(crate) type CliResult<T = ()> = std::result::Result<T, Failure>;
+
+/// Run the command line `args` (program name first) and return the exit code.
+pub fn run<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return clap_failure(e),
+    };
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let result = commands::run(cli, &mut out).and_then(|()| out.flush().map_err(Failure::from));
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(f) if f.broken_pipe => EXIT_OK,
+        Err(f) => {
+            // The buffer may hold a partial answer; the contract is "nothing
+            // written on error" for everything that has not streamed yet.
+            drop(out.into_parts());
+            let mut err = io::stderr().lock();
+            let _ = writeln!(err, "error: {}", one_line(&f.message));
+            f.code
+        }
+    }
+}
+
+/// clap's help and version go to stdout with exit 0; its usage errors are
+/// folded into one `error: ...` line on stderr with exit 2.
+fn clap_failure(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind as K;
+    match e.kind() {
+        K::DisplayHelp | K::DisplayVersion => {
+            let _ = e.print();
+            EXIT_OK
+        }
+        _ => {
+            let text = e.render().to_string();
+            let body: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+                .collect();
+            let line = body.join(" ");
+            let line = line.strip_prefix("error: ").unwrap_or(&line);
+            let _ = writeln!(
+                io::stderr().lock(),
+                "error: {line} (see 'mission-bus --help')"
+            );
+            EXIT_USAGE
+        }
+    }
+}
+
+/// Messages may quote user input; keep the error to one line regardless.
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+}
