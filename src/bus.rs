@@ -134,7 +134,7 @@ impl MissionBusBuilder {
             .map_err(|e| Error::io(&self.path, e))?;
         Ok(MissionBus {
             inner: Arc::new(Inner {
-                store,
+                store: Some(store),
                 shared,
                 tx: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
@@ -161,7 +161,8 @@ const _: () = {
 };
 
 struct Inner {
-    store: Arc<Store>,
+    /// `None` only while dropping.
+    store: Option<Arc<Store>>,
     shared: Arc<Shared>,
     tx: Mutex<Option<SyncSender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -172,10 +173,44 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.shutdown();
+        if let Some(store) = self.store.take() {
+            let lock = store.lock_file();
+            drop(store);
+            // sled releases its directory lock from background threads a
+            // moment after the Db is dropped; wait for it (bounded), so that
+            // "closed" means "can be reopened", here or by another process.
+            wait_for_unlock(&lock, std::time::Duration::from_secs(5));
+        }
+    }
+}
+
+/// Poll until nobody holds an exclusive lock on `path`, or `limit` passes.
+fn wait_for_unlock(path: &Path, limit: std::time::Duration) {
+    let Ok(file) = std::fs::File::open(path) else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match file.try_lock() {
+            Ok(()) => {
+                let _ = file.unlock();
+                return;
+            }
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Err(_) => return,
+        }
     }
 }
 
 impl Inner {
+    fn store(&self) -> &Arc<Store> {
+        self.store
+            .as_ref()
+            .expect("the store is only taken when the bus is dropped")
+    }
+
     fn shutdown(&self) {
         // Dropping the sender ends the writer after it drains the queue.
         drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
@@ -440,7 +475,7 @@ impl MissionBus {
 
     /// The data directory.
     pub fn path(&self) -> &Path {
-        self.inner.store.path()
+        self.inner.store().path()
     }
 
     /// The durability mode this bus acknowledges with.
@@ -826,7 +861,7 @@ impl MissionBus {
     pub fn replay(&self, mission: &str, reader: &str, from: u64) -> Result<EventIter> {
         let c = self.cached(mission)?;
         require(&c.state, reader, Capability::Read)?;
-        Ok(self.inner.store.scan(c.no, mission, from, c.state.head))
+        Ok(self.inner.store().scan(c.no, mission, from, c.state.head))
     }
 
     /// The operator's view of the log: events `from..=to` (clamped to the
@@ -836,7 +871,7 @@ impl MissionBus {
         let c = self.cached(mission)?;
         Ok(self
             .inner
-            .store
+            .store()
             .scan(c.no, mission, from, to.min(c.state.head)))
     }
 
@@ -856,7 +891,7 @@ impl MissionBus {
             return Err(missing());
         }
         self.inner
-            .store
+            .store()
             .event(c.no, sequence, mission)?
             .ok_or_else(|| Error::corruption(mission, Some(sequence), "record missing"))
     }
@@ -864,7 +899,7 @@ impl MissionBus {
     /// Find a checkpoint or handoff by id through its index (one `get` on
     /// the index, one on the log): (mission id, event).
     fn by_index(&self, index: Index, id: &Uuid) -> Result<Option<(String, Event)>> {
-        let Some((no, seq)) = self.inner.store.lookup(index, id)? else {
+        let Some((no, seq)) = self.inner.store().lookup(index, id)? else {
             return Ok(None);
         };
         let Some(name) = self.inner.shared.name_of(no) else {
@@ -876,7 +911,7 @@ impl MissionBus {
         }
         let event = self
             .inner
-            .store
+            .store()
             .event(no, seq, &name)?
             .ok_or_else(|| Error::corruption(&name, Some(seq), "indexed record missing"))?;
         if event.id != *id {
@@ -921,7 +956,7 @@ impl MissionBus {
             })?;
         let handoff = self
             .inner
-            .store
+            .store()
             .event(c.no, r.sequence, mission)?
             .ok_or_else(|| {
                 Error::corruption(mission, Some(r.sequence), "handoff record missing")
@@ -979,7 +1014,7 @@ impl MissionBus {
 
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64> {
-        self.inner.store.size_on_disk()
+        self.inner.store().size_on_disk()
     }
 
     /// Every event of every mission, as it becomes durable (after the flush,
@@ -1010,13 +1045,13 @@ impl MissionBus {
             .map_err(|e| Error::io(self.path(), std::io::Error::other(e.to_string())))?;
         let token = format!("mb_{}", crate::store::hex(&secret));
         self.inner
-            .store
+            .store()
             .put_token(&token_hash(&token), c.no, name)?;
         let durability = match self.inner.durability {
             Durability::Relaxed => Durability::Flush,
             d => d,
         };
-        self.inner.store.flush(durability)?;
+        self.inner.store().flush(durability)?;
         Ok(token)
     }
 
@@ -1024,7 +1059,7 @@ impl MissionBus {
     /// BLAKE3 hash, so the stored hashes reveal nothing usable and the
     /// comparison never runs over the secret itself.
     pub fn authenticate(&self, token: &str) -> Result<Option<TokenOwner>> {
-        let Some((no, name)) = self.inner.store.token_owner(&token_hash(token))? else {
+        let Some((no, name)) = self.inner.store().token_owner(&token_hash(token))? else {
             return Ok(None);
         };
         Ok(self

@@ -19,6 +19,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "config/mission_bus_profiles.json";
 
 /// What a role allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Capability {
     /// Publish messages.
     Publish,

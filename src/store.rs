@@ -173,6 +173,11 @@ impl Store {
         &self.path
     }
 
+    /// The file sled holds an exclusive lock on while the store is open.
+    pub(crate) fn lock_file(&self) -> PathBuf {
+        self.path.join("db")
+    }
+
     /// A fresh internal mission number (unique, increasing, with gaps).
     pub(crate) fn allocate_mission_no(&self) -> Result<MissionNo> {
         Ok(self.db.generate_id()?)
