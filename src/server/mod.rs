@@ -1,10 +1,44 @@
 //! The HTTP/JSON bus server (`mission-bus serve`).
 //!
-//! CONTRACT (being built in parallel): `ServeOptions` and `serve_blocking`
-//! keep these signatures; the CLI's `serve` command calls them.
+//! One process owns the data directory (sled allows no other) and many
+//! agent processes talk to it over HTTP. Every request carries
+//! `Authorization: Bearer TOKEN`: the admin token (from a file, mode 0600)
+//! creates missions and adds participants; each participant gets its own
+//! token, valid in its mission only, and the sender of every event it
+//! writes is the token's owner. The endpoints and their status codes are
+//! described in `docs/api.md`.
+//!
+//! The handlers are async, but every `MissionBus` call blocks (on the
+//! writer thread or on sled), so each request does its store work in one
+//! `spawn_blocking` task. Resources are bounded: open connections, blocking
+//! work in flight, open event streams and the request body size all have
+//! limits ([`Limits`]); nothing queues without bound. A 201 means the event
+//! is durable: the bus acknowledges only after its flush.
+//!
+//! Shutdown (SIGINT/SIGTERM, or the future given to [`run`]): stop
+//! accepting, end event streams, let in-flight requests finish (up to
+//! [`Limits::shutdown_grace`]), then close the bus, which drains its writer.
 
+mod auth;
+mod error;
+mod listener;
+mod routes;
+mod stream;
+
+use std::future::{Future, IntoFuture};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+pub use auth::load_or_create_admin_token;
+
+use crate::error::{Error, Result};
+use crate::MissionBus;
 
 /// How to run the server.
 #[derive(Debug, Clone)]
@@ -17,8 +51,224 @@ pub struct ServeOptions {
     pub admin_token_file: Option<PathBuf>,
 }
 
+/// Resource limits of a running server. Every field documents its default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest request body; larger ones get 413. By default 256 KiB, above
+    /// the library's 64 KiB payload limit so that its precise error (also
+    /// 413) is what clients usually see.
+    pub max_body_bytes: usize,
+    /// Open connections; further clients wait in the listen backlog. By
+    /// default 512.
+    pub max_connections: usize,
+    /// Requests doing store work at once (blocking threads in use); others
+    /// wait for a slot. By default 64.
+    pub max_blocking: usize,
+    /// Open event streams; further ones get 503. By default 256.
+    pub max_streams: usize,
+    /// How long a shutdown waits for in-flight requests. By default 10 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 256 * 1024,
+            max_connections: 512,
+            max_blocking: 64,
+            max_streams: 256,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Limits {
+    /// Set [`Limits::max_body_bytes`].
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Set [`Limits::max_connections`].
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Set [`Limits::max_blocking`].
+    pub fn max_blocking(mut self, n: usize) -> Self {
+        self.max_blocking = n;
+        self
+    }
+
+    /// Set [`Limits::max_streams`].
+    pub fn max_streams(mut self, n: usize) -> Self {
+        self.max_streams = n;
+        self
+    }
+
+    /// Set [`Limits::shutdown_grace`].
+    pub fn shutdown_grace(mut self, d: Duration) -> Self {
+        self.shutdown_grace = d;
+        self
+    }
+}
+
+/// What every handler shares.
+pub(crate) struct App {
+    bus: MissionBus,
+    auth: auth::Authenticator,
+    limits: Limits,
+    /// Permits for blocking store work.
+    blocking: Arc<Semaphore>,
+    /// Permits for open event streams.
+    streams: Arc<Semaphore>,
+    /// Turns true when the server starts shutting down.
+    stop: watch::Receiver<bool>,
+}
+
 /// Run the server until SIGINT/SIGTERM; returns after a graceful shutdown.
-pub fn serve_blocking(opts: ServeOptions) -> crate::Result<()> {
-    let _ = opts;
-    Err(crate::Error::Closed)
+///
+/// Opens the bus at `opts.data`, reads or creates the admin token file,
+/// binds `opts.listen`, and prints two lines on stdout:
+/// `listening on ADDR` (the bound address, useful with port 0) and
+/// `admin token: PATH`.
+pub fn serve_blocking(opts: ServeOptions) -> Result<()> {
+    let limits = Limits::default();
+    let bus = MissionBus::open(&opts.data)?;
+    let token_path = opts
+        .admin_token_file
+        .clone()
+        .unwrap_or_else(|| opts.data.join("admin.token"));
+    let admin_token = load_or_create_admin_token(&token_path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("mission-bus-http")
+        // Blocking work is bounded by `max_blocking` permits; streams'
+        // catch-up reads take the same permits.
+        .max_blocking_threads(limits.max_blocking + 8)
+        .build()
+        .map_err(|e| Error::io(&opts.data, e))?;
+    let served = runtime.block_on(async {
+        let listener = TcpListener::bind(opts.listen)
+            .await
+            .map_err(|e| Error::io(format!("listen address {}", opts.listen), e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io(format!("listen address {}", opts.listen), e))?;
+        {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "listening on {addr}");
+            let _ = writeln!(out, "admin token: {}", token_path.display());
+            let _ = out.flush();
+        }
+        run_with_limits(
+            listener,
+            bus.clone(),
+            admin_token,
+            limits,
+            shutdown_signal(),
+        )
+        .await
+    });
+    // Waits for blocking tasks still running; they finish their bus calls.
+    runtime.shutdown_timeout(Duration::from_secs(30));
+    // Drains the writer: everything acknowledged is already durable, and
+    // anything still queued is written before the directory is released.
+    bus.close();
+    served
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    eprintln!("mission-bus: shutting down (finishing in-flight requests)");
+}
+
+/// Serve `bus` on `listener` until `shutdown` resolves, with the default
+/// [`Limits`]. `admin_token` is the secret that creates missions and adds
+/// participants. The caller keeps its `bus` handle and closes it afterwards.
+pub async fn run(
+    listener: TcpListener,
+    bus: MissionBus,
+    admin_token: String,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    run_with_limits(listener, bus, admin_token, Limits::default(), shutdown).await
+}
+
+/// [`run`] with explicit resource limits.
+pub async fn run_with_limits(
+    listener: TcpListener,
+    bus: MissionBus,
+    admin_token: String,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    if admin_token.trim().len() < 16 {
+        return Err(Error::invalid(
+            "admin token",
+            "must be at least 16 characters",
+        ));
+    }
+    let local = listener.local_addr().ok();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let app = Arc::new(App {
+        bus,
+        auth: auth::Authenticator::new(admin_token.trim()),
+        blocking: Arc::new(Semaphore::new(limits.max_blocking.max(1))),
+        streams: Arc::new(Semaphore::new(limits.max_streams)),
+        limits: limits.clone(),
+        stop: stop_rx.clone(),
+    });
+    let router = routes::router(app);
+    let mut stopping = stop_rx;
+    let graceful = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    };
+    let server = axum::serve(
+        listener::LimitedListener::new(listener, limits.max_connections),
+        router,
+    )
+    .with_graceful_shutdown(graceful)
+    .into_future();
+    let mut server = std::pin::pin!(server);
+    let io_err = |e| Error::io(format!("http server on {local:?}"), e);
+    tokio::select! {
+        done = &mut server => return done.map_err(io_err),
+        () = shutdown => {}
+    }
+    // Stop accepting, end event streams, let requests in flight finish.
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(limits.shutdown_grace, server).await {
+        Ok(done) => done.map_err(io_err),
+        Err(_) => {
+            tracing::warn!(
+                grace = ?limits.shutdown_grace,
+                "shutdown grace period over; dropping the remaining connections"
+            );
+            Ok(())
+        }
+    }
 }

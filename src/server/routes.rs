@@ -1,0 +1,479 @@
+//! The JSON endpoints. Each handler parses and checks its input on the
+//! async side, then does all store work (authentication included) in one
+//! blocking task, because `MissionBus` methods block on the writer thread
+//! and on sled.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::auth::{bearer, Caller};
+use super::error::ApiError;
+use super::{stream, App};
+use crate::document::{event_to_json, resume_packet_to_json};
+use crate::{Action, AppendOptions, Capability, Json as JsonText, MissionConfig, NewMission};
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Most events one `GET .../events` page returns.
+pub(crate) const MAX_PAGE: usize = 1000;
+/// Events per page when `limit` is not given.
+const DEFAULT_PAGE: usize = 100;
+
+pub(crate) fn router(app: Arc<App>) -> Router {
+    let body_limit = app.limits.max_body_bytes;
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/missions", post(create_mission))
+        .route("/v1/missions/{m}/participants", post(add_participant))
+        .route("/v1/missions/{m}/messages", post(post_message))
+        .route("/v1/missions/{m}/checkpoints", post(post_checkpoint))
+        .route("/v1/missions/{m}/handoffs", post(post_handoff))
+        .route("/v1/missions/{m}/handoffs/{id}/resume", get(handoff_resume))
+        .route("/v1/missions/{m}/resume", get(latest_resume))
+        .route("/v1/missions/{m}/events", get(events_page))
+        .route("/v1/missions/{m}/events/stream", get(stream::events_stream))
+        .route("/v1/missions/{m}/verify", get(verify))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(app)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+/// Authenticate, then run `f` on a blocking thread (bounded by the
+/// blocking-work semaphore). The permit moves into the task, so a client
+/// that hangs up cannot free a slot while its work still runs.
+pub(crate) async fn call<T, F>(app: &Arc<App>, headers: &HeaderMap, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&App, Caller) -> Result<T, ApiError> + Send + 'static,
+{
+    let token = bearer(headers)?;
+    let permit = Arc::clone(&app.blocking)
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::unavailable("unavailable", "the server is stopping"))?;
+    let app = Arc::clone(app);
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let caller = app.auth.identify(&app.bus, &token)?;
+        f(&app, caller)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("request worker failed: {e}")))?
+}
+
+/// Parse a JSON body; 413 over the body limit, 400 for anything malformed.
+fn body<T: DeserializeOwned>(raw: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = raw.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body is over the server's limit",
+            )
+        } else {
+            ApiError::bad_request("invalid_body", r.body_text())
+        }
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("invalid_body", format!("request body: {e}")))
+}
+
+pub(crate) fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    p.map(|Path(v)| v)
+        .map_err(|r| ApiError::bad_request("invalid_path", r.body_text()))
+}
+
+pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(v)| v)
+        .map_err(|r| ApiError::bad_request("invalid_query", r.body_text()))
+}
+
+fn created(v: Value) -> Response {
+    (StatusCode::CREATED, Json(v)).into_response()
+}
+
+fn json_or_empty(v: Option<Value>) -> JsonText {
+    match v {
+        None | Some(Value::Null) => JsonText::empty_object(),
+        Some(v) => JsonText::from_value(&v),
+    }
+}
+
+// ----- missions and participants ------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateMission {
+    mission_id: String,
+    title: String,
+    lead: String,
+    #[serde(default)]
+    profiles: Option<Value>,
+}
+
+async fn create_mission(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let req: CreateMission = body(raw)?;
+    let config = match &req.profiles {
+        None | Some(Value::Null) => MissionConfig::default(),
+        Some(v) => MissionConfig::from_json(v).map_err(|reason| {
+            ApiError::bad_request("invalid_config", format!("profiles: {reason}"))
+        })?,
+    };
+    call(&app, &headers, move |app, caller| {
+        caller.require_admin()?;
+        let events = app.bus.create_mission(
+            NewMission::new(&req.mission_id, &req.title)
+                .config(config)
+                .lead(&req.lead),
+        )?;
+        let lead_token = app.bus.issue_token(&req.mission_id, &req.lead)?;
+        Ok(created(json!({
+            "mission_id": req.mission_id,
+            "lead": req.lead,
+            "lead_token": lead_token,
+            "head_sequence": events.last().map_or(0, |e| e.sequence),
+        })))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddParticipant {
+    name: String,
+    role: String,
+    #[serde(default)]
+    metadata: Option<Value>,
+    #[serde(default)]
+    sender: Option<String>,
+}
+
+async fn add_participant(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    m: Result<Path<String>, PathRejection>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let mission = path(m)?;
+    let req: AddParticipant = body(raw)?;
+    call(&app, &headers, move |app, caller| {
+        let actor = caller.in_mission(&mission)?;
+        actor.check_claimed_sender(req.sender.as_deref())?;
+        // The library lets only the operator or a `lead` add participants.
+        let event = app.bus.append(
+            &mission,
+            actor.sender(),
+            Action::Join {
+                name: req.name.clone(),
+                role: req.role.clone(),
+                metadata: json_or_empty(req.metadata),
+            },
+            &AppendOptions::default(),
+        )?;
+        let token = app.bus.issue_token(&mission, &req.name)?;
+        Ok(created(json!({
+            "name": req.name,
+            "role": req.role,
+            "token": token,
+            "sequence": event.sequence,
+        })))
+    })
+    .await
+}
+
+// ----- stream events -------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostMessage {
+    topic: String,
+    /// Any JSON; `null` when omitted.
+    payload: Value,
+    #[serde(default)]
+    expected_sequence: Option<u64>,
+    #[serde(default)]
+    event_id: Option<Uuid>,
+    #[serde(default)]
+    sender: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostCheckpoint {
+    summary: String,
+    /// Any JSON; `null` when omitted.
+    state: Value,
+    #[serde(default)]
+    artifacts: Vec<String>,
+    #[serde(default)]
+    expected_sequence: Option<u64>,
+    #[serde(default)]
+    event_id: Option<Uuid>,
+    #[serde(default)]
+    sender: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostHandoff {
+    recipient: String,
+    checkpoint_id: Uuid,
+    #[serde(default)]
+    note: String,
+    #[serde(default)]
+    expected_sequence: Option<u64>,
+    #[serde(default)]
+    event_id: Option<Uuid>,
+    #[serde(default)]
+    sender: Option<String>,
+}
+
+/// Append `action` as the token's owner; 201 with the stored event.
+async fn append(
+    app: Arc<App>,
+    headers: HeaderMap,
+    mission: String,
+    claimed_sender: Option<String>,
+    action: Action,
+    opts: AppendOptions,
+) -> ApiResult {
+    call(&app, &headers, move |app, caller| {
+        let actor = caller.in_mission(&mission)?;
+        actor.check_claimed_sender(claimed_sender.as_deref())?;
+        let sender = actor.participant()?;
+        let event = app.bus.append(&mission, sender, action, &opts)?;
+        Ok(created(event_to_json(&event)))
+    })
+    .await
+}
+
+async fn post_message(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    m: Result<Path<String>, PathRejection>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let mission = path(m)?;
+    let req: PostMessage = body(raw)?;
+    let opts = AppendOptions {
+        expected_sequence: req.expected_sequence,
+        event_id: req.event_id,
+    };
+    let action = Action::Publish {
+        topic: req.topic,
+        payload: JsonText::from_value(&req.payload),
+    };
+    append(app, headers, mission, req.sender, action, opts).await
+}
+
+async fn post_checkpoint(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    m: Result<Path<String>, PathRejection>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let mission = path(m)?;
+    let req: PostCheckpoint = body(raw)?;
+    let opts = AppendOptions {
+        expected_sequence: req.expected_sequence,
+        event_id: req.event_id,
+    };
+    let action = Action::Checkpoint {
+        summary: req.summary,
+        state: JsonText::from_value(&req.state),
+        artifacts: req.artifacts,
+    };
+    append(app, headers, mission, req.sender, action, opts).await
+}
+
+async fn post_handoff(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    m: Result<Path<String>, PathRejection>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let mission = path(m)?;
+    let req: PostHandoff = body(raw)?;
+    let opts = AppendOptions {
+        expected_sequence: req.expected_sequence,
+        event_id: req.event_id,
+    };
+    let action = Action::Handoff {
+        recipient: req.recipient,
+        checkpoint_id: req.checkpoint_id,
+        note: req.note,
+    };
+    append(app, headers, mission, req.sender, action, opts).await
+}
+
+// ----- reads -----------------------------------------------------------------
+
+/// 403 unless the actor may use `capability` in `mission` (the admin may).
+pub(crate) fn require(
+    app: &App,
+    mission: &str,
+    actor: &super::auth::Actor,
+    cap: Capability,
+) -> Result<(), ApiError> {
+    match actor {
+        super::auth::Actor::Operator => {
+            // Still 404 for an unknown mission.
+            app.bus.state(mission)?;
+            Ok(())
+        }
+        super::auth::Actor::Participant(name) => Ok(app.bus.require(mission, name, cap)?),
+    }
+}
+
+async fn handoff_resume(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult {
+    let (mission, id) = path(p)?;
+    let handoff_id = Uuid::parse_str(&id).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_path",
+            format!("handoff id '{id}' is not a UUID: {e}"),
+        )
+    })?;
+    call(&app, &headers, move |app, caller| {
+        let actor = caller.in_mission(&mission)?;
+        require(app, &mission, &actor, Capability::Read)?;
+        let packet = app.bus.resume_packet(&handoff_id)?;
+        if packet.mission_id != mission {
+            // Handoffs of other missions do not exist as far as this one knows.
+            return Err(crate::Error::HandoffNotFound {
+                what: format!("{handoff_id} in mission '{mission}'"),
+            }
+            .into());
+        }
+        Ok(Json(resume_packet_to_json(&packet)).into_response())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResumeQuery {
+    #[serde(rename = "for")]
+    recipient: Option<String>,
+}
+
+async fn latest_resume(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    m: Result<Path<String>, PathRejection>,
+    q: Result<Query<ResumeQuery>, QueryRejection>,
+) -> ApiResult {
+    let mission = path(m)?;
+    let q = query(q)?;
+    call(&app, &headers, move |app, caller| {
+        let actor = caller.in_mission(&mission)?;
+        require(app, &mission, &actor, Capability::Read)?;
+        // A participant asks for itself by default; the admin must say whom.
+        let recipient = match (q.recipient, &actor) {
+            (Some(r), _) => r,
+            (None, super::auth::Actor::Participant(name)) => name.clone(),
+            (None, super::auth::Actor::Operator) => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "'for=NAME' is required with the admin token",
+                ))
+            }
+        };
+        let packet = app.bus.latest_resume_packet(&mission, &recipient)?;
+        Ok(Json(resume_packet_to_json(&packet)).into_response())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    from: Option<u64>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn events_page(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    m: Result<Path<String>, PathRejection>,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> ApiResult {
+    let mission = path(m)?;
+    let q = query(q)?;
+    let from = q.from.unwrap_or(1).max(1);
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be 1..={MAX_PAGE}, got {limit}"),
+        ));
+    }
+    call(&app, &headers, move |app, caller| {
+        let actor = caller.in_mission(&mission)?;
+        let iter = match &actor {
+            super::auth::Actor::Operator => app.bus.events(&mission, from, u64::MAX)?,
+            super::auth::Actor::Participant(name) => app.bus.replay(&mission, name, from)?,
+        };
+        let mut events = Vec::with_capacity(limit.min(64));
+        let mut next = from;
+        for e in iter.take(limit) {
+            let e = e?;
+            next = e.sequence + 1;
+            events.push(event_to_json(&e));
+        }
+        Ok(Json(json!({"events": events, "next": next})).into_response())
+    })
+    .await
+}
+
+async fn verify(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    m: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let mission = path(m)?;
+    call(&app, &headers, move |app, caller| {
+        let actor = caller.in_mission(&mission)?;
+        require(app, &mission, &actor, Capability::Audit)?;
+        let report = app.bus.verify(&mission)?;
+        Ok(Json(report.to_json()).into_response())
+    })
+    .await
+}

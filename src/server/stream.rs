@@ -1,0 +1,189 @@
+//! `GET /v1/missions/{m}/events/stream`: Server-Sent Events, catch-up from
+//! the log, then live, with no gap and no duplicate.
+//!
+//! The subscriber joins the bus's broadcast of durable events *before* it
+//! reads the log, then:
+//! 1. reads the log from its next sequence in chunks until it reaches the
+//!    head (catch-up);
+//! 2. sends live events of its mission whose sequence is exactly the next
+//!    one expected, skipping those already sent from the log;
+//! 3. if the broadcast says it lagged (it fell more than the channel's
+//!    capacity behind), or a live event skips ahead of the next expected
+//!    sequence, it goes back to step 1.
+//!
+//! Nothing is buffered per subscriber beyond one chunk: a stalled client
+//! simply stops being polled, its broadcast receiver lags, and writers and
+//! other subscribers never wait for it. The stream ends when the server
+//! shuts down; clients resume with `Last-Event-ID`.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, watch, OwnedSemaphorePermit, Semaphore};
+
+use super::error::ApiError;
+use super::routes::{call, path, query, require};
+use super::App;
+use crate::bus::Committed;
+use crate::document::event_to_json;
+use crate::{Capability, Event, MissionBus};
+
+/// Events read from the log per blocking call during catch-up.
+const CATCH_UP_CHUNK: u64 = 256;
+/// How often an idle stream sends a comment, so dead peers are noticed.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StreamQuery {
+    #[serde(default)]
+    from: Option<u64>,
+}
+
+pub(crate) async fn events_stream(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    m: Result<Path<String>, PathRejection>,
+    q: Result<Query<StreamQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let mission = path(m)?;
+    let q = query(q)?;
+    // A reconnecting EventSource sends the last id it saw: continue after it.
+    let start = match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                ApiError::bad_request("invalid_header", "Last-Event-ID must be a sequence number")
+            })?
+            .saturating_add(1),
+        None => q.from.unwrap_or(1).max(1),
+    };
+    let slot = Arc::clone(&app.streams).try_acquire_owned().map_err(|_| {
+        ApiError::unavailable(
+            "too_many_streams",
+            "too many event streams are open; retry later",
+        )
+    })?;
+    // Subscribe before the first log read, so nothing falls between the two.
+    let live = app.bus.subscribe();
+    let checked = mission.clone();
+    call(&app, &headers, move |app, caller| {
+        let actor = caller.in_mission(&checked)?;
+        require(app, &checked, &actor, Capability::Read)
+    })
+    .await?;
+    let tail = Tail {
+        bus: app.bus.clone(),
+        blocking: Arc::clone(&app.blocking),
+        mission,
+        next: start,
+        live,
+        backlog: VecDeque::new(),
+        catching_up: true,
+        stop: app.stop.clone(),
+        _slot: slot,
+    };
+    let events = futures_util::stream::unfold(tail, Tail::next_event);
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response())
+}
+
+/// One subscriber's position in one mission's log.
+struct Tail {
+    bus: MissionBus,
+    blocking: Arc<Semaphore>,
+    mission: String,
+    /// The next sequence to send: everything before it has been sent.
+    next: u64,
+    live: broadcast::Receiver<Arc<Committed>>,
+    /// Events read from the log (or taken live) and not yet sent.
+    backlog: VecDeque<Event>,
+    catching_up: bool,
+    stop: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Tail {
+    async fn next_event(mut self) -> Option<(Result<SseEvent, Infallible>, Self)> {
+        loop {
+            if *self.stop.borrow() {
+                return None;
+            }
+            if let Some(e) = self.backlog.pop_front() {
+                debug_assert_eq!(e.sequence, self.next);
+                self.next = e.sequence + 1;
+                let data = event_to_json(&e).to_string();
+                let sse = SseEvent::default().id(e.sequence.to_string()).data(data);
+                return Some((Ok(sse), self));
+            }
+            if self.catching_up {
+                match self.read_log().await {
+                    Ok(events) if events.is_empty() => self.catching_up = false,
+                    Ok(events) => self.backlog.extend(events),
+                    Err(e) => {
+                        // Ends the stream; the client resumes with Last-Event-ID.
+                        tracing::warn!(mission = %self.mission, error = %e, "event stream catch-up failed");
+                        return None;
+                    }
+                }
+                continue;
+            }
+            let Tail {
+                live,
+                stop,
+                mission,
+                next,
+                backlog,
+                catching_up,
+                ..
+            } = &mut self;
+            tokio::select! {
+                received = live.recv() => match received {
+                    Ok(c) if c.mission_id == *mission => {
+                        let seq = c.event.sequence;
+                        if seq == *next {
+                            backlog.push_back(c.event.clone());
+                        } else if seq > *next {
+                            // Cannot happen while we keep up; the log is the truth.
+                            *catching_up = true;
+                        } // seq < next: already sent from the log
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => *catching_up = true,
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = stop.wait_for(|s| *s) => return None,
+            }
+        }
+    }
+
+    /// The next chunk of the log from `self.next`, up to the durable head.
+    async fn read_log(&self) -> crate::Result<Vec<Event>> {
+        let permit = Arc::clone(&self.blocking)
+            .acquire_owned()
+            .await
+            .map_err(|_| crate::Error::Closed)?;
+        let bus = self.bus.clone();
+        let mission = self.mission.clone();
+        let from = self.next;
+        let to = from.saturating_add(CATCH_UP_CHUNK - 1);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            bus.events(&mission, from, to)?.collect()
+        })
+        .await
+        .map_err(|_| crate::Error::Closed)?
+    }
+}
