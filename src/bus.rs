@@ -1258,9 +1258,15 @@ struct Writer {
 /// One request of a commit group that passed planning.
 struct Pending {
     reply: mpsc::Sender<Result<Vec<Event>>>,
-    /// Events to acknowledge: new ones (written by this group) or, for an
-    /// idempotent retry, the originals.
-    events: Vec<Event>,
+    outcome: Planned,
+}
+
+/// What a planned request will be answered with.
+enum Planned {
+    /// The events of `group.plans[i]`, once written.
+    Written(usize),
+    /// An idempotent retry: the events already stored, nothing to write.
+    Stored(Vec<Event>),
 }
 
 /// A commit group being planned: the state each touched mission will have
@@ -1290,8 +1296,7 @@ impl Writer {
                         expected,
                         reply,
                     } => match self.plan(&mut group, &mission, drafts, expected) {
-                        Ok(Some(events)) => group.pending.push(Pending { reply, events }),
-                        Ok(None) => {}
+                        Ok(outcome) => group.pending.push(Pending { reply, outcome }),
                         Err(e) => {
                             let _ = reply.send(Err(e));
                         }
@@ -1401,15 +1406,14 @@ impl Writer {
         Ok(Some(snap))
     }
 
-    /// Validate one request against the staged state and add it to the
-    /// group. `Ok(None)` never happens today but keeps replies explicit.
+    /// Validate one request against the staged state and add it to the group.
     fn plan(
         &self,
         group: &mut Group,
         mission: &str,
         drafts: Vec<Draft>,
         expected: Option<u64>,
-    ) -> Result<Option<Vec<Event>>> {
+    ) -> Result<Planned> {
         let creating = matches!(
             drafts.first().map(|d| &d.body),
             Some(EventBody::MissionCreated { .. })
@@ -1447,7 +1451,7 @@ impl Writer {
                 let (orig_no, orig) = original;
                 let d = &drafts[0];
                 return if orig_no == no && orig.sender == d.sender && orig.body == d.body {
-                    Ok(Some(vec![orig]))
+                    Ok(Planned::Stored(vec![orig]))
                 } else {
                     Err(Error::EventIdConflict {
                         event_id: *id,
@@ -1473,6 +1477,7 @@ impl Writer {
         let mut state = (*cached.state).clone();
         let mut events = Vec::with_capacity(drafts.len());
         let mut batch_ids = HashSet::new();
+        let mut remember = Vec::new();
         for (i, d) in drafts.into_iter().enumerate() {
             if i > 0 && matches!(d.body, EventBody::MissionCreated { .. }) {
                 return Err(Error::invalid(
@@ -1503,24 +1508,29 @@ impl Writer {
                 body: d.body,
             };
             state.apply(&event);
+            // Later requests of this group may retry a caller-chosen id or
+            // hand off a checkpoint made here; nothing else is looked up.
+            if d.id.is_some() || event.event_type() == EventType::Checkpoint {
+                remember.push(event.clone());
+            }
             events.push(event);
         }
         cached.state = Arc::new(state);
         if creating {
             group.new_names.insert(mission.to_string(), no);
         }
-        for e in &events {
-            group.ids.insert(e.id, (no, e.clone()));
+        for e in remember {
+            group.ids.insert(e.id, (no, e));
         }
         group.plans.push(PlannedAppend {
             mission: no,
             register: creating.then(|| mission.to_string()),
             replace_orphan_ids: false,
             prev_seq,
-            events: events.clone(),
+            events,
         });
         group.staged.insert(no, cached);
-        Ok(Some(events))
+        Ok(Planned::Written(group.plans.len() - 1))
     }
 
     /// The event already stored (or staged in this group) under `id`.
@@ -1702,12 +1712,17 @@ impl Writer {
                     cache.insert(no, Arc::new(c));
                 }
                 drop(cache);
+                let mut written: Vec<(MissionNo, Vec<Event>)> = group
+                    .plans
+                    .into_iter()
+                    .map(|p| (p.mission, p.events))
+                    .collect();
                 if self.shared.committed.receiver_count() > 0 {
-                    for plan in &group.plans {
-                        let Some(name) = self.shared.name_of(plan.mission) else {
+                    for (mission, events) in &written {
+                        let Some(name) = self.shared.name_of(*mission) else {
                             continue;
                         };
-                        for event in &plan.events {
+                        for event in events {
                             // Err only means nobody is listening any more.
                             let _ = self.shared.committed.send(Arc::new(Committed {
                                 mission_id: name.clone(),
@@ -1717,7 +1732,11 @@ impl Writer {
                     }
                 }
                 for p in group.pending {
-                    let _ = p.reply.send(Ok(p.events));
+                    let events = match p.outcome {
+                        Planned::Written(i) => std::mem::take(&mut written[i].1),
+                        Planned::Stored(events) => events,
+                    };
+                    let _ = p.reply.send(Ok(events));
                 }
             }
             Err(e) => {
