@@ -382,6 +382,9 @@ fn verify(bus: &MissionBus, out: &mut dyn Write, mission: Option<&str>) -> CliRe
             failed.push(format!("mission '{m}' failed verification: {p}"));
         }
     }
+    // The reports are the auditor's answer even when verification fails:
+    // get them out before the failure discards unflushed output.
+    out.flush()?;
     match failed.len() {
         0 => Ok(()),
         1 => Err(Failure::new(EXIT_INTEGRITY, failed.remove(0))),

@@ -1,0 +1,169 @@
+//! A small ripgrep-style harness: a temp [`Dir`] per test and a
+//! [`TestCommand`] that runs the built `mission-bus` binary in it, so tests
+//! read like the commands a user types.
+
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+/// A temporary working directory for one test. The binary runs inside it,
+/// so the default data dir is `./mission-bus-data` in here.
+pub struct Dir {
+    tmp: tempfile::TempDir,
+}
+
+impl Dir {
+    /// A fresh empty directory.
+    pub fn new() -> Dir {
+        Dir {
+            tmp: tempfile::tempdir().expect("create temp dir"),
+        }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// The default data dir of commands run here.
+    pub fn data(&self) -> PathBuf {
+        self.path().join("mission-bus-data")
+    }
+
+    /// Write `contents` to `name` inside the directory; returns its path.
+    pub fn create(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::write(&path, contents).expect("write test file");
+        path
+    }
+
+    /// `mission-bus ARGS...`, run in this directory with a clean environment
+    /// (no `MISSION_BUS_DATA`).
+    pub fn mb(&self, args: &[&str]) -> TestCommand {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mission-bus"));
+        cmd.current_dir(self.path())
+            .env_remove("MISSION_BUS_DATA")
+            .args(args);
+        TestCommand {
+            cmd,
+            stdin: None,
+            shown: format!("mission-bus {}", args.join(" ")),
+        }
+    }
+}
+
+/// One invocation of the binary, with assertions on how it ended.
+pub struct TestCommand {
+    cmd: Command,
+    stdin: Option<Vec<u8>>,
+    shown: String,
+}
+
+impl TestCommand {
+    /// Set an environment variable for the child.
+    pub fn env(&mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> &mut Self {
+        self.cmd.env(key, value);
+        self
+    }
+
+    /// Feed `bytes` on stdin.
+    pub fn stdin(&mut self, bytes: impl Into<Vec<u8>>) -> &mut Self {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    /// Run to completion and return everything it did.
+    pub fn output(&mut self) -> Output {
+        self.cmd
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = self.cmd.spawn().expect("spawn mission-bus");
+        if let Some(bytes) = self.stdin.take() {
+            let mut pipe = child.stdin.take().expect("stdin pipe");
+            pipe.write_all(&bytes).expect("write stdin");
+        }
+        child.wait_with_output().expect("wait for mission-bus")
+    }
+
+    /// Expect exit 0 and nothing on stderr; return stdout.
+    pub fn ok(&mut self) -> String {
+        let out = self.output();
+        let stdout = String::from_utf8(out.stdout).expect("stdout is UTF-8");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "`{}` failed with {}\nstderr: {stderr}\nstdout: {stdout}",
+            self.shown,
+            out.status
+        );
+        assert!(
+            stderr.is_empty(),
+            "`{}` wrote to stderr: {stderr}",
+            self.shown
+        );
+        stdout
+    }
+
+    /// Expect exit 0 and exactly one JSON object on stdout.
+    pub fn json(&mut self) -> Value {
+        let stdout = self.ok();
+        assert_eq!(
+            stdout.lines().count(),
+            1,
+            "`{}` printed more than one line: {stdout}",
+            self.shown
+        );
+        parse(&stdout, &self.shown)
+    }
+
+    /// Expect exit 0 and JSON Lines on stdout.
+    pub fn json_lines(&mut self) -> Vec<Value> {
+        let stdout = self.ok();
+        stdout.lines().map(|l| parse(l, &self.shown)).collect()
+    }
+
+    /// Expect exit `code`, nothing on stdout and exactly one `error: ...`
+    /// line on stderr; return that line.
+    pub fn fails(&mut self, code: i32) -> String {
+        let out = self.output();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "`{}`: wrong exit code\nstderr: {stderr}\nstdout: {stdout}",
+            self.shown
+        );
+        assert!(
+            stdout.is_empty(),
+            "`{}` failed but wrote to stdout: {stdout}",
+            self.shown
+        );
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "`{}`: stderr should be one line: {stderr}",
+            self.shown
+        );
+        assert!(
+            stderr.starts_with("error: "),
+            "`{}`: stderr should start with 'error: ': {stderr}",
+            self.shown
+        );
+        stderr.trim_end().to_string()
+    }
+}
+
+fn parse(text: &str, shown: &str) -> Value {
+    serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("`{shown}` printed non-JSON ({e}): {text}"))
+}
