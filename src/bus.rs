@@ -1474,7 +1474,10 @@ impl Writer {
                 });
             }
         }
-        let mut state = (*cached.state).clone();
+        // A batch works on a scratch copy so that a failing item leaves no
+        // trace; a single event is validated first and then applied in place
+        // (copy-on-write: at most one copy per mission per commit group).
+        let mut scratch = (drafts.len() > 1).then(|| (*cached.state).clone());
         let mut events = Vec::with_capacity(drafts.len());
         let mut batch_ids = HashSet::new();
         let mut remember = Vec::new();
@@ -1490,6 +1493,7 @@ impl Writer {
                     return Err(Error::invalid("event id", format!("{id} is already used")));
                 }
             }
+            let state: &MissionState = scratch.as_ref().unwrap_or(&cached.state);
             let staged_checkpoint = |id: &Uuid| {
                 events
                     .iter()
@@ -1499,7 +1503,7 @@ impl Writer {
                         .get(id)
                         .is_some_and(|(m, e)| *m == no && e.event_type() == EventType::Checkpoint)
             };
-            self.validate(&state, mission, no, &d, &staged_checkpoint)?;
+            self.validate(state, mission, no, &d, &staged_checkpoint)?;
             let event = Event {
                 id: d.id.unwrap_or_else(Uuid::now_v7),
                 sequence: state.head + 1,
@@ -1507,7 +1511,15 @@ impl Writer {
                 sender: d.sender,
                 body: d.body,
             };
-            state.apply(&event);
+            match scratch.as_mut() {
+                Some(s) => s.apply(&event),
+                None => {
+                    // Drop the group's own reference first so the copy is
+                    // only made when readers still hold the published state.
+                    group.staged.remove(&no);
+                    Arc::make_mut(&mut cached.state).apply(&event);
+                }
+            }
             // Later requests of this group may retry a caller-chosen id or
             // hand off a checkpoint made here; nothing else is looked up.
             if d.id.is_some() || event.event_type() == EventType::Checkpoint {
@@ -1515,7 +1527,9 @@ impl Writer {
             }
             events.push(event);
         }
-        cached.state = Arc::new(state);
+        if let Some(s) = scratch {
+            cached.state = Arc::new(s);
+        }
         if creating {
             group.new_names.insert(mission.to_string(), no);
         }
