@@ -216,9 +216,7 @@ pub(crate) fn decode_event(sequence: u64, value: &[u8]) -> Result<Event, String>
             value.len() - BODY_AT - used
         ));
     }
-    let json = |field: &str, text: Cow<'static, str>| {
-        Json::from_stored(text.into_owned()).map_err(|e| format!("{field}: {e}"))
-    };
+    let json = |text: Cow<'static, str>| Json::from_stored(text.into_owned());
     let body = match record.body {
         BodyV1::MissionCreated {
             mission_id,
@@ -241,7 +239,7 @@ pub(crate) fn decode_event(sequence: u64, value: &[u8]) -> Result<Event, String>
         } => EventBody::ParticipantJoined {
             name: name.into_owned(),
             role: role.into_owned(),
-            metadata: json("metadata", metadata_json)?,
+            metadata: json(metadata_json),
         },
         BodyV1::RoleChanged { name, role } => EventBody::RoleChanged {
             name: name.into_owned(),
@@ -252,7 +250,7 @@ pub(crate) fn decode_event(sequence: u64, value: &[u8]) -> Result<Event, String>
             payload_json,
         } => EventBody::Message {
             topic: topic.into_owned(),
-            payload: json("payload", payload_json)?,
+            payload: json(payload_json),
         },
         BodyV1::Checkpoint {
             summary,
@@ -260,7 +258,7 @@ pub(crate) fn decode_event(sequence: u64, value: &[u8]) -> Result<Event, String>
             artifacts,
         } => EventBody::Checkpoint {
             summary: summary.into_owned(),
-            state: json("state", state_json)?,
+            state: json(state_json),
             artifacts: artifacts.into_iter().map(Cow::into_owned).collect(),
         },
         BodyV1::Handoff {

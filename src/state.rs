@@ -145,7 +145,6 @@ impl Serialize for Json {
 
 impl<'de> Deserialize<'de> for Json {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        Json::from_stored(text).map_err(serde::de::Error::custom)
+        Ok(Json::from_stored(String::deserialize(d)?))
     }
 }
