@@ -59,7 +59,7 @@ mod tests {
 
     #[test]
     fn event_keys_sort_by_mission_then_sequence() {
-        let mut keys = vec![
+        let mut keys = [
             event_key(2, 1),
             event_key(1, 256),
             event_key(1, 2),

@@ -198,7 +198,7 @@ impl MissionConfig {
         };
         let value: Value =
             serde_json::from_str(text).map_err(|e| err(format!("not valid JSON: {e}")))?;
-        Self::from_json(&value).map_err(|reason| err(reason))
+        Self::from_json(&value).map_err(err)
     }
 
     /// Build from a parsed JSON value; the error says what is wrong.
