@@ -423,6 +423,21 @@ fn usage_errors_exit_2_and_name_the_flag() {
     let err = dir.mb(&["import", "garbage.jsonl"]).fails(2);
     assert!(err.contains("line 1"), "{err}");
     let _ = garbage;
+    // Oversized payloads are refused before they reach the store.
+    let big = format!("\"{}\"", "x".repeat(70 * 1024));
+    let err = dir
+        .mb(&[
+            "publish",
+            M,
+            "--as",
+            "ada",
+            "--topic",
+            "t",
+            "--payload",
+            &big,
+        ])
+        .fails(2);
+    assert!(err.contains("payload") && err.contains("limit"), "{err}");
     // Nothing above wrote anything.
     assert_eq!(head(&dir, M), before);
     assert_eq!(dir.mb(&["missions"]).json_lines().len(), 1);

@@ -22,7 +22,7 @@ impl Progress {
         }
         let bar = ProgressBar::new(total);
         let style = ProgressStyle::with_template(
-            "{prefix:>7} [{bar:40}] {pos}/{len} events ({per_sec}, {eta} left)",
+            "{prefix:>7} [{bar:40}] {human_pos}/{human_len} events ({elapsed} elapsed, {eta} left)",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
