@@ -419,10 +419,9 @@ fn usage_errors_exit_2_and_name_the_flag() {
         ])
         .fails(2);
     assert!(err.contains("bad.json") && err.contains("fly"), "{err}");
-    let garbage = dir.create("garbage.jsonl", "this is not json\n");
+    dir.create("garbage.jsonl", "this is not json\n");
     let err = dir.mb(&["import", "garbage.jsonl"]).fails(2);
     assert!(err.contains("line 1"), "{err}");
-    let _ = garbage;
     // Oversized payloads are refused before they reach the store.
     let big = format!("\"{}\"", "x".repeat(70 * 1024));
     let err = dir
