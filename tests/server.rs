@@ -1139,6 +1139,34 @@ fn stream_limit_is_503() {
 }
 
 #[test]
+fn idle_and_trickling_connections_are_closed() {
+    use std::io::Write;
+    let srv = TestServer::with_limits(
+        Limits::default()
+            .idle_timeout(Duration::from_millis(300))
+            .max_connections(2),
+    );
+    let silent = std::net::TcpStream::connect(srv.addr).unwrap();
+    let mut trickle = std::net::TcpStream::connect(srv.addr).unwrap();
+    trickle.write_all(b"GET /v1/health HTTP/1.1\r\n").unwrap();
+    for mut conn in [silent, trickle] {
+        conn.set_read_timeout(Some(DEADLINE)).unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 512];
+        // EOF (or a reset) well before the deadline: the server hung up.
+        match conn.read(&mut buf) {
+            Ok(n) => assert!(n == 0 || buf[..n].starts_with(b"HTTP/1.1 408"), "{n} bytes"),
+            Err(e) => assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+    // Both slots are free again.
+    let anon = Client::new(&srv.url(""), None);
+    assert_eq!(anon.get("/v1/health").0, 200);
+    assert_eq!(anon.get("/v1/health").0, 200);
+}
+
+#[test]
 fn graceful_shutdown_ends_streams_and_returns() {
     let mut srv = TestServer::start();
     let c = seeded(&srv, "m1");

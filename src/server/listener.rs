@@ -4,29 +4,39 @@
 //! the connection is dropped. When every permit is taken the server stops
 //! calling `accept`, so further clients wait in the kernel's (bounded)
 //! listen backlog instead of in any queue of ours.
+//!
+//! A connection that makes no progress (no byte read or written) for the
+//! idle timeout while the server waits on it is closed: an idle keep-alive
+//! client, a client that trickles a request, or an event-stream reader that
+//! stopped reading cannot hold a slot forever. Event streams send a comment
+//! every 15 s, so a healthy idle stream is never cut.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
 
 /// A listener that admits at most `limit` concurrent connections.
 pub(crate) struct LimitedListener {
     inner: TcpListener,
     slots: Arc<Semaphore>,
+    idle: Duration,
 }
 
 impl LimitedListener {
-    pub(crate) fn new(inner: TcpListener, limit: usize) -> Self {
+    pub(crate) fn new(inner: TcpListener, limit: usize, idle: Duration) -> Self {
         LimitedListener {
             inner,
             slots: Arc::new(Semaphore::new(limit.max(1))),
+            idle,
         }
     }
 }
@@ -45,10 +55,14 @@ impl axum::serve::Listener for LimitedListener {
                 Ok((stream, addr)) => {
                     // Small request/response exchanges: do not wait for Nagle.
                     let _ = stream.set_nodelay(true);
+                    let now = Instant::now();
                     return (
                         LimitedStream {
                             inner: stream,
                             _permit: permit,
+                            idle: self.idle,
+                            last_progress: now,
+                            timer: Box::pin(tokio::time::sleep_until(now + self.idle)),
                         },
                         addr,
                     );
@@ -78,37 +92,94 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// A connection that gives its slot back when dropped.
+/// A connection that gives its slot back when dropped and times out when
+/// it makes no progress.
 pub(crate) struct LimitedStream {
     inner: TcpStream,
     _permit: OwnedSemaphorePermit,
+    idle: Duration,
+    /// When a byte was last read or written.
+    last_progress: Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl LimitedStream {
+    /// Called when the socket is not ready: `Pending` until the connection
+    /// has been idle for the timeout, then a `TimedOut` error.
+    fn poll_idle<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        loop {
+            let deadline = self.last_progress + self.idle;
+            if Instant::now() >= deadline {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connection made no progress within the idle timeout",
+                )));
+            }
+            if self.timer.deadline() != deadline {
+                self.timer.as_mut().reset(deadline);
+            }
+            ready!(self.timer.as_mut().poll(cx));
+        }
+    }
+
+    fn progressed(&mut self) {
+        self.last_progress = Instant::now();
+    }
 }
 
 impl AsyncRead for LimitedStream {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    this.progressed();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => this.poll_idle(cx),
+        }
     }
 }
 
 impl AsyncWrite for LimitedStream {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(result) => {
+                if matches!(result, Ok(n) if n > 0) {
+                    this.progressed();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => this.poll_idle(cx),
+        }
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(result) => {
+                if matches!(result, Ok(n) if n > 0) {
+                    this.progressed();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => this.poll_idle(cx),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {

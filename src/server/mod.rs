@@ -69,6 +69,11 @@ pub struct Limits {
     pub max_streams: usize,
     /// How long a shutdown waits for in-flight requests. By default 10 s.
     pub shutdown_grace: Duration,
+    /// A connection that moves no byte either way for this long while the
+    /// server waits on it is closed (idle keep-alive, trickled request, an
+    /// event-stream reader that stopped reading). By default 60 s; event
+    /// streams send a keep-alive comment every 15 s.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -79,6 +84,7 @@ impl Default for Limits {
             max_blocking: 64,
             max_streams: 256,
             shutdown_grace: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -111,6 +117,12 @@ impl Limits {
     /// Set [`Limits::shutdown_grace`].
     pub fn shutdown_grace(mut self, d: Duration) -> Self {
         self.shutdown_grace = d;
+        self
+    }
+
+    /// Set [`Limits::idle_timeout`].
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.idle_timeout = d;
         self
     }
 }
@@ -248,7 +260,7 @@ pub async fn run_with_limits(
         let _ = stopping.wait_for(|s| *s).await;
     };
     let server = axum::serve(
-        listener::LimitedListener::new(listener, limits.max_connections),
+        listener::LimitedListener::new(listener, limits.max_connections, limits.idle_timeout),
         router,
     )
     .with_graceful_shutdown(graceful)
