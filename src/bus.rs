@@ -832,9 +832,9 @@ impl MissionBus {
         require(&self.cached(mission)?.state, name, capability)
     }
 
-    /// Every mission, sorted by id.
-    pub fn missions(&self) -> Result<Vec<MissionSummary>> {
-        let mut names: Vec<String> = self
+    /// Every mission id, sorted. Reads only the in-memory mission directory.
+    pub fn mission_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
             .inner
             .shared
             .directory()
@@ -842,15 +842,52 @@ impl MissionBus {
             .keys()
             .cloned()
             .collect();
-        names.sort();
-        names
+        ids.sort();
+        ids
+    }
+
+    /// Every mission with its title and head, sorted by id. Does not load
+    /// (replay) mission states: a mission not yet in memory costs two `get`s
+    /// (its head and its creation record), and no writes can be in flight
+    /// for it, since the writer loads a mission before writing to it.
+    pub fn missions(&self) -> Result<Vec<MissionSummary>> {
+        self.mission_ids()
             .into_iter()
             .map(|name| {
-                let c = self.cached(&name)?;
+                let no = self.mission_no(&name)?;
+                let cached = self
+                    .inner
+                    .shared
+                    .cache
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&no)
+                    .cloned();
+                let (title, head_sequence) = match cached {
+                    Some(c) => (c.state.title.clone(), c.state.head),
+                    None => {
+                        let store = self.inner.store();
+                        let (head, _) = store.head(no, &name)?;
+                        let title = match store.event(no, 1, &name)? {
+                            Some(Event {
+                                body: EventBody::MissionCreated { title, .. },
+                                ..
+                            }) => title,
+                            _ => {
+                                return Err(Error::corruption(
+                                    &name,
+                                    Some(1),
+                                    "first record is not mission_created",
+                                ))
+                            }
+                        };
+                        (title, head)
+                    }
+                };
                 Ok(MissionSummary {
-                    title: c.state.title.clone(),
-                    head_sequence: c.state.head,
                     mission_id: name,
+                    title,
+                    head_sequence,
                 })
             })
             .collect()

@@ -372,7 +372,7 @@ fn mission_of(e: &Event) -> String {
 fn verify(bus: &MissionBus, out: &mut dyn Write, mission: Option<&str>) -> CliResult {
     let missions = match mission {
         Some(m) => vec![m.to_string()],
-        None => bus.missions()?.into_iter().map(|m| m.mission_id).collect(),
+        None => bus.mission_ids(),
     };
     let mut failed = Vec::new();
     for m in &missions {
