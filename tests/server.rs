@@ -1266,25 +1266,39 @@ impl Drop for ServerProcess {
     }
 }
 
-#[test]
-fn sigkill_under_load_loses_no_acknowledged_event() {
-    const AGENTS: usize = 8;
+/// Start a server on a fresh directory with mission `m1`, a lead and
+/// `agents` writers; returns (dir, server, admin token, agent tokens).
+fn process_with_mission(agents: usize) -> (tempfile::TempDir, ServerProcess, String, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = ServerProcess::spawn(dir.path());
-    let admin_token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
-    let admin_token = admin_token.trim().to_string();
-    let meta = std::fs::metadata(dir.path().join("admin.token")).unwrap();
+    let server = ServerProcess::spawn(dir.path());
+    let token_file = dir.path().join("admin.token");
+    let admin_token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(admin_token.len(), 64, "32 random bytes, hex");
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
     let admin = Client::new(&server.base(), Some(&admin_token));
     let lead = Client::new(&server.base(), Some(&create_mission(&admin, "m1", "lead")));
-    let tokens: Vec<String> = (0..AGENTS)
+    let tokens = (0..agents)
         .map(|i| add_participant(&lead, "m1", &format!("a{i}"), "write"))
         .collect();
+    (dir, server, admin_token, tokens)
+}
 
-    // Agents publish until the server dies; each records what got a 201.
+/// Agents publish as fast as they can; once `after` events are acknowledged
+/// the server gets `signal`. Returns every (sequence, id) that got a 201 and
+/// the server's exit status.
+fn publish_then_signal(
+    server: &mut ServerProcess,
+    tokens: Vec<String>,
+    after: usize,
+    signal: &str,
+) -> (Vec<(u64, String)>, std::process::ExitStatus) {
     let acked = Arc::new(Mutex::new(Vec::<(u64, String)>::new()));
     let dead = Arc::new(AtomicBool::new(false));
     let (progress, progressed) = mpsc::channel::<()>();
@@ -1306,6 +1320,7 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
                         .header("Authorization", format!("Bearer {token}"))
                         .header("Content-Type", "application/json")
                         .send(json!({"topic": "load", "payload": {"n": n}}).to_string());
+                    // Connection refused or cut: the server is gone.
                     let Ok(mut resp) = resp else { break };
                     if resp.status().as_u16() != 201 {
                         break;
@@ -1323,23 +1338,26 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
         })
         .collect();
     drop(progress);
-    // Kill once a few hundred events are acknowledged, with requests in flight.
-    for _ in 0..300 {
+    // Signal once enough events are acknowledged, with requests in flight.
+    for _ in 0..after {
         progressed.recv_timeout(DEADLINE).expect("agents stalled");
     }
-    server.signal("-KILL");
+    server.signal(signal);
     let status = server.wait();
     dead.store(true, Ordering::SeqCst);
-    assert!(!status.success(), "killed, not exited: {status:?}");
     for a in agents {
         a.join().unwrap();
     }
     let acked = std::mem::take(&mut *acked.lock().unwrap());
-    assert!(acked.len() >= 300);
+    assert!(acked.len() >= after);
+    (acked, status)
+}
 
-    // Restart on the same directory: every acknowledged event is there.
-    let mut server = ServerProcess::spawn(dir.path());
-    let admin = Client::new(&server.base(), Some(&admin_token));
+/// Restart on `dir` and check every acknowledged event is stored unchanged,
+/// sequences are contiguous and verify passes.
+fn restart_and_check(dir: &Path, admin_token: &str, acked: &[(u64, String)]) -> ServerProcess {
+    let server = ServerProcess::spawn(dir);
+    let admin = Client::new(&server.base(), Some(admin_token));
     let mut log = BTreeMap::new();
     let mut from = 1;
     for _ in 0..10_000 {
@@ -1366,7 +1384,7 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
     );
     let unique: HashSet<&String> = log.values().collect();
     assert_eq!(unique.len(), log.len());
-    for (seq, id) in &acked {
+    for (seq, id) in acked {
         assert_eq!(
             log.get(seq),
             Some(id),
@@ -1376,9 +1394,19 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
     let (status, report) = admin.get("/v1/missions/m1/verify");
     assert_eq!(status, 200);
     assert_eq!(report["intact"], true, "{report}");
-    // Old participant tokens survived the crash too.
-    let lead_again = Client::new(&server.base(), lead.token.as_deref());
-    assert_eq!(lead_again.get("/v1/missions/m1/events?limit=1").0, 200);
+    server
+}
+
+#[test]
+fn sigkill_under_load_loses_no_acknowledged_event() {
+    let (dir, mut server, admin_token, tokens) = process_with_mission(8);
+    let a0_token = tokens[0].clone();
+    let (acked, status) = publish_then_signal(&mut server, tokens, 300, "-KILL");
+    assert!(!status.success(), "killed, not exited: {status:?}");
+    let mut server = restart_and_check(dir.path(), &admin_token, &acked);
+    // Participant tokens survived the crash too.
+    let a0 = Client::new(&server.base(), Some(&a0_token));
+    assert_eq!(a0.get("/v1/missions/m1/events?limit=1").0, 200);
 
     // SIGTERM: graceful, exit 0, directory released for the CLI.
     server.signal("-TERM");
@@ -1395,4 +1423,12 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn sigterm_under_load_finishes_in_flight_requests_and_exits_0() {
+    let (dir, mut server, admin_token, tokens) = process_with_mission(8);
+    let (acked, status) = publish_then_signal(&mut server, tokens, 200, "-TERM");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    drop(restart_and_check(dir.path(), &admin_token, &acked));
 }
