@@ -209,7 +209,8 @@ fn assert_other_intact(bus: &MissionBus) {
 #[test]
 fn flipped_bytes_are_checksum_errors_naming_mission_and_sequence() {
     // (where in the record, the problem text verify and replay give)
-    let cases: [(&str, fn(usize) -> usize, &str); 5] = [
+    type Case = (&'static str, fn(usize) -> usize, &'static str);
+    let cases: [Case; 5] = [
         ("version byte", |_| 0, "unknown record format version"),
         ("crc", |_| 2, "checksum mismatch"),
         ("prev hash", |_| 20, "checksum mismatch"),
