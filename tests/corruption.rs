@@ -924,3 +924,67 @@ fn garbage_in_the_data_file_recovers_a_prefix_of_commits() {
         assert_prefix_or_refused(&format!("garbage over {from}..{to}"), outcome);
     }
 }
+
+// ----- a forged length prefix (found by the decode_record fuzz target) ------
+
+const ABORT_CHILD: &str = "MISSION_BUS_CORRUPTION_CHILD_DIR";
+
+/// A record with a valid CRC whose body claims a 2 TiB sender string.
+fn record_with_huge_length() -> Vec<u8> {
+    let mut body = vec![0u8; 16]; // event id (16 x u8)
+    body.push(0); // timestamp: varint 0
+    body.push(253); // sender length: varint marker for a u64 ...
+    body.extend_from_slice(&(1u64 << 41).to_le_bytes()); // ... of 2 TiB
+    body.extend_from_slice(b"abc");
+    let mut v = vec![1u8, 0, 0, 0, 0];
+    v.extend_from_slice(&[0u8; 32]);
+    v.extend_from_slice(&body);
+    fix_crc(&mut v);
+    v
+}
+
+/// CORE BUG (reported; found by fuzzing): bincode 2.0.1 with
+/// `config::standard()` (no limit) allocates `vec![0u8; len]` for a string
+/// BEFORE reading it, with `len` taken from the record. A record with a
+/// valid CRC (a forger recomputes it, or a 1-in-2^32 corruption) claiming a
+/// huge string makes `decode_event` abort the whole process ("memory
+/// allocation failed"): `verify`, replay and open all die instead of
+/// reporting corruption. Runs in a child process so that an abort fails
+/// this test only.
+#[test]
+fn huge_length_prefix_is_corruption_not_an_abort() {
+    if let Ok(dir) = std::env::var(ABORT_CHILD) {
+        let bus = MissionBus::open(&dir).unwrap();
+        let report = bus.verify(M).unwrap();
+        assert_first(&report, Some(5), "does not decode");
+        assert_corruption_at(replay(&bus, M), Some(5), "does not decode");
+        println!("\nCHILD-OK");
+        return;
+    }
+    let f = Fixture::new();
+    f.tamper(|t| {
+        t.events
+            .insert(f.key(5), record_with_huge_length())
+            .unwrap();
+    });
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "huge_length_prefix_is_corruption_not_an_abort",
+            "--exact",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(ABORT_CHILD, f.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("CHILD-OK"),
+        "decoding a record that claims a 2 TiB string did not report corruption: {}\n\
+         stderr: {}",
+        out.status,
+        stderr.lines().take(5).collect::<Vec<_>>().join("\n")
+    );
+}
