@@ -1428,6 +1428,16 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
 #[test]
 fn sigterm_under_load_finishes_in_flight_requests_and_exits_0() {
     let (dir, mut server, admin_token, tokens) = process_with_mission(8);
+    // While the server holds the directory the CLI says so clearly.
+    let out = Command::new(env!("CARGO_BIN_EXE_mission-bus"))
+        .arg("--data")
+        .arg(dir.path())
+        .arg("missions")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("in use"), "{stderr}");
     let (acked, status) = publish_then_signal(&mut server, tokens, 200, "-TERM");
     assert_eq!(status.code(), Some(0), "{status:?}");
     drop(restart_and_check(dir.path(), &admin_token, &acked));
