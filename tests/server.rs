@@ -1106,6 +1106,49 @@ fn stalled_subscriber_blocks_no_writer_and_catches_up_from_the_log() {
 }
 
 #[test]
+fn stream_ends_when_the_reader_loses_read() {
+    let srv = TestServer::start();
+    let base = srv.url("");
+    let admin = Client::new(&base, Some(ADMIN));
+    let (status, body) = admin.post(
+        "/v1/missions",
+        json!({"mission_id": "m1", "title": "t", "lead": "lead",
+               "profiles": {"roles": {"lead": ["publish", "checkpoint", "handoff", "read", "audit"],
+                                      "read": ["read"], "muted": ["publish"]}}}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let token = add_participant(&admin, "m1", "rita", "read");
+    let mut sse = SseReader::open(&base, "m1", &token, "", None);
+    assert_eq!(sse.next().unwrap().0, 1);
+    assert_eq!(sse.next().unwrap().0, 2);
+    assert_eq!(sse.next().unwrap().0, 3);
+    let change = Action::ChangeRole {
+        name: "rita".into(),
+        role: "muted".into(),
+    };
+    srv.bus
+        .append("m1", mission_bus::OPERATOR, change, &Default::default())
+        .unwrap();
+    srv.bus
+        .publish("m1", "lead", "secret", Json::null())
+        .unwrap();
+    // The role change itself may be seen; nothing after it.
+    let mut after = Vec::new();
+    while let Some((id, data)) = sse.next() {
+        after.push((id, data["event_type"].as_str().unwrap().to_string()));
+    }
+    assert!(after.len() <= 1, "{after:?}");
+    if let Some((id, kind)) = after.first() {
+        assert_eq!((*id, kind.as_str()), (4, "role_changed"));
+    }
+    assert_error(
+        Client::new(&base, Some(&token)).get("/v1/missions/m1/events/stream"),
+        403,
+        "permission_denied",
+    );
+}
+
+#[test]
 fn stream_limit_is_503() {
     let srv = TestServer::with_limits(Limits::default().max_streams(1));
     let c = seeded(&srv, "m1");

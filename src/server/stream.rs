@@ -14,7 +14,9 @@
 //! Nothing is buffered per subscriber beyond one chunk: a stalled client
 //! simply stops being polled, its broadcast receiver lags, and writers and
 //! other subscribers never wait for it. The stream ends when the server
-//! shuts down; clients resume with `Last-Event-ID`.
+//! shuts down, or when the reader loses the `read` capability (checked again
+//! before every log read and after a role change of the reader); clients
+//! resume with `Last-Event-ID`.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -30,12 +32,13 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch, OwnedSemaphorePermit, Semaphore};
 
+use super::auth::Actor;
 use super::error::ApiError;
 use super::routes::{call, path, query, require};
 use super::App;
 use crate::bus::Committed;
 use crate::document::event_to_json;
-use crate::{Capability, Event, MissionBus};
+use crate::{Capability, Event, EventBody, MissionBus};
 
 /// Events read from the log per blocking call during catch-up.
 const CATCH_UP_CHUNK: u64 = 256;
@@ -78,15 +81,21 @@ pub(crate) async fn events_stream(
     // Subscribe before the first log read, so nothing falls between the two.
     let live = app.bus.subscribe();
     let checked = mission.clone();
-    call(&app, &headers, move |app, caller| {
+    let actor = call(&app, &headers, move |app, caller| {
         let actor = caller.in_mission(&checked)?;
-        require(app, &checked, &actor, Capability::Read)
+        require(app, &checked, &actor, Capability::Read)?;
+        Ok(actor)
     })
     .await?;
+    let reader = match actor {
+        Actor::Operator => None,
+        Actor::Participant(name) => Some(name),
+    };
     let tail = Tail {
         bus: app.bus.clone(),
         blocking: Arc::clone(&app.blocking),
         mission,
+        reader,
         next: start,
         live,
         backlog: VecDeque::new(),
@@ -105,6 +114,9 @@ struct Tail {
     bus: MissionBus,
     blocking: Arc<Semaphore>,
     mission: String,
+    /// The participant reading (`None` for the admin); its `read`
+    /// capability is checked again before every read of the log.
+    reader: Option<String>,
     /// The next sequence to send: everything before it has been sent.
     next: u64,
     live: broadcast::Receiver<Arc<Committed>>,
@@ -144,6 +156,7 @@ impl Tail {
                 live,
                 stop,
                 mission,
+                reader,
                 next,
                 backlog,
                 catching_up,
@@ -159,6 +172,12 @@ impl Tail {
                             // Cannot happen while we keep up; the log is the truth.
                             *catching_up = true;
                         } // seq < next: already sent from the log
+                        if let EventBody::RoleChanged { name, .. } = &c.event.body {
+                            if reader.as_deref() == Some(name.as_str()) {
+                                // Re-check `read` (in `read_log`) before going on.
+                                *catching_up = true;
+                            }
+                        }
                     }
                     Ok(_) => {}
                     Err(RecvError::Lagged(_)) => *catching_up = true,
@@ -177,10 +196,14 @@ impl Tail {
             .map_err(|_| crate::Error::Closed)?;
         let bus = self.bus.clone();
         let mission = self.mission.clone();
+        let reader = self.reader.clone();
         let from = self.next;
         let to = from.saturating_add(CATCH_UP_CHUNK - 1);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            if let Some(name) = &reader {
+                bus.require(&mission, name, Capability::Read)?;
+            }
             bus.events(&mission, from, to)?.collect()
         })
         .await
