@@ -134,7 +134,17 @@ impl Tail {
                 return None;
             }
             if let Some(e) = self.backlog.pop_front() {
-                debug_assert_eq!(e.sequence, self.next);
+                if e.sequence != self.next {
+                    // A gap in the log itself: `verify` will name it. Never
+                    // send events out of order; end and let the client retry.
+                    tracing::error!(
+                        mission = %self.mission,
+                        expected = self.next,
+                        got = e.sequence,
+                        "event stream found a gap in the log"
+                    );
+                    return None;
+                }
                 self.next = e.sequence + 1;
                 let data = event_to_json(&e).to_string();
                 let sse = SseEvent::default().id(e.sequence.to_string()).data(data);
