@@ -1485,3 +1485,20 @@ fn sigterm_under_load_finishes_in_flight_requests_and_exits_0() {
     assert_eq!(status.code(), Some(0), "{status:?}");
     drop(restart_and_check(dir.path(), &admin_token, &acked));
 }
+
+#[test]
+fn signals_right_after_start_shut_down_cleanly() {
+    for signal in ["-TERM", "-INT"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = ServerProcess::spawn(dir.path());
+        server.signal(signal);
+        assert_eq!(server.wait().code(), Some(0), "{signal}");
+        // The token file survives for the next start, which reuses it.
+        let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+        let mut again = ServerProcess::spawn(dir.path());
+        let admin = Client::new(&again.base(), Some(token.trim()));
+        create_mission(&admin, "m1", "lead");
+        again.signal("-TERM");
+        assert_eq!(again.wait().code(), Some(0));
+    }
+}

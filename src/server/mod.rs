@@ -163,6 +163,7 @@ pub fn serve_blocking(opts: ServeOptions) -> Result<()> {
         .build()
         .map_err(|e| Error::io(&opts.data, e))?;
     let served = runtime.block_on(async {
+        let shutdown = shutdown_signal().map_err(|e| Error::io("signal handlers", e))?;
         let listener = TcpListener::bind(opts.listen)
             .await
             .map_err(|e| Error::io(format!("listen address {}", opts.listen), e))?;
@@ -175,14 +176,7 @@ pub fn serve_blocking(opts: ServeOptions) -> Result<()> {
             let _ = writeln!(out, "admin token: {}", token_path.display());
             let _ = out.flush();
         }
-        run_with_limits(
-            listener,
-            bus.clone(),
-            admin_token,
-            limits,
-            shutdown_signal(),
-        )
-        .await
+        run_with_limits(listener, bus.clone(), admin_token, limits, shutdown).await
     });
     // Waits for blocking tasks still running; they finish their bus calls.
     runtime.shutdown_timeout(Duration::from_secs(30));
@@ -192,30 +186,31 @@ pub fn serve_blocking(opts: ServeOptions) -> Result<()> {
     served
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// A future that resolves on SIGINT or SIGTERM. The handlers are installed
+/// when this is called (not when the future is first polled), so a signal
+/// sent right after the "listening on" line is never lost to the default
+/// action. Must be called inside the runtime.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
-    let terminate = async {
+    {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate => {}
+            eprintln!("mission-bus: shutting down (finishing in-flight requests)");
+        })
     }
-    eprintln!("mission-bus: shutting down (finishing in-flight requests)");
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("mission-bus: shutting down (finishing in-flight requests)");
+        })
+    }
 }
 
 /// Serve `bus` on `listener` until `shutdown` resolves, with the default
