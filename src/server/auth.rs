@@ -219,3 +219,58 @@ fn admin_token_from_file(path: &Path, text: &str) -> Result<String> {
     }
     Ok(token.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_token_file_is_created_once_then_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.token");
+        let token = load_or_create_admin_token(&path).unwrap();
+        assert_eq!(token.len(), 64);
+        assert!(token.chars().all(|c| c.is_ascii_hexdigit()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(load_or_create_admin_token(&path).unwrap(), token);
+        let other = load_or_create_admin_token(&dir.path().join("other.token")).unwrap();
+        assert_ne!(other, token, "tokens are random");
+    }
+
+    #[test]
+    fn hand_written_admin_token_files_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.token");
+        fs::write(&path, "  my-own-long-admin-secret\n").unwrap();
+        assert_eq!(
+            load_or_create_admin_token(&path).unwrap(),
+            "my-own-long-admin-secret"
+        );
+        for bad in ["", "short", "two words here, long enough"] {
+            fs::write(&path, bad).unwrap();
+            let err = load_or_create_admin_token(&path).unwrap_err();
+            assert!(err.to_string().contains("admin token"), "{err}");
+        }
+        let missing_dir = dir.path().join("nope").join("admin.token");
+        assert!(load_or_create_admin_token(&missing_dir).is_err());
+    }
+
+    #[test]
+    fn bearer_header_parsing() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer(&h).unwrap_err().code, "missing_token");
+        h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert_eq!(bearer(&h).unwrap(), "abc");
+        h.insert(header::AUTHORIZATION, "bearer   abc ".parse().unwrap());
+        assert_eq!(bearer(&h).unwrap(), "abc");
+        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert!(bearer(&h).is_err());
+        h.insert(header::AUTHORIZATION, "Bearer".parse().unwrap());
+        assert!(bearer(&h).is_err());
+    }
+}
