@@ -11,10 +11,16 @@
 //!   (mission, seq) with a unique index on the event id, plus a heads table,
 //!   one transaction per append or batch.
 //!
+//! The three systems run side by side: batches, replays, reopens and lookup
+//! rounds alternate between them in rotating order, so that load from other
+//! processes on the machine hits all three alike; read workloads report
+//! the best round.
+//!
 //! Run with `cargo bench --bench compare`. Environment:
 //! - `MB_BENCH_EVENTS`: size of the big mission (default 1000000);
 //! - `MB_BENCH_DURABLE`: events of the one-appender durable run (default 5000);
-//! - `MB_BENCH_PER_THREAD`: events per thread of the 64-appender run (default 250);
+//! - `MB_BENCH_PER_THREAD`: events per thread of the 64-appender run (default
+//!   250 for mission-bus and raw sled, a fifth of it for SQLite);
 //! - `MB_BENCH_ONLY`: comma list of `durable`, `big`, `small` (default all);
 //! - `MB_BENCH_DIR`: where the scratch stores go (default the system temp dir).
 //!
@@ -44,8 +50,10 @@ const MISSIONS_64: usize = 8;
 const SMALL: usize = 1000;
 /// Lookups per timed round.
 const LOOKUPS: usize = 20_000;
-/// Timed rounds of read workloads; the best round is reported.
+/// Timed rounds of read workloads and reopens; the best round is reported.
 const REPS: usize = 3;
+/// Timed rounds of the lookup workloads (short, so more of them).
+const LOOKUP_REPS: usize = 7;
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 // ----- settings -----------------------------------------------------------
@@ -485,59 +493,127 @@ fn bus_batch(n: usize, base: usize, first: bool, prev_cp: Option<Uuid>) -> Vec<(
         .collect()
 }
 
-/// Append `events` in batches of `batch` (timed around the append calls only).
-fn bus_fill(bus: &MissionBus, mission: &str, events: usize, batch: usize) -> Res<(Duration, Ids)> {
-    let mut ids = Ids::default();
-    let mut prev_cp = None;
-    let mut spent = Duration::ZERO;
-    for b in 0..events / batch {
-        let items = bus_batch(batch, b * batch, b == 0, prev_cp);
-        let t = Instant::now();
-        let stored = bus.append_batch(mission, items, None)?;
-        spent += t.elapsed();
-        for e in &stored {
-            match e.body {
-                EventBody::Checkpoint { .. } => {
-                    ids.checkpoints.push(*e.id.as_bytes());
-                    prev_cp = Some(e.id);
-                }
-                EventBody::Handoff { .. } => ids.handoffs.push(*e.id.as_bytes()),
-                _ => {}
-            }
-        }
-        progress(b + 1, events / batch);
-    }
-    Ok((spent, ids))
+/// Generated batch `b` (of `n` events) for the baselines.
+fn raw_batch(n: usize, b: usize, prev_cp: Option<[u8; 16]>) -> Vec<RawEvent> {
+    (0..n)
+        .map(|i| RawEvent::new(slot(i, n, b == 0), b * n + i, prev_cp))
+        .collect()
 }
 
-fn raw_fill_batches(
-    events: usize,
-    batch: usize,
-    mut append: impl FnMut(&[RawEvent]) -> Res<()>,
-) -> Res<(Duration, Ids)> {
-    let mut ids = Ids::default();
-    let mut prev_cp: Option<[u8; 16]> = None;
-    let mut spent = Duration::ZERO;
-    for b in 0..events / batch {
-        let t = Instant::now();
-        let evs: Vec<RawEvent> = (0..batch)
-            .map(|i| RawEvent::new(slot(i, batch, b == 0), b * batch + i, prev_cp))
-            .collect();
-        append(&evs)?;
-        spent += t.elapsed();
-        for e in &evs {
-            match e.kind {
-                KIND_CHECKPOINT => {
-                    ids.checkpoints.push(e.id);
-                    prev_cp = Some(e.id);
+impl Ids {
+    /// Remember the ids of a stored bus batch; returns its checkpoint.
+    fn note_bus(&mut self, stored: &[mission_bus::Event]) -> Option<Uuid> {
+        let mut cp = None;
+        for e in stored {
+            match e.body {
+                EventBody::Checkpoint { .. } => {
+                    self.checkpoints.push(*e.id.as_bytes());
+                    cp = Some(e.id);
                 }
-                KIND_HANDOFF => ids.handoffs.push(e.id),
+                EventBody::Handoff { .. } => self.handoffs.push(*e.id.as_bytes()),
                 _ => {}
             }
         }
-        progress(b + 1, events / batch);
+        cp
     }
-    Ok((spent, ids))
+
+    /// Remember the ids of a baseline batch; returns its checkpoint.
+    fn note_raw(&mut self, evs: &[RawEvent]) -> Option<[u8; 16]> {
+        let mut cp = None;
+        for e in evs {
+            match e.kind {
+                KIND_CHECKPOINT => {
+                    self.checkpoints.push(e.id);
+                    cp = Some(e.id);
+                }
+                KIND_HANDOFF => self.handoffs.push(e.id),
+                _ => {}
+            }
+        }
+        cp
+    }
+}
+
+const SYSTEMS: [&str; 3] = ["", "_sled", "_sqlite"];
+
+/// The same log in the three systems, with the ids each one generated.
+struct Trio {
+    dirs: [PathBuf; 3],
+    mission: String,
+    ids: [Ids; 3],
+}
+
+struct Open {
+    bus: MissionBus,
+    raw: RawSled,
+    sq: Connection,
+}
+
+impl Trio {
+    fn new(root: &Path, name: &str, mission: &str) -> Res<Trio> {
+        let dirs = [
+            root.join(format!("bus-{name}")),
+            root.join(format!("sled-{name}")),
+            root.join(format!("sqlite-{name}")),
+        ];
+        std::fs::create_dir_all(&dirs[2])?;
+        Ok(Trio {
+            dirs,
+            mission: mission.to_string(),
+            ids: Default::default(),
+        })
+    }
+
+    fn open(&self) -> Res<Open> {
+        Ok(Open {
+            bus: open_bus(&self.dirs[0])?,
+            raw: RawSled::open(&self.dirs[1])?,
+            sq: sqlite_open(&self.dirs[2])?,
+        })
+    }
+
+    /// Append `events` in batches of `batch` to all three, batch by batch
+    /// and in rotating order, so a load change on the machine hits all
+    /// three alike. Returns the time each spent inside its append calls
+    /// (the baselines' timing includes generating their records).
+    fn fill(&mut self, o: &mut Open, events: usize, batch: usize, show: bool) -> Res<[f64; 3]> {
+        create_mission(&o.bus, &self.mission, &["ada".into(), "bob".into()])?;
+        let mut spent = [Duration::ZERO; 3];
+        let mut bus_cp = None;
+        let mut raw_cp: [Option<[u8; 16]>; 3] = [None; 3];
+        for b in 0..events / batch {
+            for k in 0..3 {
+                let sys = (b + k) % 3;
+                match sys {
+                    0 => {
+                        let items = bus_batch(batch, b * batch, b == 0, bus_cp);
+                        let t = Instant::now();
+                        let stored = o.bus.append_batch(&self.mission, items, None)?;
+                        spent[0] += t.elapsed();
+                        bus_cp = self.ids[0].note_bus(&stored).or(bus_cp);
+                    }
+                    1 => {
+                        let t = Instant::now();
+                        let evs = raw_batch(batch, b, raw_cp[1]);
+                        o.raw.append(1, &evs)?;
+                        spent[1] += t.elapsed();
+                        raw_cp[1] = self.ids[1].note_raw(&evs).or(raw_cp[1]);
+                    }
+                    _ => {
+                        let t = Instant::now();
+                        let evs = raw_batch(batch, b, raw_cp[2]);
+                        sqlite_append(&mut o.sq, 1, &evs)?;
+                        spent[2] += t.elapsed();
+                        raw_cp[2] = self.ids[2].note_raw(&evs).or(raw_cp[2]);
+                    }
+                }
+            }
+            if show {
+                progress(b + 1, events / batch);
+            }
+        }
+        Ok(spent.map(|d| events as f64 / d.as_secs_f64()))
+    }
 }
 
 fn progress(done: usize, total: usize) {
@@ -568,30 +644,26 @@ fn shuffled(ids: &[[u8; 16]], n: usize, seed: u64) -> Vec<[u8; 16]> {
         .collect()
 }
 
-/// Microseconds per operation: one warm-up pass, then the best of `REPS`.
-fn per_op_us(ids: &[[u8; 16]], mut op: impl FnMut(&[u8; 16]) -> Res<()>) -> Res<f64> {
-    for id in ids.iter().take(2000) {
-        op(id)?;
-    }
-    let mut best = f64::MAX;
-    for _ in 0..REPS {
-        let t = Instant::now();
-        for id in ids {
-            op(id)?;
+/// Run each measurement `reps` times, the systems in rotating order, and
+/// keep each one's smallest value (seconds or microseconds: lower is better).
+fn interleaved_best(reps: usize, tasks: &mut [&mut dyn FnMut() -> Res<f64>]) -> Res<Vec<f64>> {
+    let mut best = vec![f64::MAX; tasks.len()];
+    for r in 0..reps {
+        for k in 0..tasks.len() {
+            let i = (r + k) % tasks.len();
+            best[i] = best[i].min((tasks[i])()?);
         }
-        best = best.min(t.elapsed().as_secs_f64() * 1e6 / ids.len() as f64);
     }
     Ok(best)
 }
 
-fn best_secs(mut run: impl FnMut() -> Res<()>) -> Res<f64> {
-    let mut best = f64::MAX;
-    for _ in 0..REPS {
-        let t = Instant::now();
-        run()?;
-        best = best.min(t.elapsed().as_secs_f64());
+/// Microseconds per operation over `ids` (after a short warm-up).
+fn per_op_us(ids: &[[u8; 16]], op: &mut dyn FnMut(&[u8; 16]) -> Res<()>) -> Res<f64> {
+    let t = Instant::now();
+    for id in ids {
+        op(id)?;
     }
-    Ok(best)
+    Ok(t.elapsed().as_secs_f64() * 1e6 / ids.len() as f64)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -617,7 +689,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Figures by name, in the order they were measured.
+/// Figures by name.
 #[derive(Default)]
 struct Figures {
     values: BTreeMap<String, f64>,
@@ -627,6 +699,12 @@ impl Figures {
     fn set(&mut self, name: &str, v: f64) {
         eprintln!("  {name:<36} {v:>14.2}");
         self.values.insert(name.to_string(), v);
+    }
+
+    fn set3(&mut self, name: &str, v: &[f64]) {
+        for (suffix, v) in SYSTEMS.iter().zip(v) {
+            self.set(&format!("{name}{suffix}"), *v);
+        }
     }
 
     fn get(&self, name: &str) -> Option<f64> {
@@ -639,389 +717,297 @@ impl Figures {
 fn durable(scale: &Scale, root: &Path, f: &mut Figures) -> Res<()> {
     let n = scale.durable_1;
     let per = scale.per_thread;
-    eprintln!("== append_durable_1 ({n} events) / append_durable_64 ({THREADS} threads x {per})");
+    // SQLite commits one fsync at a time: fewer events keep its part short.
+    let per_sqlite = (per / 5).max(2);
+    eprintln!(
+        "== append_durable_1 ({n} events) / append_durable_64 ({THREADS} threads x {per}; SQLite x {per_sqlite})"
+    );
+    let writers: Vec<String> = (0..THREADS / MISSIONS_64)
+        .map(|w| format!("w{w}"))
+        .collect();
+    let bus = open_bus(&root.join("bus-durable"))?;
+    create_mission(&bus, "solo", &["ada".into()])?;
+    for m in 0..MISSIONS_64 {
+        create_mission(&bus, &format!("m{m}"), &writers)?;
+    }
+    let raw = RawSled::open(&root.join("sled-durable"))?;
+    std::fs::create_dir_all(root.join("sqlite-durable"))?;
+    let sq = Mutex::new(sqlite_open(&root.join("sqlite-durable"))?);
 
-    // mission-bus, one appender
-    {
-        let dir = root.join("bus-durable-1");
-        let bus = open_bus(&dir)?;
-        create_mission(&bus, "solo", &["ada".into()])?;
-        let payloads: Vec<Json> = (0..n).map(|i| json(&payload_text(i))).collect();
-        let t = Instant::now();
-        for p in payloads {
-            bus.publish("solo", "ada", "status", p)?;
-        }
-        f.set("append_durable_1", n as f64 / t.elapsed().as_secs_f64());
-    }
-    // mission-bus, 64 appenders over 8 missions
-    {
-        let dir = root.join("bus-durable-64");
-        let bus = open_bus(&dir)?;
-        let writers: Vec<String> = (0..THREADS / MISSIONS_64)
-            .map(|w| format!("w{w}"))
-            .collect();
-        for m in 0..MISSIONS_64 {
-            create_mission(&bus, &format!("m{m}"), &writers)?;
-        }
-        let barrier = Barrier::new(THREADS + 1);
-        let elapsed = std::thread::scope(|s| -> Res<Duration> {
-            let handles: Vec<_> = (0..THREADS)
-                .map(|t| {
-                    let (bus, barrier) = (bus.clone(), &barrier);
-                    s.spawn(move || -> Res<()> {
-                        let mission = format!("m{}", t % MISSIONS_64);
-                        let sender = format!("w{}", t / MISSIONS_64);
-                        let payloads: Vec<Json> =
-                            (0..per).map(|i| json(&payload_text(i))).collect();
-                        barrier.wait();
-                        for p in payloads {
-                            bus.publish(&mission, &sender, "status", p)?;
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            barrier.wait();
-            let t = Instant::now();
-            for h in handles {
-                h.join().map_err(|_| "appender panicked")??;
+    // One appender, in ten rounds of rotating order.
+    const ROUNDS: usize = 10;
+    let chunk = (n / ROUNDS).max(1);
+    let mut spent = [Duration::ZERO; 3];
+    for r in 0..ROUNDS {
+        for k in 0..3 {
+            let sys = (r + k) % 3;
+            match sys {
+                0 => {
+                    let payloads: Vec<Json> = (0..chunk).map(|i| json(&payload_text(i))).collect();
+                    let t = Instant::now();
+                    for p in payloads {
+                        bus.publish("solo", "ada", "status", p)?;
+                    }
+                    spent[0] += t.elapsed();
+                }
+                1 => {
+                    let t = Instant::now();
+                    for i in 0..chunk {
+                        raw.append(100, &[RawEvent::new(Slot::Message, i, None)])?;
+                    }
+                    spent[1] += t.elapsed();
+                }
+                _ => {
+                    let mut c = sq.lock().map_err(|_| "poisoned")?;
+                    let t = Instant::now();
+                    for i in 0..chunk {
+                        sqlite_append(&mut c, 100, &[RawEvent::new(Slot::Message, i, None)])?;
+                    }
+                    spent[2] += t.elapsed();
+                }
             }
-            Ok(t.elapsed())
-        })?;
-        f.set(
-            "append_durable_64",
-            (THREADS * per) as f64 / elapsed.as_secs_f64(),
-        );
-    }
-    // raw sled
-    {
-        let raw = RawSled::open(&root.join("sled-durable-1"))?;
-        let t = Instant::now();
-        for i in 0..n {
-            raw.append(1, &[RawEvent::new(Slot::Message, i, None)])?;
         }
-        f.set(
-            "append_durable_1_sled",
-            n as f64 / t.elapsed().as_secs_f64(),
-        );
     }
-    {
-        let raw = RawSled::open(&root.join("sled-durable-64"))?;
-        let barrier = Barrier::new(THREADS + 1);
-        let elapsed = std::thread::scope(|s| -> Res<Duration> {
-            let handles: Vec<_> = (0..THREADS)
-                .map(|t| {
-                    let (raw, barrier) = (&raw, &barrier);
-                    s.spawn(move || -> Res<()> {
-                        barrier.wait();
-                        for i in 0..per {
-                            let e = RawEvent::new(Slot::Message, i, None);
-                            raw.append((t % MISSIONS_64) as u64 + 1, &[e])?;
-                        }
-                        Ok(())
+    f.set3(
+        "append_durable_1",
+        &spent.map(|d| (chunk * ROUNDS) as f64 / d.as_secs_f64()),
+    );
+
+    // 64 appenders over 8 missions, REPS rounds in rotating order; the
+    // figure is all events over all time.
+    let mut events = [0usize; 3];
+    let mut spent = [Duration::ZERO; 3];
+    for r in 0..REPS {
+        for k in 0..3 {
+            let sys = (r + k) % 3;
+            let each = if sys == 2 {
+                per_sqlite
+            } else {
+                per.div_ceil(REPS)
+            };
+            let barrier = Barrier::new(THREADS + 1);
+            let elapsed = std::thread::scope(|s| -> Res<Duration> {
+                let handles: Vec<_> = (0..THREADS)
+                    .map(|t| {
+                        let (bus, raw, sq, barrier) = (&bus, &raw, &sq, &barrier);
+                        s.spawn(move || -> Res<()> {
+                            let mission_no = (t % MISSIONS_64) as u64 + 1;
+                            let mission = format!("m{}", t % MISSIONS_64);
+                            let sender = format!("w{}", t / MISSIONS_64);
+                            let payloads: Vec<Json> =
+                                (0..each).map(|i| json(&payload_text(i))).collect();
+                            barrier.wait();
+                            match sys {
+                                0 => {
+                                    for p in payloads {
+                                        bus.publish(&mission, &sender, "status", p)?;
+                                    }
+                                }
+                                1 => {
+                                    for i in 0..each {
+                                        let e = RawEvent::new(Slot::Message, i, None);
+                                        raw.append(mission_no, &[e])?;
+                                    }
+                                }
+                                _ => {
+                                    // One connection behind a mutex: SQLite has
+                                    // one writer at a time anyway.
+                                    for i in 0..each {
+                                        let e = RawEvent::new(Slot::Message, i, None);
+                                        let mut c = sq.lock().map_err(|_| "poisoned")?;
+                                        sqlite_append(&mut c, mission_no as i64, &[e])?;
+                                    }
+                                }
+                            }
+                            Ok(())
+                        })
                     })
-                })
-                .collect();
-            barrier.wait();
-            let t = Instant::now();
-            for h in handles {
-                h.join().map_err(|_| "appender panicked")??;
-            }
-            Ok(t.elapsed())
-        })?;
-        f.set(
-            "append_durable_64_sled",
-            (THREADS * per) as f64 / elapsed.as_secs_f64(),
-        );
-    }
-    // SQLite
-    {
-        let dir = root.join("sqlite-durable-1");
-        std::fs::create_dir_all(&dir)?;
-        let mut conn = sqlite_open(&dir)?;
-        let t = Instant::now();
-        for i in 0..n {
-            sqlite_append(&mut conn, 1, &[RawEvent::new(Slot::Message, i, None)])?;
+                    .collect();
+                barrier.wait();
+                let t = Instant::now();
+                for h in handles {
+                    h.join().map_err(|_| "appender panicked")??;
+                }
+                Ok(t.elapsed())
+            })?;
+            events[sys] += THREADS * each;
+            spent[sys] += elapsed;
         }
-        f.set(
-            "append_durable_1_sqlite",
-            n as f64 / t.elapsed().as_secs_f64(),
-        );
     }
-    {
-        let dir = root.join("sqlite-durable-64");
-        std::fs::create_dir_all(&dir)?;
-        // One connection behind a mutex: SQLite has one writer at a time,
-        // and a lock handed over in-process beats busy-waiting connections.
-        let conn = Mutex::new(sqlite_open(&dir)?);
-        let barrier = Barrier::new(THREADS + 1);
-        let elapsed = std::thread::scope(|s| -> Res<Duration> {
-            let handles: Vec<_> = (0..THREADS)
-                .map(|t| {
-                    let (conn, barrier) = (&conn, &barrier);
-                    s.spawn(move || -> Res<()> {
-                        barrier.wait();
-                        for i in 0..per {
-                            let e = RawEvent::new(Slot::Message, i, None);
-                            let mut c = conn.lock().map_err(|_| "poisoned")?;
-                            sqlite_append(&mut c, (t % MISSIONS_64) as i64 + 1, &[e])?;
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            barrier.wait();
-            let t = Instant::now();
-            for h in handles {
-                h.join().map_err(|_| "appender panicked")??;
-            }
-            Ok(t.elapsed())
-        })?;
-        f.set(
-            "append_durable_64_sqlite",
-            (THREADS * per) as f64 / elapsed.as_secs_f64(),
-        );
-    }
+    let rates: Vec<f64> = (0..3)
+        .map(|i| events[i] as f64 / spent[i].as_secs_f64())
+        .collect();
+    f.set3("append_durable_64", &rates);
+    bus.close();
+    Ok(())
+}
+
+/// Lookups by checkpoint id and resume packets on an open trio.
+fn lookups(t: &Trio, o: &Open, suffix: &str, f: &mut Figures) -> Res<()> {
+    let cps: Vec<Vec<[u8; 16]>> = t
+        .ids
+        .iter()
+        .map(|ids| shuffled(&ids.checkpoints, LOOKUPS, 5))
+        .collect();
+    let hos: Vec<Vec<[u8; 16]>> = t
+        .ids
+        .iter()
+        .map(|ids| shuffled(&ids.handoffs, LOOKUPS, 7))
+        .collect();
+    let mut bus_cp = |id: &[u8; 16]| -> Res<()> {
+        o.bus.checkpoint(&Uuid::from_bytes(*id))?;
+        Ok(())
+    };
+    let mut raw_cp = |id: &[u8; 16]| o.raw.get_event(&o.raw.checkpoints, id).map(|_| ());
+    let mut sq_cp = |id: &[u8; 16]| sqlite_by_id(&o.sq, id, KIND_CHECKPOINT).map(|_| ());
+    let mut bus_ho = |id: &[u8; 16]| -> Res<()> {
+        o.bus.resume_packet(&Uuid::from_bytes(*id))?;
+        Ok(())
+    };
+    let mut raw_ho = |id: &[u8; 16]| o.raw.resume(id).map(|_| ());
+    let mut sq_ho = |id: &[u8; 16]| sqlite_resume(&o.sq, id).map(|_| ());
+    // Warm-up: a short pass each.
+    per_op_us(&cps[0][..2000], &mut bus_cp)?;
+    per_op_us(&cps[1][..2000], &mut raw_cp)?;
+    per_op_us(&cps[2][..2000], &mut sq_cp)?;
+    per_op_us(&hos[0][..2000], &mut bus_ho)?;
+    per_op_us(&hos[1][..2000], &mut raw_ho)?;
+    per_op_us(&hos[2][..2000], &mut sq_ho)?;
+    let v = interleaved_best(
+        LOOKUP_REPS,
+        &mut [
+            &mut || per_op_us(&cps[0], &mut bus_cp),
+            &mut || per_op_us(&cps[1], &mut raw_cp),
+            &mut || per_op_us(&cps[2], &mut sq_cp),
+        ],
+    )?;
+    f.set3(&format!("lookup_checkpoint{suffix}"), &v);
+    let v = interleaved_best(
+        LOOKUP_REPS,
+        &mut [
+            &mut || per_op_us(&hos[0], &mut bus_ho),
+            &mut || per_op_us(&hos[1], &mut raw_ho),
+            &mut || per_op_us(&hos[2], &mut sq_ho),
+        ],
+    )?;
+    f.set3(&format!("resume_packet{suffix}"), &v);
     Ok(())
 }
 
 /// The big mission: batch appends, replay, reopen, lookups, size.
 fn big(scale: &Scale, root: &Path, f: &mut Figures) -> Res<()> {
     let n = scale.events;
-    eprintln!("== big mission: {n} events in batches of {BATCH}");
-
-    // ---- mission-bus
-    let bus_dir = root.join("bus-big");
-    let bus_ids;
+    eprintln!("== big mission: {n} events in batches of {BATCH}, three systems side by side");
+    let mut trio = Trio::new(root, "big", "big")?;
     {
-        let bus = open_bus(&bus_dir)?;
-        create_mission(&bus, "big", &["ada".into(), "bob".into()])?;
-        eprint!("  mission-bus append_batch:");
-        let (spent, ids) = bus_fill(&bus, "big", n, BATCH)?;
-        bus_ids = ids;
-        f.set("append_batch_1000", n as f64 / spent.as_secs_f64());
-        let head = bus.state("big")?.head;
-        let secs = best_secs(|| {
-            let s = bus.rebuild_state("big")?;
-            assert_eq!(s.head, head);
-            Ok(())
-        })?;
-        f.set("replay_rebuild", head as f64 / secs);
-        bus.close();
+        let mut o = trio.open()?;
+        eprint!("  append_batch_1000:");
+        let rates = trio.fill(&mut o, n, BATCH, true)?;
+        f.set3("append_batch_1000", &rates);
+        let head = o.bus.state("big")?.head;
+        let secs = interleaved_best(
+            REPS,
+            &mut [
+                &mut || {
+                    let t = Instant::now();
+                    let s = o.bus.rebuild_state("big")?;
+                    assert_eq!(s.head, head);
+                    Ok(t.elapsed().as_secs_f64())
+                },
+                &mut || {
+                    let t = Instant::now();
+                    let s = o.raw.replay(1)?;
+                    assert_eq!(s.head as usize, n);
+                    Ok(t.elapsed().as_secs_f64())
+                },
+                &mut || {
+                    let t = Instant::now();
+                    let s = sqlite_replay(&o.sq, 1)?;
+                    assert_eq!(s.head as usize, n);
+                    Ok(t.elapsed().as_secs_f64())
+                },
+            ],
+        )?;
+        f.set3(
+            "replay_rebuild",
+            &[
+                head as f64 / secs[0],
+                n as f64 / secs[1],
+                n as f64 / secs[2],
+            ],
+        );
+        o.bus.close();
     }
-    // Reopen: the first open after the writes pays sled's log recovery;
-    // later opens start from the page-table snapshot that open wrote.
-    let mut opens = Vec::new();
+    // Reopen. The first open after the writes pays sled's log recovery
+    // (sled 0.34 writes its page-table snapshot only while opening); later
+    // opens start from that snapshot. The baselines only read their head.
+    let mut opens: [Vec<f64>; 3] = Default::default();
     for _ in 0..=REPS {
         let t = Instant::now();
-        let bus = open_bus(&bus_dir)?;
+        let bus = open_bus(&trio.dirs[0])?;
         let head = bus.state("big")?.head;
-        opens.push(ms(t.elapsed()));
+        opens[0].push(ms(t.elapsed()));
         assert!(head as usize >= n);
         bus.close();
-    }
-    f.set("open_rebuild_snapshot", opens[0]);
-    f.set("open_rebuild_snapshot_warm", median(opens[1..].to_vec()));
-    {
-        let bus = open_bus(&bus_dir)?;
-        let head = bus.state("big")?.head;
-        let handoffs = shuffled(&bus_ids.handoffs, LOOKUPS, 7);
-        // First touch after open: distinct handoffs, sled's cache cold.
-        let distinct = shuffled(&bus_ids.handoffs, bus_ids.handoffs.len().min(500), 11);
+        drop(bus);
         let t = Instant::now();
-        for id in &distinct {
-            bus.resume_packet(&Uuid::from_bytes(*id))?;
-        }
-        f.set(
-            "resume_packet_first_touch",
-            t.elapsed().as_secs_f64() * 1e6 / distinct.len() as f64,
-        );
-        let cps = shuffled(&bus_ids.checkpoints, LOOKUPS, 5);
-        f.set(
-            "lookup_checkpoint",
-            per_op_us(&cps, |id| {
-                bus.checkpoint(&Uuid::from_bytes(*id))?;
-                Ok(())
-            })?,
-        );
-        f.set(
-            "resume_packet",
-            per_op_us(&handoffs, |id| {
-                let p = bus.resume_packet(&Uuid::from_bytes(*id))?;
-                debug_assert!(p.head_sequence == head);
-                Ok(())
-            })?,
-        );
-        bus.close();
-    }
-    f.set(
-        "bytes_per_event",
-        dir_bytes(&bus_dir) as f64 / (n + 4) as f64,
-    );
-    std::fs::remove_dir_all(&bus_dir)?;
-
-    // ---- raw sled
-    let sled_dir = root.join("sled-big");
-    let sled_ids;
-    {
-        let raw = RawSled::open(&sled_dir)?;
-        eprint!("  raw sled append_batch:");
-        let (spent, ids) = raw_fill_batches(n, BATCH, |evs| raw.append(1, evs).map(|_| ()))?;
-        sled_ids = ids;
-        f.set("append_batch_1000_sled", n as f64 / spent.as_secs_f64());
-        let secs = best_secs(|| {
-            let s = raw.replay(1)?;
-            assert_eq!(s.head as usize, n);
-            Ok(())
-        })?;
-        f.set("replay_rebuild_sled", n as f64 / secs);
-    }
-    let mut opens = Vec::new();
-    for _ in 0..=REPS {
-        let t = Instant::now();
-        let raw = RawSled::open(&sled_dir)?;
+        let raw = RawSled::open(&trio.dirs[1])?;
         let head = raw.head(1)?;
-        opens.push(ms(t.elapsed()));
+        opens[1].push(ms(t.elapsed()));
         assert_eq!(head as usize, n);
-    }
-    f.set("open_rebuild_snapshot_sled", opens[0]);
-    f.set(
-        "open_rebuild_snapshot_warm_sled",
-        median(opens[1..].to_vec()),
-    );
-    {
-        let raw = RawSled::open(&sled_dir)?;
-        let cps = shuffled(&sled_ids.checkpoints, LOOKUPS, 5);
-        f.set(
-            "lookup_checkpoint_sled",
-            per_op_us(&cps, |id| raw.get_event(&raw.checkpoints, id).map(|_| ()))?,
-        );
-        let hos = shuffled(&sled_ids.handoffs, LOOKUPS, 7);
-        f.set(
-            "resume_packet_sled",
-            per_op_us(&hos, |id| raw.resume(id).map(|_| ()))?,
-        );
-    }
-    f.set(
-        "bytes_per_event_sled",
-        dir_bytes(&sled_dir) as f64 / n as f64,
-    );
-    std::fs::remove_dir_all(&sled_dir)?;
-
-    // ---- SQLite
-    let sq_dir = root.join("sqlite-big");
-    std::fs::create_dir_all(&sq_dir)?;
-    let sq_ids;
-    {
-        let mut conn = sqlite_open(&sq_dir)?;
-        eprint!("  SQLite append_batch:");
-        let (spent, ids) =
-            raw_fill_batches(n, BATCH, |evs| sqlite_append(&mut conn, 1, evs).map(|_| ()))?;
-        sq_ids = ids;
-        f.set("append_batch_1000_sqlite", n as f64 / spent.as_secs_f64());
-        let secs = best_secs(|| {
-            let s = sqlite_replay(&conn, 1)?;
-            assert_eq!(s.head as usize, n);
-            Ok(())
-        })?;
-        f.set("replay_rebuild_sqlite", n as f64 / secs);
-    }
-    let mut opens = Vec::new();
-    for _ in 0..=REPS {
+        drop(raw);
         let t = Instant::now();
-        let conn = sqlite_open(&sq_dir)?;
+        let conn = sqlite_open(&trio.dirs[2])?;
         let head = sqlite_head(&conn, 1)?;
-        opens.push(ms(t.elapsed()));
+        opens[2].push(ms(t.elapsed()));
         assert_eq!(head as usize, n);
     }
-    f.set("open_rebuild_snapshot_sqlite", opens[0]);
-    f.set(
-        "open_rebuild_snapshot_warm_sqlite",
-        median(opens[1..].to_vec()),
+    f.set3("open_rebuild_snapshot", &opens.each_ref().map(|v| v[0]));
+    f.set3(
+        "open_rebuild_snapshot_warm",
+        &opens.each_ref().map(|v| median(v[1..].to_vec())),
     );
     {
-        let conn = sqlite_open(&sq_dir)?;
-        let cps = shuffled(&sq_ids.checkpoints, LOOKUPS, 5);
-        f.set(
-            "lookup_checkpoint_sqlite",
-            per_op_us(&cps, |id| {
-                sqlite_by_id(&conn, id, KIND_CHECKPOINT).map(|_| ())
+        let o = trio.open()?;
+        // First touch after open: distinct handoffs, sled's cache cold.
+        let distinct: Vec<Vec<[u8; 16]>> = trio
+            .ids
+            .iter()
+            .map(|ids| shuffled(&ids.handoffs, ids.handoffs.len().min(500), 11))
+            .collect();
+        let v = [
+            per_op_us(&distinct[0], &mut |id| {
+                o.bus.resume_packet(&Uuid::from_bytes(*id))?;
+                Ok(())
             })?,
-        );
-        let hos = shuffled(&sq_ids.handoffs, LOOKUPS, 7);
-        f.set(
-            "resume_packet_sqlite",
-            per_op_us(&hos, |id| sqlite_resume(&conn, id).map(|_| ()))?,
-        );
+            per_op_us(&distinct[1], &mut |id| o.raw.resume(id).map(|_| ()))?,
+            per_op_us(&distinct[2], &mut |id| sqlite_resume(&o.sq, id).map(|_| ()))?,
+        ];
+        f.set3("resume_packet_first_touch", &v);
+        lookups(&trio, &o, "", f)?;
+        o.bus.close();
     }
-    f.set(
-        "bytes_per_event_sqlite",
-        dir_bytes(&sq_dir) as f64 / n as f64,
-    );
-    std::fs::remove_dir_all(&sq_dir)?;
+    let sizes: Vec<f64> = trio
+        .dirs
+        .iter()
+        .map(|d| dir_bytes(d) as f64 / n as f64)
+        .collect();
+    f.set3("bytes_per_event", &sizes);
+    for d in &trio.dirs {
+        std::fs::remove_dir_all(d)?;
+    }
     Ok(())
 }
 
-/// The same lookups on a 1k-event mission (a store of its own).
+/// The same lookups on a 1k-event mission (stores of their own).
 fn small(root: &Path, f: &mut Figures) -> Res<()> {
     eprintln!("== small mission: {SMALL} events");
-    // Batches of 100 so that the small log holds ten checkpoints and nine handoffs.
-    const B: usize = 100;
-    {
-        let dir = root.join("bus-small");
-        let bus = open_bus(&dir)?;
-        create_mission(&bus, "small", &["ada".into(), "bob".into()])?;
-        let (_, ids) = bus_fill(&bus, "small", SMALL, B)?;
-        let cps = shuffled(&ids.checkpoints, LOOKUPS, 5);
-        f.set(
-            "lookup_checkpoint_1k",
-            per_op_us(&cps, |id| {
-                bus.checkpoint(&Uuid::from_bytes(*id))?;
-                Ok(())
-            })?,
-        );
-        let hos = shuffled(&ids.handoffs, LOOKUPS, 7);
-        f.set(
-            "resume_packet_1k",
-            per_op_us(&hos, |id| {
-                bus.resume_packet(&Uuid::from_bytes(*id))?;
-                Ok(())
-            })?,
-        );
-    }
-    {
-        let raw = RawSled::open(&root.join("sled-small"))?;
-        let (_, ids) = raw_fill_batches(SMALL, B, |evs| raw.append(1, evs).map(|_| ()))?;
-        let cps = shuffled(&ids.checkpoints, LOOKUPS, 5);
-        f.set(
-            "lookup_checkpoint_1k_sled",
-            per_op_us(&cps, |id| raw.get_event(&raw.checkpoints, id).map(|_| ()))?,
-        );
-        let hos = shuffled(&ids.handoffs, LOOKUPS, 7);
-        f.set(
-            "resume_packet_1k_sled",
-            per_op_us(&hos, |id| raw.resume(id).map(|_| ()))?,
-        );
-    }
-    {
-        let dir = root.join("sqlite-small");
-        std::fs::create_dir_all(&dir)?;
-        let mut conn = sqlite_open(&dir)?;
-        let (_, ids) =
-            raw_fill_batches(SMALL, B, |evs| sqlite_append(&mut conn, 1, evs).map(|_| ()))?;
-        let cps = shuffled(&ids.checkpoints, LOOKUPS, 5);
-        f.set(
-            "lookup_checkpoint_1k_sqlite",
-            per_op_us(&cps, |id| {
-                sqlite_by_id(&conn, id, KIND_CHECKPOINT).map(|_| ())
-            })?,
-        );
-        let hos = shuffled(&ids.handoffs, LOOKUPS, 7);
-        f.set(
-            "resume_packet_1k_sqlite",
-            per_op_us(&hos, |id| sqlite_resume(&conn, id).map(|_| ()))?,
-        );
-    }
+    // Batches of 100, so that the small log holds ten checkpoints and nine handoffs.
+    let mut trio = Trio::new(root, "small", "small")?;
+    let mut o = trio.open()?;
+    trio.fill(&mut o, SMALL, 100, false)?;
+    lookups(&trio, &o, "_1k", f)?;
+    o.bus.close();
     Ok(())
 }
 
