@@ -381,14 +381,35 @@ impl Store {
     }
 
     /// Remember a token hash as belonging to participant `name` of `mission`.
+    /// With `revoke_others`, every other token of that participant is
+    /// removed in the same atomic batch. Returns how many were revoked.
     /// Not durable until the next [`Store::flush`].
-    pub(crate) fn put_token(&self, hash: &[u8; 32], mission: MissionNo, name: &str) -> Result<()> {
+    pub(crate) fn put_token(
+        &self,
+        hash: &[u8; 32],
+        mission: MissionNo,
+        name: &str,
+        revoke_others: bool,
+    ) -> Result<u64> {
+        let mut batch = sled::Batch::default();
+        let mut revoked = 0;
+        if revoke_others {
+            // The tokens tree holds one entry per issued token: small.
+            for item in self.tokens.iter() {
+                let (k, v) = item?;
+                if decode_token_owner(&v).is_some_and(|(m, n)| m == mission && n == name) {
+                    batch.remove(k);
+                    revoked += 1;
+                }
+            }
+        }
         let mut v = Vec::with_capacity(9 + name.len());
         v.push(1u8);
         v.extend_from_slice(&mission.to_be_bytes());
         v.extend_from_slice(name.as_bytes());
-        self.tokens.insert(hash, v)?;
-        Ok(())
+        batch.insert(hash, v);
+        self.tokens.apply_batch(batch)?;
+        Ok(revoked)
     }
 
     /// The owner of a token hash: (mission, participant name).
@@ -396,13 +417,9 @@ impl Store {
         let Some(v) = self.tokens.get(hash)? else {
             return Ok(None);
         };
-        let bad = || Error::corruption("(tokens tree)", None, "token entry is malformed");
-        if v.len() < 9 || v[0] != 1 {
-            return Err(bad());
-        }
-        let no = keys::parse_u64(&v[1..9]).ok_or_else(bad)?;
-        let name = std::str::from_utf8(&v[9..]).map_err(|_| bad())?.to_string();
-        Ok(Some((no, name)))
+        decode_token_owner(&v)
+            .map(Some)
+            .ok_or_else(|| Error::corruption("(tokens tree)", None, "token entry is malformed"))
     }
 
     /// Bytes the store occupies on disk.
@@ -683,6 +700,18 @@ fn commit_one(
     }
     heads.insert(&mkey, &keys::head_value(seq, &hash)[..])?;
     Ok((seq, hash))
+}
+
+/// `tokens` value: `[1][mission no u64 BE][participant name UTF-8]`.
+fn decode_token_owner(v: &[u8]) -> Option<(MissionNo, String)> {
+    match v {
+        [1, rest @ ..] if rest.len() >= 8 => {
+            let no = keys::parse_u64(&rest[..8])?;
+            let name = std::str::from_utf8(&rest[8..]).ok()?;
+            Some((no, name.to_string()))
+        }
+        _ => None,
+    }
 }
 
 fn index_name(index: Index) -> &'static str {

@@ -757,6 +757,47 @@ fn event_pages_and_verify() {
 }
 
 #[test]
+fn reissued_tokens_revoke_the_old_ones() {
+    let srv = TestServer::start();
+    let clients = seeded(&srv, "m");
+    let base = srv.url("");
+    let old_ada = &clients["ada"];
+    let page = "/v1/missions/m/events";
+    assert_eq!(old_ada.get(page).0, 200);
+
+    // A writer may not reissue; a lead and the admin may.
+    assert_error(
+        clients["bob"].post("/v1/missions/m/participants/ada/token", json!({})),
+        403,
+        "lead_only",
+    );
+    let (status, body) = clients["lead"].post("/v1/missions/m/participants/ada/token", json!({}));
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["revoked"], 1);
+    let new_ada = Client::new(&base, body["token"].as_str());
+    assert_error(old_ada.get(page), 401, "unknown_token");
+    assert_eq!(new_ada.get(page).0, 200);
+
+    let (status, body) = clients["admin"].post("/v1/missions/m/participants/ada/token", json!({}));
+    assert_eq!(status, 201, "{body}");
+    assert_error(new_ada.get(page), 401, "unknown_token");
+    let newest = Client::new(&base, body["token"].as_str());
+    let (status, ev) = newest.post(
+        "/v1/missions/m/messages",
+        json!({"topic": "t", "payload": 1}),
+    );
+    assert_eq!((status, ev["sender"].as_str()), (201, Some("ada")));
+
+    assert_error(
+        clients["lead"].post("/v1/missions/m/participants/ghost/token", json!({})),
+        404,
+        "participant_not_found",
+    );
+    // Other participants' tokens are untouched.
+    assert_eq!(clients["bob"].get(page).0, 200);
+}
+
+#[test]
 fn token_of_mission_a_cannot_read_or_write_mission_b() {
     let srv = TestServer::start();
     let a = seeded(&srv, "mission-a");

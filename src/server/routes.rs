@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::auth::{bearer, Caller};
+use super::auth::{bearer, Actor, Caller};
 use super::error::ApiError;
 use super::{stream, App};
 use crate::document::{event_to_json, resume_packet_to_json};
@@ -36,6 +36,10 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/missions", post(create_mission))
         .route("/v1/missions/{m}/participants", post(add_participant))
+        .route(
+            "/v1/missions/{m}/participants/{name}/token",
+            post(reissue_token),
+        )
         .route("/v1/missions/{m}/messages", post(post_message))
         .route("/v1/missions/{m}/checkpoints", post(post_checkpoint))
         .route("/v1/missions/{m}/handoffs", post(post_handoff))
@@ -208,6 +212,35 @@ async fn add_participant(
             "role": req.role,
             "token": token,
             "sequence": event.sequence,
+        })))
+    })
+    .await
+}
+
+/// Issue a participant a new token and revoke its earlier ones (rotation
+/// after a leak, or recovery of a lost token). Admin, or the mission's lead.
+async fn reissue_token(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult {
+    let (mission, name) = path(p)?;
+    call(&app, &headers, move |app, caller| {
+        let actor = caller.in_mission(&mission)?;
+        if let Actor::Participant(me) = &actor {
+            let state = app.bus.state(&mission)?;
+            if state.participants.get(me).map(|p| p.role.as_str()) != Some("lead") {
+                return Err(ApiError::forbidden(
+                    "lead_only",
+                    format!("only the admin or a lead of mission '{mission}' can reissue tokens"),
+                ));
+            }
+        }
+        let (token, revoked) = app.bus.reissue_token(&mission, &name)?;
+        Ok(created(json!({
+            "name": name,
+            "token": token,
+            "revoked": revoked,
         })))
     })
     .await
