@@ -1233,11 +1233,14 @@ fn check_json(field: &str, j: &Json, limits: Limits) -> Result<()> {
 fn check_body(body: &EventBody, limits: Limits) -> Result<()> {
     let size = match body {
         EventBody::MissionCreated {
-            mission_id, title, ..
+            mission_id,
+            title,
+            config,
         } => {
             check_name("mission id", mission_id)?;
             check_text("title", title, MAX_TEXT_BYTES)?;
-            0
+            // The config rides in the creation record: it counts too.
+            title.len() + config.to_json().to_string().len()
         }
         EventBody::ParticipantJoined {
             name,
@@ -1612,6 +1615,13 @@ impl Writer {
             .store
             .event(no, seq, &name)?
             .ok_or_else(|| Error::corruption(&name, Some(seq), "indexed record missing"))?;
+        if event.id != *id {
+            return Err(Error::corruption(
+                &name,
+                Some(seq),
+                format!("event_ids entry for {id} points at event {}", event.id),
+            ));
+        }
         Ok(Some((no, event)))
     }
 

@@ -47,6 +47,13 @@ fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+/// Decoding never trusts a length prefix further than this: a damaged
+/// prefix claiming terabytes is an error, not an allocation. Records are far
+/// smaller (bodies are capped below sled's 128 KiB blob threshold).
+const RECORD_DECODE_LIMIT: usize = 1 << 20;
+/// Snapshots hold a whole mission state (participants, configs).
+const SNAPSHOT_DECODE_LIMIT: usize = 64 << 20;
+
 #[derive(Serialize, Deserialize)]
 struct RecordV1<'a> {
     id: [u8; 16],
@@ -207,9 +214,11 @@ pub(crate) fn prev_hash(value: &[u8]) -> Hash {
 /// checksum first, so damaged bytes are reported, never decoded into garbage.
 pub(crate) fn decode_event(sequence: u64, value: &[u8]) -> Result<Event, String> {
     check_record(value)?;
-    let (record, used): (RecordV1<'static>, usize) =
-        bincode::serde::decode_from_slice(&value[BODY_AT..], bincode_config())
-            .map_err(|e| format!("record body does not decode: {e}"))?;
+    let (record, used): (RecordV1<'static>, usize) = bincode::serde::decode_from_slice(
+        &value[BODY_AT..],
+        bincode_config().with_limit::<RECORD_DECODE_LIMIT>(),
+    )
+    .map_err(|e| format!("record body does not decode: {e}"))?;
     if BODY_AT + used != value.len() {
         return Err(format!(
             "record has {} trailing bytes after its body",
@@ -347,9 +356,11 @@ pub(crate) fn decode_snapshot(v: &[u8]) -> Result<Snapshot, String> {
     }
     let sequence = u64::from_be_bytes(v[9..17].try_into().expect("8"));
     let hash: Hash = v[17..49].try_into().expect("32");
-    let (state, _): (MissionState, usize) =
-        bincode::serde::decode_from_slice(&v[FIXED..], bincode_config())
-            .map_err(|e| format!("snapshot body does not decode: {e}"))?;
+    let (state, _): (MissionState, usize) = bincode::serde::decode_from_slice(
+        &v[FIXED..],
+        bincode_config().with_limit::<SNAPSHOT_DECODE_LIMIT>(),
+    )
+    .map_err(|e| format!("snapshot body does not decode: {e}"))?;
     Ok(Snapshot {
         sequence,
         hash,

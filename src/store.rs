@@ -208,10 +208,12 @@ impl Store {
         Ok(out)
     }
 
-    /// Head sequence and chain hash; `(0, GENESIS)` for a mission with no events.
+    /// Head sequence and chain hash of a registered mission. A registered
+    /// mission always has a head (both are written in one transaction), so
+    /// a missing one is corruption, never an empty mission.
     pub(crate) fn head(&self, mission: MissionNo, name: &str) -> Result<(u64, Hash)> {
         match self.heads.get(keys::mission_key(mission))? {
-            None => Ok((0, GENESIS)),
+            None => Err(Error::corruption(name, None, "head entry is missing")),
             Some(v) => keys::parse_head(&v)
                 .ok_or_else(|| Error::corruption(name, None, "head entry is malformed")),
         }
@@ -480,6 +482,12 @@ impl Store {
                 prev = None;
                 continue;
             }
+            // A record that does not decode is reported as such first; the
+            // chain is still followed through it (its hash is well defined).
+            let decoded = codec::decode_event(seq, &v);
+            if let Err(e) = &decoded {
+                problem(&mut report, Some(seq), e.clone());
+            }
             let stored_prev = codec::prev_hash(&v);
             if let Some(p) = prev {
                 if p != stored_prev {
@@ -495,12 +503,8 @@ impl Store {
                 }
             }
             prev = Some(codec::record_hash(&k, &v));
-            let event = match codec::decode_event(seq, &v) {
-                Ok(e) => e,
-                Err(e) => {
-                    problem(&mut report, Some(seq), e);
-                    continue;
-                }
+            let Ok(event) = decoded else {
+                continue;
             };
             match (&event.body, seq) {
                 (EventBody::MissionCreated { mission_id, .. }, 1) if mission_id != name => problem(
