@@ -145,8 +145,8 @@ struct RawEvent {
     topic: String,
     /// Payload or checkpoint state (JSON text), or the handoff's recipient.
     body: String,
-    /// The checkpoint a handoff names; zeros otherwise.
-    reference: [u8; 16],
+    /// The checkpoint a handoff names (like mission-bus, only handoffs carry one).
+    reference: Option<[u8; 16]>,
 }
 
 const KIND_MESSAGE: u8 = 3;
@@ -156,18 +156,18 @@ const KIND_HANDOFF: u8 = 5;
 impl RawEvent {
     fn new(slot: Slot, i: usize, prev_checkpoint: Option<[u8; 16]>) -> RawEvent {
         let (kind, topic, body, reference) = match slot {
-            Slot::Message => (KIND_MESSAGE, "status".to_string(), payload_text(i), [0; 16]),
+            Slot::Message => (KIND_MESSAGE, "status".to_string(), payload_text(i), None),
             Slot::Checkpoint => (
                 KIND_CHECKPOINT,
                 format!("checkpoint {i}"),
                 payload_text(i),
-                [0; 16],
+                None,
             ),
             Slot::Handoff => (
                 KIND_HANDOFF,
                 "your turn".to_string(),
                 "bob".to_string(),
-                prev_checkpoint.unwrap_or([0; 16]),
+                prev_checkpoint,
             ),
         };
         RawEvent {
@@ -311,7 +311,10 @@ impl RawSled {
     /// The baseline's resume packet: handoff by id, then its checkpoint.
     fn resume(&self, handoff: &[u8; 16]) -> Res<(RawEvent, RawEvent)> {
         let h = self.get_event(&self.handoffs, handoff)?;
-        let c = self.get_event(&self.checkpoints, &h.reference)?;
+        let c = self.get_event(
+            &self.checkpoints,
+            &h.reference.ok_or("handoff without checkpoint")?,
+        )?;
         Ok((h, c))
     }
 
@@ -347,7 +350,7 @@ fn sqlite_open(path: &Path) -> Res<Connection> {
          CREATE TABLE IF NOT EXISTS events(
              mission INTEGER NOT NULL, seq INTEGER NOT NULL, id BLOB NOT NULL,
              ts INTEGER NOT NULL, sender TEXT NOT NULL, kind INTEGER NOT NULL,
-             topic TEXT NOT NULL, body TEXT NOT NULL, reference BLOB NOT NULL,
+             topic TEXT NOT NULL, body TEXT NOT NULL, reference BLOB,
              PRIMARY KEY (mission, seq)) WITHOUT ROWID;
          CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON events(id);
          CREATE TABLE IF NOT EXISTS heads(mission INTEGER PRIMARY KEY, seq INTEGER NOT NULL);",
@@ -378,7 +381,7 @@ fn sqlite_append(conn: &mut Connection, mission: i64, evs: &[RawEvent]) -> Res<i
                 e.kind,
                 e.topic,
                 e.body,
-                &e.reference[..]
+                e.reference.as_ref().map(|r| &r[..])
             ])?;
         }
     }
@@ -405,7 +408,10 @@ fn sqlite_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawEvent> {
         kind: r.get(3)?,
         topic: r.get(4)?,
         body: r.get(5)?,
-        reference: blob16(6)?,
+        reference: match r.get_ref(6)? {
+            rusqlite::types::ValueRef::Null => None,
+            _ => Some(blob16(6)?),
+        },
     })
 }
 
@@ -420,7 +426,11 @@ fn sqlite_by_id(conn: &Connection, id: &[u8; 16], kind: u8) -> Res<RawEvent> {
 
 fn sqlite_resume(conn: &Connection, handoff: &[u8; 16]) -> Res<(RawEvent, RawEvent)> {
     let h = sqlite_by_id(conn, handoff, KIND_HANDOFF)?;
-    let c = sqlite_by_id(conn, &h.reference, KIND_CHECKPOINT)?;
+    let c = sqlite_by_id(
+        conn,
+        &h.reference.ok_or("handoff without checkpoint")?,
+        KIND_CHECKPOINT,
+    )?;
     Ok((h, c))
 }
 
