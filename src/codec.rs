@@ -58,40 +58,58 @@ const SNAPSHOT_DECODE_LIMIT: usize = 64 << 20;
 struct RecordV1<'a> {
     id: [u8; 16],
     timestamp_us: i64,
+    #[serde(borrow)]
     sender: Cow<'a, str>,
+    #[serde(borrow)]
     body: BodyV1<'a>,
 }
 
 // Variant order is part of the format (bincode writes the variant index):
-// append new variants at the end, never reorder.
+// append new variants at the end, never reorder. `borrow` lets decoding point
+// into the record instead of allocating a zeroed buffer per string first;
+// the one copy happens in `into_owned`. (Attributes that change the bytes,
+// such as skip/flatten/untagged, must never be used here.)
 #[derive(Serialize, Deserialize)]
 enum BodyV1<'a> {
     MissionCreated {
+        #[serde(borrow)]
         mission_id: Cow<'a, str>,
+        #[serde(borrow)]
         title: Cow<'a, str>,
         config_json: String,
     },
     ParticipantJoined {
+        #[serde(borrow)]
         name: Cow<'a, str>,
+        #[serde(borrow)]
         role: Cow<'a, str>,
+        #[serde(borrow)]
         metadata_json: Cow<'a, str>,
     },
     RoleChanged {
+        #[serde(borrow)]
         name: Cow<'a, str>,
+        #[serde(borrow)]
         role: Cow<'a, str>,
     },
     Message {
+        #[serde(borrow)]
         topic: Cow<'a, str>,
+        #[serde(borrow)]
         payload_json: Cow<'a, str>,
     },
     Checkpoint {
+        #[serde(borrow)]
         summary: Cow<'a, str>,
+        #[serde(borrow)]
         state_json: Cow<'a, str>,
         artifacts: Vec<Cow<'a, str>>,
     },
     Handoff {
+        #[serde(borrow)]
         recipient: Cow<'a, str>,
         checkpoint_id: [u8; 16],
+        #[serde(borrow)]
         note: Cow<'a, str>,
     },
 }
@@ -214,7 +232,7 @@ pub(crate) fn prev_hash(value: &[u8]) -> Hash {
 /// checksum first, so damaged bytes are reported, never decoded into garbage.
 pub(crate) fn decode_event(sequence: u64, value: &[u8]) -> Result<Event, String> {
     check_record(value)?;
-    let (record, used): (RecordV1<'static>, usize) = bincode::serde::decode_from_slice(
+    let (record, used): (RecordV1<'_>, usize) = bincode::serde::borrow_decode_from_slice(
         &value[BODY_AT..],
         bincode_config().with_limit::<RECORD_DECODE_LIMIT>(),
     )
@@ -225,7 +243,7 @@ pub(crate) fn decode_event(sequence: u64, value: &[u8]) -> Result<Event, String>
             value.len() - BODY_AT - used
         ));
     }
-    let json = |text: Cow<'static, str>| Json::from_stored(text.into_owned());
+    let json = |text: Cow<'_, str>| Json::from_stored(text.into_owned());
     let body = match record.body {
         BodyV1::MissionCreated {
             mission_id,
