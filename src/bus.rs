@@ -120,6 +120,7 @@ impl MissionBusBuilder {
             cache: RwLock::new(HashMap::new()),
             directory: RwLock::new(directory),
             committed: tokio::sync::broadcast::channel(SUBSCRIBER_BUFFER).0,
+            recent: Mutex::new(RecentEvents::new()),
         });
         let (tx, rx) = mpsc::sync_channel(QUEUE_DEPTH);
         let writer = Writer {
@@ -230,6 +231,7 @@ struct Shared {
     cache: RwLock<HashMap<MissionNo, Arc<Cached>>>,
     directory: RwLock<Directory>,
     committed: tokio::sync::broadcast::Sender<Arc<Committed>>,
+    recent: Mutex<RecentEvents>,
 }
 
 /// An event that was just made durable, as seen by [`MissionBus::subscribe`].
@@ -252,6 +254,66 @@ pub struct TokenOwner {
 
 /// Events kept for slow subscribers before they are told they lagged.
 const SUBSCRIBER_BUFFER: usize = 4096;
+
+/// Recently committed checkpoints and handoffs, by id: the events a resume
+/// packet needs, answered from memory while they are fresh (the common case:
+/// an agent resumes soon after the handoff), so the cost does not depend on
+/// sled's tree depth. Filled by the writer after the flush; events never
+/// change, so nothing is ever invalidated. Bounded by count and by bytes,
+/// oldest out first.
+struct RecentEvents {
+    by_id: HashMap<Uuid, (MissionNo, Arc<Event>, usize)>,
+    order: std::collections::VecDeque<Uuid>,
+    bytes: usize,
+}
+
+const RECENT_MAX_EVENTS: usize = 4096;
+const RECENT_MAX_BYTES: usize = 16 << 20;
+
+impl RecentEvents {
+    fn new() -> Self {
+        RecentEvents {
+            by_id: HashMap::new(),
+            order: std::collections::VecDeque::new(),
+            bytes: 0,
+        }
+    }
+
+    fn insert(&mut self, mission: MissionNo, event: &Event) {
+        let cost = 256
+            + match &event.body {
+                EventBody::Checkpoint {
+                    summary,
+                    state,
+                    artifacts,
+                } => {
+                    summary.len()
+                        + state.as_str().len()
+                        + artifacts.iter().map(String::len).sum::<usize>()
+                }
+                EventBody::Handoff { note, .. } => note.len(),
+                _ => return,
+            };
+        while !self.order.is_empty()
+            && (self.order.len() >= RECENT_MAX_EVENTS || self.bytes + cost > RECENT_MAX_BYTES)
+        {
+            if let Some(old) = self.order.pop_front().and_then(|id| self.by_id.remove(&id)) {
+                self.bytes -= old.2;
+            }
+        }
+        self.by_id
+            .insert(event.id, (mission, Arc::new(event.clone()), cost));
+        self.order.push_back(event.id);
+        self.bytes += cost;
+    }
+
+    fn get(&self, id: &Uuid, kind: EventType) -> Option<(MissionNo, Arc<Event>)> {
+        self.by_id
+            .get(id)
+            .filter(|(_, e, _)| e.event_type() == kind)
+            .map(|(m, e, _)| (*m, Arc::clone(e)))
+    }
+}
 
 /// Registered missions, both ways (string id <-> internal number).
 #[derive(Default)]
@@ -936,6 +998,25 @@ impl MissionBus {
     /// Find a checkpoint or handoff by id through its index (one `get` on
     /// the index, one on the log): (mission id, event).
     fn by_index(&self, index: Index, id: &Uuid) -> Result<Option<(String, Event)>> {
+        let kind = match index {
+            Index::Checkpoints => Some(EventType::Checkpoint),
+            Index::Handoffs => Some(EventType::Handoff),
+            Index::EventIds => None,
+        };
+        if let Some(kind) = kind {
+            let recent = self
+                .inner
+                .shared
+                .recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(id, kind);
+            if let Some((no, event)) = recent {
+                if let Some(name) = self.inner.shared.name_of(no) {
+                    return Ok(Some((name, (*event).clone())));
+                }
+            }
+        }
         let Some((no, seq)) = self.inner.store().lookup(index, id)? else {
             return Ok(None);
         };
@@ -991,13 +1072,23 @@ impl MissionBus {
             .ok_or_else(|| Error::HandoffNotFound {
                 what: format!("no handoff to '{recipient}' in mission '{mission}'"),
             })?;
-        let handoff = self
+        let recent = self
             .inner
-            .store()
-            .event(c.no, r.sequence, mission)?
-            .ok_or_else(|| {
-                Error::corruption(mission, Some(r.sequence), "handoff record missing")
-            })?;
+            .shared
+            .recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&r.id, EventType::Handoff);
+        let handoff = match recent {
+            Some((_, e)) => (*e).clone(),
+            None => self
+                .inner
+                .store()
+                .event(c.no, r.sequence, mission)?
+                .ok_or_else(|| {
+                    Error::corruption(mission, Some(r.sequence), "handoff record missing")
+                })?,
+        };
         self.packet(mission, handoff)
     }
 
@@ -1785,6 +1876,17 @@ impl Writer {
                     cache.insert(no, Arc::new(c));
                 }
                 drop(cache);
+                {
+                    let mut recent = self.shared.recent.lock().unwrap_or_else(|p| p.into_inner());
+                    for plan in &group.plans {
+                        for e in &plan.events {
+                            if matches!(e.event_type(), EventType::Checkpoint | EventType::Handoff)
+                            {
+                                recent.insert(plan.mission, e);
+                            }
+                        }
+                    }
+                }
                 let mut written: Vec<(MissionNo, Vec<Event>)> = group
                     .plans
                     .into_iter()
@@ -1920,5 +2022,63 @@ impl Writer {
                 }),
             );
         Ok(total as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(state_bytes: usize) -> Event {
+        Event {
+            id: Uuid::now_v7(),
+            sequence: 1,
+            timestamp: now_micros(),
+            sender: "a".into(),
+            body: EventBody::Checkpoint {
+                summary: String::new(),
+                state: Json::from_value(&serde_json::Value::String("x".repeat(state_bytes))),
+                artifacts: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn recent_events_stay_within_their_bounds_oldest_out_first() {
+        let mut recent = RecentEvents::new();
+        let first = checkpoint(10);
+        recent.insert(1, &first);
+        assert!(recent.get(&first.id, EventType::Checkpoint).is_some());
+        assert!(
+            recent.get(&first.id, EventType::Handoff).is_none(),
+            "kind is checked"
+        );
+        let mut last = first.clone();
+        for _ in 0..RECENT_MAX_EVENTS {
+            last = checkpoint(10);
+            recent.insert(1, &last);
+        }
+        assert_eq!(recent.by_id.len(), RECENT_MAX_EVENTS);
+        assert!(
+            recent.get(&first.id, EventType::Checkpoint).is_none(),
+            "oldest evicted"
+        );
+        assert!(recent.get(&last.id, EventType::Checkpoint).is_some());
+        for _ in 0..600 {
+            recent.insert(1, &checkpoint(60 * 1024));
+        }
+        assert!(recent.bytes <= RECENT_MAX_BYTES, "{} bytes", recent.bytes);
+        assert_eq!(
+            recent.bytes,
+            recent.by_id.values().map(|v| v.2).sum::<usize>()
+        );
+        // Messages are never kept.
+        let mut msg = checkpoint(1);
+        msg.body = EventBody::Message {
+            topic: "t".into(),
+            payload: Json::null(),
+        };
+        recent.insert(1, &msg);
+        assert!(!recent.by_id.contains_key(&msg.id));
     }
 }
