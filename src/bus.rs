@@ -105,13 +105,11 @@ impl MissionBusBuilder {
                 format!("{} is outside 1..=102400", self.max_payload_bytes),
             ));
         }
-        let store = Arc::new(Store::open(
-            &self.path,
-            &StoreOptions {
-                cache_capacity: self.cache_capacity,
-                flush_every_ms: self.flush_every_ms,
-            },
-        )?);
+        let store_options = StoreOptions {
+            cache_capacity: self.cache_capacity,
+            flush_every_ms: self.flush_every_ms,
+        };
+        let store = Arc::new(Store::open(&self.path, &store_options)?);
         let mut directory = Directory::default();
         for (name, no) in store.missions()? {
             directory.insert(name, no);
@@ -121,6 +119,7 @@ impl MissionBusBuilder {
             directory: RwLock::new(directory),
             committed: tokio::sync::broadcast::channel(SUBSCRIBER_BUFFER).0,
             recent: Mutex::new(RecentEvents::new()),
+            written: std::sync::atomic::AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::sync_channel(QUEUE_DEPTH);
         let writer = Writer {
@@ -143,6 +142,7 @@ impl MissionBusBuilder {
                     max_payload_bytes: self.max_payload_bytes,
                 },
                 durability: self.durability,
+                store_options,
             }),
         })
     }
@@ -169,6 +169,7 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     limits: Limits,
     durability: Durability,
+    store_options: StoreOptions,
 }
 
 impl Drop for Inner {
@@ -176,31 +177,49 @@ impl Drop for Inner {
         self.shutdown();
         if let Some(store) = self.store.take() {
             let lock = store.lock_file();
+            let path = store.path().to_path_buf();
             drop(store);
             // sled releases its directory lock from background threads a
             // moment after the Db is dropped; wait for it (bounded), so that
             // "closed" means "can be reopened", here or by another process.
-            wait_for_unlock(&lock, std::time::Duration::from_secs(5));
+            let released = || wait_for_unlock(&lock, std::time::Duration::from_secs(5));
+            if released()
+                && self
+                    .shared
+                    .written
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    >= FAST_REOPEN_AFTER_EVENTS
+            {
+                // Best effort: a failure only means a slower next open.
+                if Store::write_recovery_snapshot(&path, &self.store_options).is_ok() {
+                    released();
+                }
+            }
         }
     }
 }
 
+/// A clean close after a session that wrote at least this many events lets
+/// sled write its recovery snapshot (see `Store::write_recovery_snapshot`).
+const FAST_REOPEN_AFTER_EVENTS: u64 = 10_000;
+
 /// Poll until nobody holds an exclusive lock on `path`, or `limit` passes.
-fn wait_for_unlock(path: &Path, limit: std::time::Duration) {
+/// Returns whether the lock is free.
+fn wait_for_unlock(path: &Path, limit: std::time::Duration) -> bool {
     let Ok(file) = std::fs::File::open(path) else {
-        return;
+        return false;
     };
     let deadline = std::time::Instant::now() + limit;
     loop {
         match file.try_lock() {
             Ok(()) => {
                 let _ = file.unlock();
-                return;
+                return true;
             }
             Err(_) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
-            Err(_) => return,
+            Err(_) => return false,
         }
     }
 }
@@ -232,6 +251,8 @@ struct Shared {
     directory: RwLock<Directory>,
     committed: tokio::sync::broadcast::Sender<Arc<Committed>>,
     recent: Mutex<RecentEvents>,
+    /// Events written since open.
+    written: std::sync::atomic::AtomicU64,
 }
 
 /// An event that was just made durable, as seen by [`MissionBus::subscribe`].
@@ -1887,6 +1908,10 @@ impl Writer {
                         }
                     }
                 }
+                let count: usize = group.plans.iter().map(|p| p.events.len()).sum();
+                self.shared
+                    .written
+                    .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
                 let mut written: Vec<(MissionNo, Vec<Event>)> = group
                     .plans
                     .into_iter()
@@ -1994,6 +2019,9 @@ impl Writer {
             progress(written as u64);
         }
         debug_assert_eq!(written, total);
+        self.shared
+            .written
+            .fetch_add(total as u64, std::sync::atomic::Ordering::Relaxed);
         self.shared
             .directory
             .write()

@@ -173,6 +173,22 @@ impl Store {
         &self.path
     }
 
+    /// Open and close the (closed) store at `path` once, so sled writes its
+    /// recovery snapshot. sled 0.34 only writes it while opening, so without
+    /// this the next open re-reads everything written since the last open
+    /// (~250 ms per million events on our 2-core machines). Called after a
+    /// clean close of a session that wrote a lot: the cost moves from the
+    /// next start to this shutdown. Useless after a crash (nothing runs).
+    pub(crate) fn write_recovery_snapshot(path: &Path, opts: &StoreOptions) -> Result<()> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(opts.cache_capacity)
+            .flush_every_ms(None)
+            .open()?;
+        db.flush()?;
+        Ok(())
+    }
+
     /// The file sled holds an exclusive lock on while the store is open.
     pub(crate) fn lock_file(&self) -> PathBuf {
         self.path.join("db")
