@@ -1016,6 +1016,14 @@ fn small(root: &Path, f: &mut Figures) -> Res<()> {
     let mut trio = Trio::new(root, "small", "small")?;
     let mut o = trio.open()?;
     trio.fill(&mut o, SMALL, 100, false)?;
+    // Right after the writes, fresh checkpoints and handoffs are answered
+    // from mission-bus's recent-events cache: the resuming-agent case.
+    lookups(&trio, &o, "_recent", f)?;
+    o.bus.close();
+    drop(o);
+    // Reopened, like the big mission, so `_1k` and the 1M figures measure
+    // the same path: index get, log get, decode.
+    let o = trio.open()?;
     lookups(&trio, &o, "_1k", f)?;
     o.bus.close();
     Ok(())
@@ -1036,6 +1044,8 @@ const ROWS: &[(&str, &str, bool)] = &[
     ("resume_packet", "us/op", false),
     ("resume_packet_1k", "us/op", false),
     ("resume_packet_first_touch", "us/op", false),
+    ("lookup_checkpoint_recent", "us/op", false),
+    ("resume_packet_recent", "us/op", false),
     ("bytes_per_event", "bytes", false),
 ];
 
