@@ -1652,7 +1652,8 @@ impl Writer {
                     "mission_created may only come first",
                 ));
             }
-            if let Some(id) = d.id {
+            // (A single event's id was checked above, as a possible retry.)
+            if let (Some(id), Some(_)) = (d.id, &scratch) {
                 if !batch_ids.insert(id) || self.stored_with_id(group, &id)?.is_some() {
                     return Err(Error::invalid("event id", format!("{id} is already used")));
                 }
