@@ -118,6 +118,7 @@ impl MissionBusBuilder {
             cache: RwLock::new(HashMap::new()),
             directory: RwLock::new(directory),
             committed: tokio::sync::broadcast::channel(SUBSCRIBER_BUFFER).0,
+            mission_channels: Mutex::new(HashMap::new()),
             recent: Mutex::new(RecentEvents::new()),
             written: std::sync::atomic::AtomicU64::new(0),
         });
@@ -250,6 +251,10 @@ struct Shared {
     cache: RwLock<HashMap<MissionNo, Arc<Cached>>>,
     directory: RwLock<Directory>,
     committed: tokio::sync::broadcast::Sender<Arc<Committed>>,
+    /// Per-mission broadcasts, so a busy mission cannot make the
+    /// subscribers of a quiet one lag. Keyed by mission id; entries without
+    /// receivers are dropped whenever someone subscribes.
+    mission_channels: Mutex<HashMap<String, tokio::sync::broadcast::Sender<Arc<Committed>>>>,
     recent: Mutex<RecentEvents>,
     /// Events written since open.
     written: std::sync::atomic::AtomicU64,
@@ -1177,6 +1182,28 @@ impl MissionBus {
         self.inner.shared.committed.subscribe()
     }
 
+    /// Like [`MissionBus::subscribe`], for one mission only: its own 4096-event
+    /// channel, so other missions' traffic never makes this receiver lag.
+    /// Infallible and silent about whether the mission exists (a receiver
+    /// for an unknown mission simply never receives), so a server can
+    /// subscribe before it has authorized the caller.
+    pub fn subscribe_mission(
+        &self,
+        mission: &str,
+    ) -> tokio::sync::broadcast::Receiver<Arc<Committed>> {
+        let mut channels = self
+            .inner
+            .shared
+            .mission_channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        channels.retain(|_, tx| tx.receiver_count() > 0);
+        channels
+            .entry(mission.to_string())
+            .or_insert_with(|| tokio::sync::broadcast::channel(SUBSCRIBER_BUFFER).0)
+            .subscribe()
+    }
+
     /// Issue a new secret token for participant `name` of `mission`. Only a
     /// hash of it is stored (durably, before this returns); the token itself
     /// is returned once and cannot be recovered. It authenticates that
@@ -1918,20 +1945,35 @@ impl Writer {
                     .into_iter()
                     .map(|p| (p.mission, p.events))
                     .collect();
-                if self.shared.committed.receiver_count() > 0 {
-                    for (mission, events) in &written {
-                        let Some(name) = self.shared.name_of(*mission) else {
-                            continue;
-                        };
-                        for event in events {
-                            // Err only means nobody is listening any more.
-                            let _ = self.shared.committed.send(Arc::new(Committed {
-                                mission_id: name.clone(),
-                                event: event.clone(),
-                            }));
+                let global = self.shared.committed.receiver_count() > 0;
+                let channels = self
+                    .shared
+                    .mission_channels
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                for (mission, events) in &written {
+                    let Some(name) = self.shared.name_of(*mission) else {
+                        continue;
+                    };
+                    let own = channels.get(&name).filter(|tx| tx.receiver_count() > 0);
+                    if !global && own.is_none() {
+                        continue;
+                    }
+                    for event in events {
+                        let c = Arc::new(Committed {
+                            mission_id: name.clone(),
+                            event: event.clone(),
+                        });
+                        // Err only means nobody is listening any more.
+                        if let Some(tx) = own {
+                            let _ = tx.send(Arc::clone(&c));
+                        }
+                        if global {
+                            let _ = self.shared.committed.send(c);
                         }
                     }
                 }
+                drop(channels);
                 for p in group.pending {
                     let events = match p.outcome {
                         Planned::Written(i) => std::mem::take(&mut written[i].1),

@@ -882,3 +882,46 @@ fn stored_json_is_canonical_and_event_json_has_prototype_fields() {
         .to_string()
         .contains("payload"));
 }
+
+#[test]
+fn subscribers_see_durable_events_and_missions_do_not_crowd_each_other() {
+    use tokio::sync::broadcast::error::TryRecvError;
+    let (_d, bus) = open();
+    mission(&bus, "busy");
+    mission(&bus, "quiet");
+    let mut everything = bus.subscribe();
+    let mut quiet = bus.subscribe_mission("quiet");
+    let mut unknown = bus.subscribe_mission("no-such-mission");
+
+    // More than a channel holds (4096) in one mission, in big batches...
+    for chunk in 0..5 {
+        let items = (0..1000)
+            .map(|i| {
+                (
+                    "ada".to_string(),
+                    Action::Publish {
+                        topic: "t".into(),
+                        payload: json!([chunk, i]).into(),
+                    },
+                )
+            })
+            .collect();
+        bus.append_batch("busy", items, None).unwrap();
+    }
+    // ...then one event in the quiet mission.
+    let e = bus
+        .publish("quiet", "ada", "t", json!("hello").into())
+        .unwrap();
+
+    let got = quiet
+        .try_recv()
+        .expect("the quiet mission's subscriber did not lag");
+    assert_eq!((got.mission_id.as_str(), &got.event), ("quiet", &e));
+    assert!(matches!(quiet.try_recv(), Err(TryRecvError::Empty)));
+    assert!(matches!(unknown.try_recv(), Err(TryRecvError::Empty)));
+    // The all-missions subscriber was flooded and is told so.
+    assert!(matches!(
+        everything.try_recv(),
+        Err(TryRecvError::Lagged(_))
+    ));
+}

@@ -79,7 +79,7 @@ pub(crate) async fn events_stream(
         )
     })?;
     // Subscribe before the first log read, so nothing falls between the two.
-    let live = app.bus.subscribe();
+    let live = app.bus.subscribe_mission(&mission);
     let checked = mission.clone();
     let actor = call(&app, &headers, move |app, caller| {
         let actor = caller.in_mission(&checked)?;
