@@ -94,10 +94,16 @@ fn child_entry() {
         return;
     };
     let dir = std::env::var(DIR_ENV).unwrap();
-    let out = match MissionBus::open(&dir) {
+    let durability = match what.as_str() {
+        "write-sync" => mission_bus::Durability::Sync,
+        "write-relaxed" => mission_bus::Durability::Relaxed,
+        _ => mission_bus::Durability::Flush,
+    };
+    let out = match MissionBus::builder(&dir).durability(durability).open() {
         Err(e) => json!({"open_error": format!("{:?}", e.kind()), "message": e.to_string()}),
         Ok(bus) => {
-            if what == "write" {
+            if what.starts_with("write") {
+                assert_eq!(bus.durability(), durability);
                 write_story(&bus, "m", 0);
                 write_story(&bus, "n", 0);
             }
@@ -220,4 +226,15 @@ fn a_large_session_closes_cleanly_and_reopens_at_once() {
     // And another process can take it straight away.
     let other = child(dir.path(), "write");
     assert_eq!(other["verify"]["intact"], true, "{other}");
+}
+
+#[test]
+fn every_durability_mode_persists_across_a_clean_process_exit() {
+    for mode in ["write-sync", "write-relaxed", "write"] {
+        let dir = tempfile::tempdir().unwrap();
+        let written = child(dir.path(), mode);
+        let bus = MissionBus::open(dir.path()).unwrap();
+        assert_eq!(observe(&bus, "m"), written, "{mode}");
+        assert_eq!(written["events"].as_array().unwrap().len(), 11, "{mode}");
+    }
 }
