@@ -900,11 +900,15 @@ impl MissionBus {
     }
 
     /// Rebuild the mission's state from scratch by folding its whole log
-    /// through the reducer (what an auditor does; ignores snapshots).
+    /// through the reducer, ignoring snapshots. Checks every record's
+    /// checksum and that sequences are contiguous, like the state loads it
+    /// cross-checks; it does not follow the hash chain (about 20 % of a
+    /// replay's cost): [`MissionBus::verify`] and the streams of
+    /// [`MissionBus::replay`] / [`MissionBus::events`] do.
     pub fn rebuild_state(&self, mission: &str) -> Result<MissionState> {
-        let head = self.cached(mission)?.state.head;
+        let c = self.cached(mission)?;
         let mut state = MissionState::default();
-        for event in self.events(mission, 1, head)? {
+        for event in self.inner.store().scan(c.no, mission, 1, c.state.head) {
             state.apply(&event?);
         }
         Ok(state)
@@ -982,22 +986,31 @@ impl MissionBus {
     }
 
     /// Replay `mission` as participant `reader` (capability `read`): events
-    /// with sequence `from..=` the current head, streamed in order.
+    /// with sequence `from..=` the current head, streamed in order. Every
+    /// record's checksum and its link in the hash chain are checked as it
+    /// is read, so a damaged, missing, rewritten or reordered record ends
+    /// the stream with [`Error::Corruption`] naming its sequence.
     pub fn replay(&self, mission: &str, reader: &str, from: u64) -> Result<EventIter> {
         let c = self.cached(mission)?;
         require(&c.state, reader, Capability::Read)?;
-        Ok(self.inner.store().scan(c.no, mission, from, c.state.head))
+        self.inner
+            .store()
+            .scan_chained(c.no, mission, from, c.state.head, (c.state.head, c.hash))
     }
 
     /// The operator's view of the log: events `from..=to` (clamped to the
     /// head), streamed in order, without a participant check. For exports,
-    /// audits and tools that already authorized the caller.
+    /// audits and tools that already authorized the caller. Checked like
+    /// [`MissionBus::replay`] (checksums and hash chain).
     pub fn events(&self, mission: &str, from: u64, to: u64) -> Result<EventIter> {
         let c = self.cached(mission)?;
-        Ok(self
-            .inner
-            .store()
-            .scan(c.no, mission, from, to.min(c.state.head)))
+        self.inner.store().scan_chained(
+            c.no,
+            mission,
+            from,
+            to.min(c.state.head),
+            (c.state.head, c.hash),
+        )
     }
 
     /// One event by sequence.

@@ -232,6 +232,11 @@ pub(crate) fn prev_hash(value: &[u8]) -> Hash {
 /// checksum first, so damaged bytes are reported, never decoded into garbage.
 pub(crate) fn decode_event(sequence: u64, value: &[u8]) -> Result<Event, String> {
     check_record(value)?;
+    decode_checked(sequence, value)
+}
+
+/// [`decode_event`] for a value that already passed [`check_record`].
+pub(crate) fn decode_checked(sequence: u64, value: &[u8]) -> Result<Event, String> {
     let (record, used): (RecordV1<'_>, usize) = bincode::serde::borrow_decode_from_slice(
         &value[BODY_AT..],
         bincode_config().with_limit::<RECORD_DECODE_LIMIT>(),

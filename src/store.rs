@@ -52,6 +52,8 @@ const TREE_SNAPSHOTS: &str = "snapshots";
 const TREE_META: &str = "meta";
 const TREE_TOKENS: &str = "tokens";
 const META_FORMAT: &[u8] = b"format_version";
+/// How long opening waits for a directory lock that is held.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Secondary indexes: id -> `[mission][seq]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,22 +121,35 @@ pub(crate) struct Store {
 impl Store {
     pub(crate) fn open(path: &Path, opts: &StoreOptions) -> Result<Store> {
         std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(opts.cache_capacity)
-            .flush_every_ms(opts.flush_every_ms)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("could not acquire lock") =>
-                {
-                    Error::DataDirInUse {
-                        path: path.to_path_buf(),
-                    }
+        let is_lock_error = |e: &sled::Error| {
+            matches!(e, sled::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("could not acquire lock"))
+        };
+        // A holder in this process that just closed (sled releases the lock
+        // from background threads a moment after its Db is dropped) lets go
+        // within milliseconds; another process holding the directory does
+        // not. Retry briefly, then say plainly that the directory is in use.
+        let deadline = std::time::Instant::now() + LOCK_RETRY;
+        let db = loop {
+            match sled::Config::new()
+                .path(path)
+                .cache_capacity(opts.cache_capacity)
+                .flush_every_ms(opts.flush_every_ms)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(e) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
                 }
-                other => Error::from(other),
-            })?;
+                Err(e) if is_lock_error(&e) => {
+                    return Err(Error::DataDirInUse {
+                        path: path.to_path_buf(),
+                    })
+                }
+                Err(e) => return Err(Error::from(e)),
+            }
+        };
         let meta = db.open_tree(TREE_META)?;
         match meta.get(META_FORMAT)? {
             None => {
@@ -278,17 +293,14 @@ impl Store {
     }
 
     /// Stream a mission's events with sequences in `from..=to`, in order,
-    /// checking checksums and contiguity as it goes. Constant memory.
+    /// checking checksums and contiguity as it goes. Constant memory. For
+    /// internal state loads; readers get [`Store::scan_chained`].
     pub(crate) fn scan(&self, mission: MissionNo, name: &str, from: u64, to: u64) -> EventIter {
         let from = from.max(1);
-        let inner = if from > to {
-            None
-        } else {
-            Some(
-                self.events
-                    .range(keys::event_key(mission, from)..=keys::event_key(mission, to)),
-            )
-        };
+        let inner = (from <= to).then(|| {
+            self.events
+                .range(keys::event_key(mission, from)..=keys::event_key(mission, to))
+        });
         EventIter {
             inner,
             mission,
@@ -296,7 +308,51 @@ impl Store {
             expected: from,
             to,
             failed: false,
+            chain: None,
         }
+    }
+
+    /// [`Store::scan`] that also follows the hash chain: every record must
+    /// carry the hash of the one before it, and the last one (`to`) must hash
+    /// to `to_hash` (the head's hash when `to` is the head) or, below the
+    /// head, to what record `to + 1` says. A rewritten, swapped or forged
+    /// record is then an error even when its checksum is valid.
+    pub(crate) fn scan_chained(
+        &self,
+        mission: MissionNo,
+        name: &str,
+        from: u64,
+        to: u64,
+        head: (u64, Hash),
+    ) -> Result<EventIter> {
+        let from = from.max(1);
+        let mut it = self.scan(mission, name, from, to);
+        if from > to {
+            return Ok(it);
+        }
+        let raw = |seq: u64| -> Result<sled::IVec> {
+            let v = self
+                .events
+                .get(keys::event_key(mission, seq))?
+                .ok_or_else(|| Error::corruption(name, Some(seq), "record missing"))?;
+            codec::check_record(&v).map_err(|e| Error::corruption(name, Some(seq), e))?;
+            Ok(v)
+        };
+        let first_prev = if from == 1 {
+            GENESIS
+        } else {
+            codec::record_hash(&keys::event_key(mission, from - 1), &raw(from - 1)?)
+        };
+        let last = if to >= head.0 {
+            head.1
+        } else {
+            codec::prev_hash(&raw(to + 1)?)
+        };
+        it.chain = Some(Chain {
+            prev: first_prev,
+            last,
+        });
+        Ok(it)
     }
 
     /// Write a commit group in one transaction: events, index entries,
@@ -763,6 +819,14 @@ pub struct EventIter {
     expected: u64,
     to: u64,
     failed: bool,
+    chain: Option<Chain>,
+}
+
+/// What a chain-checking [`EventIter`] expects: the hash the next record
+/// must carry, and the hash the record at `to` must have.
+struct Chain {
+    prev: Hash,
+    last: Hash,
 }
 
 impl Iterator for EventIter {
@@ -797,7 +861,26 @@ impl Iterator for EventIter {
                     format!("record missing (next record is sequence {seq})"),
                 ));
             }
-            codec::decode_event(seq, &v).map_err(|e| Error::corruption(&self.name, Some(seq), e))
+            let corrupt = |e: String| Error::corruption(&self.name, Some(seq), e);
+            codec::check_record(&v).map_err(corrupt)?;
+            if let Some(chain) = self.chain.as_mut() {
+                if codec::prev_hash(&v) != chain.prev {
+                    return Err(corrupt(
+                        "hash chain broken: the record does not follow the one before it \
+                         (rewritten, moved or forged; run verify)"
+                            .into(),
+                    ));
+                }
+                chain.prev = codec::record_hash(&k, &v);
+                if seq == self.to && chain.prev != chain.last {
+                    return Err(corrupt(
+                        "hash chain broken: the record does not match the hash the log \
+                         records after it (rewritten or forged; run verify)"
+                            .into(),
+                    ));
+                }
+            }
+            codec::decode_checked(seq, &v).map_err(corrupt)
         });
         match &result {
             Ok(_) => self.expected += 1,

@@ -277,13 +277,14 @@ fn rewritten_record_with_valid_crc_breaks_the_chain() {
     // Record 6 commits to the hash of the original record 5.
     assert_first(&report, Some(6), "hash chain broken");
     assert_eq!(report.problems.len(), 1, "{:#?}", report.problems);
-    // Replay checks checksums, not the chain (that is verify's job): the
-    // forged record reads back as forged. Documented, see the report.
-    let events = replay(&bus, M).unwrap();
-    let EventBody::Message { payload, .. } = &events[4].body else {
-        panic!("not a message");
-    };
-    assert_eq!(payload.value(), json!({"x": 9}));
+    // Replay follows the chain too: the forged record's checksum is valid,
+    // but record 6 no longer links to it, so the stream stops there instead
+    // of handing a reader forged content as if it were sound.
+    assert_corruption_at(replay(&bus, M), Some(6), "hash chain broken");
+    // Replaying from the forged record's successor onwards still checks the
+    // link into it.
+    let from6: Result<Vec<_>, _> = bus.replay(M, "lead", 6).unwrap().collect();
+    assert_corruption_at(from6, Some(6), "hash chain broken");
     assert_other_intact(&bus);
 }
 
@@ -297,9 +298,15 @@ fn rewritten_last_record_with_valid_crc_mismatches_the_head() {
         fix_crc(&mut v);
         t.events.insert(f.key(10), v).unwrap();
     });
-    let report = f.reopen().verify(M).unwrap();
+    let bus = f.reopen();
+    let report = bus.verify(M).unwrap();
     assert_first(&report, Some(10), "head hash does not match");
     assert_eq!(report.problems.len(), 1, "{:#?}", report.problems);
+    // No later record links to it, but the head's hash does: replay catches
+    // it too, and a replay that stops short of it sees a clean log.
+    assert_corruption_at(replay(&bus, M), Some(10), "hash chain broken");
+    let head_less_one: Result<Vec<_>, _> = bus.events(M, 1, 9).unwrap().collect();
+    assert_eq!(head_less_one.unwrap().len(), 9);
 }
 
 #[test]
@@ -408,10 +415,9 @@ fn swapped_records_break_the_chain_and_the_indexes() {
         "{:#?}",
         report.problems
     );
-    // Both records carry valid checksums, so replay decodes them where they
-    // now lie (the ids show the swap); only verify sees it. See the report.
-    let ids: Vec<Uuid> = replay(&bus, M).unwrap().iter().map(|e| e.id).collect();
-    assert_eq!((ids[4], ids[5]), (f.event(6).id, f.event(5).id));
+    // Both records carry valid checksums, but the chain places them: replay
+    // stops at the first one out of place.
+    assert_corruption_at(replay(&bus, M), Some(5), "hash chain broken");
 }
 
 #[test]
