@@ -811,7 +811,9 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 /// Streaming replay of one mission's log: `Result<Event>` per record, in
-/// sequence order. A damaged record or a gap ends the stream with an error.
+/// sequence order, in constant memory. A damaged record, a gap or (for the
+/// streams of `MissionBus::replay` and `MissionBus::events`) a record out of
+/// place in the hash chain ends the stream with `Error::Corruption`.
 pub struct EventIter {
     inner: Option<sled::Iter>,
     mission: MissionNo,
