@@ -367,6 +367,23 @@ impl Shared {
     fn name_of(&self, no: MissionNo) -> Option<String> {
         self.directory().by_no.get(&no).cloned()
     }
+
+    /// The published (durable) state of a mission, if it is in memory.
+    fn cached(&self, no: MissionNo) -> Option<Arc<Cached>> {
+        self.cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&no)
+            .cloned()
+    }
+
+    /// A recently committed checkpoint or handoff, if still remembered.
+    fn recent(&self, id: &Uuid, kind: EventType) -> Option<(MissionNo, Arc<Event>)> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id, kind)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -869,15 +886,8 @@ impl MissionBus {
 
     fn cached(&self, mission: &str) -> Result<Arc<Cached>> {
         let no = self.mission_no(mission)?;
-        if let Some(c) = self
-            .inner
-            .shared
-            .cache
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&no)
-        {
-            return Ok(Arc::clone(c));
+        if let Some(c) = self.inner.shared.cached(no) {
+            return Ok(c);
         }
         self.send(|reply| Job::Load {
             mission: mission.to_string(),
@@ -947,15 +957,7 @@ impl MissionBus {
             .into_iter()
             .map(|name| {
                 let no = self.mission_no(&name)?;
-                let cached = self
-                    .inner
-                    .shared
-                    .cache
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&no)
-                    .cloned();
-                let (title, head_sequence) = match cached {
+                let (title, head_sequence) = match self.inner.shared.cached(no) {
                     Some(c) => (c.state.title.clone(), c.state.head),
                     None => {
                         let store = self.inner.store();
@@ -1043,14 +1045,7 @@ impl MissionBus {
             Index::EventIds => None,
         };
         if let Some(kind) = kind {
-            let recent = self
-                .inner
-                .shared
-                .recent
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(id, kind);
-            if let Some((no, event)) = recent {
+            if let Some((no, event)) = self.inner.shared.recent(id, kind) {
                 if let Some(name) = self.inner.shared.name_of(no) {
                     return Ok(Some((name, (*event).clone())));
                 }
@@ -1111,14 +1106,7 @@ impl MissionBus {
             .ok_or_else(|| Error::HandoffNotFound {
                 what: format!("no handoff to '{recipient}' in mission '{mission}'"),
             })?;
-        let recent = self
-            .inner
-            .shared
-            .recent
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&r.id, EventType::Handoff);
-        let handoff = match recent {
+        let handoff = match self.inner.shared.recent(&r.id, EventType::Handoff) {
             Some((_, e)) => (*e).clone(),
             None => self
                 .inner
@@ -1560,14 +1548,8 @@ impl Writer {
     /// The committed state of a mission: from the cache, else from the
     /// snapshot plus the events after it, else from the whole log.
     fn load(&self, no: MissionNo, mission: &str) -> Result<Arc<Cached>> {
-        if let Some(c) = self
-            .shared
-            .cache
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&no)
-        {
-            return Ok(Arc::clone(c));
+        if let Some(c) = self.shared.cached(no) {
+            return Ok(c);
         }
         let (head, head_hash) = self.store.head(no, mission)?;
         let (mut state, from, snapshot_seq) = match self.valid_snapshot(no, head)? {
