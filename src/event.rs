@@ -166,6 +166,57 @@ pub enum EventBody {
         /// Free-form note.
         note: String,
     },
+    /// The recipient of an offered handoff took it on. It holds a lease that
+    /// ends `lease_ms` after this event's timestamp.
+    HandoffAccepted {
+        /// The handoff.
+        handoff_id: Uuid,
+        /// Lease length in milliseconds.
+        lease_ms: u64,
+    },
+    /// The holder's heartbeat: the lease now ends `lease_ms` after this event.
+    HandoffHeartbeat {
+        /// The handoff.
+        handoff_id: Uuid,
+        /// New lease length in milliseconds, from this event's timestamp.
+        lease_ms: u64,
+    },
+    /// The holder finished the work.
+    HandoffCompleted {
+        /// The handoff.
+        handoff_id: Uuid,
+        /// Free-form note.
+        note: String,
+    },
+    /// The recipient refused an offered handoff; the work returns.
+    HandoffDeclined {
+        /// The handoff.
+        handoff_id: Uuid,
+        /// Free-form note.
+        note: String,
+    },
+    /// The holder gave accepted work back before finishing; it returns.
+    HandoffReleased {
+        /// The handoff.
+        handoff_id: Uuid,
+        /// Free-form note.
+        note: String,
+    },
+    /// The holder's lease lapsed (found at the explicit time `at` by the
+    /// expiry operation); the work returns to the sender, or to the lead if
+    /// the sender has left.
+    HandoffExpired {
+        /// The handoff.
+        handoff_id: Uuid,
+        /// The time the expiry operation ran with (after the deadline).
+        at: DateTime<Utc>,
+    },
+    /// A participant was removed (by a lead or the operator). Its tokens
+    /// stop working, and work it held or was offered returns.
+    ParticipantRemoved {
+        /// Participant name.
+        name: String,
+    },
 }
 
 /// The kind of an event, as written in JSON's `event_type`.
@@ -183,17 +234,38 @@ pub enum EventType {
     Checkpoint,
     /// `handoff`
     Handoff,
+    /// `handoff_accepted`
+    HandoffAccepted,
+    /// `handoff_heartbeat`
+    HandoffHeartbeat,
+    /// `handoff_completed`
+    HandoffCompleted,
+    /// `handoff_declined`
+    HandoffDeclined,
+    /// `handoff_released`
+    HandoffReleased,
+    /// `handoff_expired`
+    HandoffExpired,
+    /// `participant_removed`
+    ParticipantRemoved,
 }
 
 impl EventType {
     /// Every event type, in declaration order.
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 13] = [
         EventType::MissionCreated,
         EventType::ParticipantJoined,
         EventType::RoleChanged,
         EventType::Message,
         EventType::Checkpoint,
         EventType::Handoff,
+        EventType::HandoffAccepted,
+        EventType::HandoffHeartbeat,
+        EventType::HandoffCompleted,
+        EventType::HandoffDeclined,
+        EventType::HandoffReleased,
+        EventType::HandoffExpired,
+        EventType::ParticipantRemoved,
     ];
 
     /// The `event_type` string.
@@ -205,6 +277,13 @@ impl EventType {
             EventType::Message => "message",
             EventType::Checkpoint => "checkpoint",
             EventType::Handoff => "handoff",
+            EventType::HandoffAccepted => "handoff_accepted",
+            EventType::HandoffHeartbeat => "handoff_heartbeat",
+            EventType::HandoffCompleted => "handoff_completed",
+            EventType::HandoffDeclined => "handoff_declined",
+            EventType::HandoffReleased => "handoff_released",
+            EventType::HandoffExpired => "handoff_expired",
+            EventType::ParticipantRemoved => "participant_removed",
         }
     }
 
@@ -248,6 +327,27 @@ impl EventBody {
             EventBody::Message { .. } => EventType::Message,
             EventBody::Checkpoint { .. } => EventType::Checkpoint,
             EventBody::Handoff { .. } => EventType::Handoff,
+            EventBody::HandoffAccepted { .. } => EventType::HandoffAccepted,
+            EventBody::HandoffHeartbeat { .. } => EventType::HandoffHeartbeat,
+            EventBody::HandoffCompleted { .. } => EventType::HandoffCompleted,
+            EventBody::HandoffDeclined { .. } => EventType::HandoffDeclined,
+            EventBody::HandoffReleased { .. } => EventType::HandoffReleased,
+            EventBody::HandoffExpired { .. } => EventType::HandoffExpired,
+            EventBody::ParticipantRemoved { .. } => EventType::ParticipantRemoved,
+        }
+    }
+
+    /// The handoff a lifecycle event (accepted, heartbeat, completed,
+    /// declined, released, expired) is about.
+    pub fn lifecycle_handoff(&self) -> Option<Uuid> {
+        match self {
+            EventBody::HandoffAccepted { handoff_id, .. }
+            | EventBody::HandoffHeartbeat { handoff_id, .. }
+            | EventBody::HandoffCompleted { handoff_id, .. }
+            | EventBody::HandoffDeclined { handoff_id, .. }
+            | EventBody::HandoffReleased { handoff_id, .. }
+            | EventBody::HandoffExpired { handoff_id, .. } => Some(*handoff_id),
+            _ => None,
         }
     }
 }

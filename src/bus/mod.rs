@@ -22,7 +22,11 @@
 
 mod builder;
 mod checks;
+mod consumers;
+mod filter;
+mod lifecycle;
 mod reads;
+mod resume;
 mod shared;
 mod tokens;
 mod types;
@@ -30,9 +34,13 @@ mod writer;
 mod writes;
 
 pub use builder::MissionBusBuilder;
+pub use consumers::{ConsumerPosition, MAX_CONSUMERS_PER_PARTICIPANT};
+pub use filter::{EventFilter, EventPage};
+pub use lifecycle::MAX_LEASE_MS;
 pub use tokens::token_hash;
 pub use types::{
-    Action, AppendOptions, Committed, MissionSummary, NewMission, ResumePacket, TokenOwner,
+    Action, AppendOptions, Committed, MissionSummary, NewMission, ResumePacket, ResumeSource,
+    TokenOwner,
 };
 
 use checks::*;

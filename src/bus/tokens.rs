@@ -52,11 +52,34 @@ impl MissionBus {
         let Some((no, name)) = self.inner.store().token_owner(&token_hash(token))? else {
             return Ok(None);
         };
-        Ok(self
-            .inner
-            .shared
-            .name_of(no)
-            .map(|mission_id| TokenOwner { mission_id, name }))
+        let Some(mission_id) = self.inner.shared.name_of(no) else {
+            return Ok(None);
+        };
+        // A removed participant's tokens stop working at once, whatever is
+        // left in the tokens tree.
+        if !self
+            .cached(&mission_id)?
+            .state
+            .participants
+            .contains_key(&name)
+        {
+            return Ok(None);
+        }
+        Ok(Some(TokenOwner { mission_id, name }))
+    }
+
+    /// Drop every token of `name` in `mission` (durably). Returns how many.
+    pub(crate) fn revoke_tokens(&self, mission: &str, name: &str) -> Result<u64> {
+        let no = self.mission_no(mission)?;
+        let store = self.inner.store();
+        let n = store.revoke_tokens(no, name)?;
+        store.delete_consumers(no, name, None)?;
+        let durability = match self.inner.durability {
+            Durability::Relaxed => Durability::Flush,
+            d => d,
+        };
+        store.flush(durability)?;
+        Ok(n)
     }
 }
 
