@@ -120,7 +120,9 @@ fn run(ops: Vec<Op>, snapshot_every: u64) {
                 let res = bus.handoff("m", f, t, cp, "n");
                 assert_eq!(res.is_ok(), model.member(f) && model.member(t), "{res:?}");
                 if let Ok(e) = res {
-                    model.handoffs.push((e.id, t.into(), HandoffStatus::Offered));
+                    model
+                        .handoffs
+                        .push((e.id, t.into(), HandoffStatus::Offered));
                 }
             }
             Op::Accept { who, nth }

@@ -21,6 +21,7 @@
 
 mod auth;
 mod error;
+mod lifecycle;
 mod listener;
 mod routes;
 mod stream;
@@ -249,6 +250,7 @@ pub async fn run_with_limits(
         limits: limits.clone(),
         stop: stop_rx.clone(),
     });
+    lifecycle::spawn_lease_timer(&app);
     let router = routes::router(app);
     let mut stopping = stop_rx;
     let graceful = async move {

@@ -23,18 +23,17 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::auth::Actor;
 use super::error::ApiError;
-use super::routes::{call, path, query, require};
+use super::routes::{call, path, require};
 use super::App;
 use crate::bus::Committed;
 use crate::document::event_to_json;
@@ -45,21 +44,22 @@ const CATCH_UP_CHUNK: u64 = 256;
 /// How often an idle stream sends a comment, so dead peers are noticed.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct StreamQuery {
-    #[serde(default)]
-    from: Option<u64>,
-}
-
 pub(crate) async fn events_stream(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     m: Result<Path<String>, PathRejection>,
-    q: Result<Query<StreamQuery>, QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let mission = path(m)?;
-    let q = query(q)?;
+    // The filters of `GET .../events`; a stream is always oldest first.
+    let fq = super::lifecycle::filter_query(raw.as_deref(), &[])?;
+    if fq.filter.newest_first || fq.filter.limit.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "a stream takes no 'order' or 'limit' (use GET .../events)",
+        ));
+    }
+    let q = fq.filter.clone();
     // A reconnecting EventSource sends the last id it saw: continue after it.
     let start = match headers.get("last-event-id") {
         Some(v) => v
@@ -72,6 +72,8 @@ pub(crate) async fn events_stream(
             .saturating_add(1),
         None => q.from.unwrap_or(1).max(1),
     };
+    let filter = fq.filter;
+    let consumer = fq.consumer;
     let slot = Arc::clone(&app.streams).try_acquire_owned().map_err(|_| {
         ApiError::unavailable(
             "too_many_streams",
@@ -81,10 +83,23 @@ pub(crate) async fn events_stream(
     // Subscribe before the first log read, so nothing falls between the two.
     let live = app.bus.subscribe_mission(&mission);
     let checked = mission.clone();
-    let actor = call(&app, &headers, move |app, caller| {
+    let (actor, start) = call(&app, &headers, move |app, caller| {
         let actor = caller.in_mission(&checked)?;
         require(app, &checked, &actor, Capability::Read)?;
-        Ok(actor)
+        // With a consumer, start after what it acknowledged.
+        let start = match (&consumer, &actor) {
+            (None, _) => start,
+            (Some(c), Actor::Participant(me)) => {
+                start.max(app.bus.consumer_position(&checked, me, c)? + 1)
+            }
+            (Some(_), Actor::Operator) => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "consumers belong to participants; use a participant token",
+                ))
+            }
+        };
+        Ok((actor, start))
     })
     .await?;
     let reader = match actor {
@@ -101,6 +116,7 @@ pub(crate) async fn events_stream(
         backlog: VecDeque::new(),
         catching_up: true,
         stop: app.stop.clone(),
+        filter,
         _slot: slot,
     };
     let events = futures_util::stream::unfold(tail, Tail::next_event);
@@ -124,13 +140,16 @@ struct Tail {
     backlog: VecDeque<Event>,
     catching_up: bool,
     stop: watch::Receiver<bool>,
+    /// Only matching events are sent; the others still advance `next`, so
+    /// delivery stays exactly-once and in order. The stream ends after `to`.
+    filter: crate::EventFilter,
     _slot: OwnedSemaphorePermit,
 }
 
 impl Tail {
     async fn next_event(mut self) -> Option<(Result<SseEvent, Infallible>, Self)> {
         loop {
-            if *self.stop.borrow() {
+            if *self.stop.borrow() || self.filter.to.is_some_and(|t| self.next > t) {
                 return None;
             }
             if let Some(e) = self.backlog.pop_front() {
@@ -146,6 +165,9 @@ impl Tail {
                     return None;
                 }
                 self.next = e.sequence + 1;
+                if !self.filter.matches(&e) {
+                    continue;
+                }
                 let data = event_to_json(&e).to_string();
                 let sse = SseEvent::default().id(e.sequence.to_string()).data(data);
                 return Some((Ok(sse), self));
@@ -182,7 +204,7 @@ impl Tail {
                             // Cannot happen while we keep up; the log is the truth.
                             *catching_up = true;
                         } // seq < next: already sent from the log
-                        if let EventBody::RoleChanged { name, .. } = &c.event.body {
+                        if let EventBody::RoleChanged { name, .. } | EventBody::ParticipantRemoved { name } = &c.event.body {
                             if reader.as_deref() == Some(name.as_str()) {
                                 // Re-check `read` (in `read_log`) before going on.
                                 *catching_up = true;
