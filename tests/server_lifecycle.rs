@@ -396,7 +396,11 @@ fn checkpoint_reads_and_the_resume_fallback() {
     assert_eq!(v["source"], "checkpoint");
     assert_eq!(v["handoff_id"], Value::Null);
     assert_eq!(v["checkpoint"]["checkpoint_id"], mine[4].as_str());
-    assert_status(c["bob"].get("/v1/missions/m/resume"), 404, "handoff_not_found");
+    assert_status(
+        c["bob"].get("/v1/missions/m/resume"),
+        404,
+        "handoff_not_found",
+    );
 }
 
 #[test]

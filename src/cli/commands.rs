@@ -114,6 +114,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             from,
             to,
             types,
+            filter,
         } => {
             let types = types
                 .iter()
@@ -132,6 +133,12 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
                 }
             }
             let bus = open(data)?;
+            if filter.any() {
+                let range = (from, to);
+                return super::lifecycle::filtered_replay(
+                    &bus, out, &mission, &reader, range, types, &filter,
+                );
+            }
             replay(&bus, out, &mission, &reader, from, to, &types)
         }
         Command::Export { mission, format } => {
@@ -187,6 +194,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             Ok(())
         }
         Command::Demo => demo::run(data, out),
+        other => super::lifecycle::run(other, data, out),
     }
 }
 
@@ -207,7 +215,7 @@ fn type_names() -> String {
         .join(", ")
 }
 
-fn parse_uuid(flag: &str, s: &str) -> CliResult<Uuid> {
+pub(crate) fn parse_uuid(flag: &str, s: &str) -> CliResult<Uuid> {
     Uuid::parse_str(s)
         .map_err(|e| Failure::usage(format!("invalid {flag}: '{s}' is not a UUID ({e})")))
 }
