@@ -17,6 +17,9 @@
 
 use std::collections::BTreeMap;
 
+mod lenient;
+pub use lenient::{log_from_seed_lenient, SeedImport};
+
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;

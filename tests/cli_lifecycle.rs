@@ -311,3 +311,66 @@ fn replay_filters_match_the_http_parameters() {
     dir.mb(&["replay", M, "--as", "audra", "--limit", "0"])
         .fails(2);
 }
+
+/// The prototype's `from_dict` takes camelCase ids and events without
+/// timestamps; so does `import`, and it says what it filled in.
+#[test]
+fn seed_import_accepts_what_the_prototype_accepts_and_says_what_it_filled() {
+    let dir = Dir::new();
+    let doc = json!({
+        "missionId": "proto",
+        "title": "From the prototype",
+        "participants": {
+            "a": {"name": "a", "role": "write"},
+            "b": {"name": "b", "role": "write"}
+        },
+        "events": [
+            {"eventType": "message", "messageId": "7d9f1c2e-4b1a-4c3e-9a55-0e1f2a3b4c5d",
+             "sender": "a", "topic": "plan", "payload": {"goal": 1}},
+            {"event_type": "checkpoint", "checkpointId": "1a2b3c4d-5e6f-4a1b-8c2d-3e4f5a6b7c8d",
+             "sender": "a", "timestamp": "2024-05-01T12:05:00Z", "summary": "s", "state": {}},
+            {"event_type": "handoff", "sender": "a", "recipient": "b",
+             "checkpointId": "1a2b3c4d-5e6f-4a1b-8c2d-3e4f5a6b7c8d", "note": "go"}
+        ]
+    });
+    dir.create("seed.json", &doc.to_string());
+    let v = dir.mb(&["import", "seed.json"]).json();
+    assert_eq!(v["mission_id"], "proto");
+    let filled: Vec<String> = v["filled"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    let has = |needle: &str| filled.iter().any(|f| f.contains(needle));
+    assert!(has("missionId: read as mission_id"), "{filled:?}");
+    assert!(
+        has("events[0].timestamp: missing, filled with 2024-05-01T12:05:00Z"),
+        "{filled:?}"
+    );
+    assert!(
+        has("events[2].timestamp: missing, filled with 2024-05-01T12:05:00Z (the previous"),
+        "{filled:?}"
+    );
+    assert!(
+        has("events[2].handoff_id: missing, filled with"),
+        "{filled:?}"
+    );
+    let events = dir
+        .mb(&["export", "proto", "--format", "jsonl"])
+        .json_lines();
+    assert_eq!(
+        events[3]["message_id"],
+        "7d9f1c2e-4b1a-4c3e-9a55-0e1f2a3b4c5d"
+    );
+    let packet = dir.mb(&["resume", "proto", "--for", "b"]).json();
+    assert_eq!(
+        packet["checkpoint"]["checkpoint_id"],
+        "1a2b3c4d-5e6f-4a1b-8c2d-3e4f5a6b7c8d"
+    );
+    // camelCase and snake_case that disagree are refused, naming the field.
+    let bad = json!({"missionId": "x", "mission_id": "y", "events": []});
+    dir.create("bad.json", &bad.to_string());
+    let err = dir.mb(&["import", "bad.json", "--format", "seed"]).fails(2);
+    assert!(err.contains("missionId"), "{err}");
+}
