@@ -81,8 +81,9 @@ impl MissionBus {
     /// A filtered read of `mission` by `reader` (capability `read`; `None`
     /// is the operator). With `consumer`, the read starts after the
     /// position that consumer of `reader` acknowledged (see
-    /// [`MissionBus::ack`]). Records are checked (checksum, contiguity) as
-    /// they are scanned.
+    /// [`MissionBus::ack`]). Records are checked as they are scanned:
+    /// oldest first like [`MissionBus::replay`] (checksums and the hash
+    /// chain), newest first by checksum and contiguity.
     pub fn read_events(
         &self,
         mission: &str,
@@ -114,14 +115,35 @@ impl MissionBus {
         let head = c.state.head;
         let to = filter.to.unwrap_or(head).min(head);
         let keep = |e: &Event| filter.matches(e);
-        let (events, last) = self.inner.store().scan_filtered(
-            c.no,
-            mission,
-            (from, to),
-            filter.newest_first,
-            limit,
-            &keep,
-        )?;
+        let (events, last) = if filter.newest_first {
+            // Newest first: checksums and contiguity (the hash chain runs
+            // forward only).
+            self.inner
+                .store()
+                .scan_filtered(c.no, mission, (from, to), true, limit, &keep)?
+        } else {
+            // Oldest first: the chain-checked scan of `replay`, filtered here
+            // as records come out of the store.
+            let mut out = Vec::new();
+            let mut last = None;
+            if from <= to {
+                let iter =
+                    self.inner
+                        .store()
+                        .scan_chained(c.no, mission, from, to, (head, c.hash))?;
+                for e in iter {
+                    let e = e?;
+                    last = Some(e.sequence);
+                    if keep(&e) {
+                        out.push(e);
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+            }
+            (out, last)
+        };
         let next = match last {
             None => None,
             Some(l) if filter.newest_first => (l > from).then(|| l - 1),

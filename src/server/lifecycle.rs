@@ -353,7 +353,15 @@ pub(crate) async fn list_checkpoints(
 ) -> ApiResult {
     let mission = path(m)?;
     let q = filter_query(raw.as_deref(), &["before"])?;
-    if !q.filter.types.is_empty() || q.consumer.is_some() || q.filter.recipient.is_some() {
+    let f = &q.filter;
+    if !f.types.is_empty()
+        || q.consumer.is_some()
+        || f.recipient.is_some()
+        || f.topic_prefix.is_some()
+        || f.from.is_some()
+        || f.to.is_some()
+        || f.newest_first
+    {
         return Err(ApiError::bad_request(
             "invalid_query",
             "checkpoints take sender, before and limit",
