@@ -127,7 +127,22 @@
     missions = [];
     sessionStorage.removeItem(TOKEN_KEY);
     closeMission();
+    clearPages();
     showLogin(message);
+  }
+
+  /** Forget everything the last token could read. */
+  function clearPages() {
+    $('missions-body').replaceChildren();
+    $('mission-search').value = '';
+    for (const id of ['m-title', 'm-id', 'm-head', 'timeline-status', 'd-title', 'd-body', 'd-json']) {
+      $(id).textContent = '';
+    }
+    for (const id of ['m-meta', 'timeline', 'd-fields', 'verify-result']) $(id).replaceChildren();
+    $('timeline').removeAttribute('data-mission');
+    $('timeline').removeAttribute('data-state');
+    $('detail').hidden = true;
+    $('verify-result').hidden = true;
   }
 
   $('login-form').addEventListener('submit', async (ev) => {
