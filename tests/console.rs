@@ -641,15 +641,74 @@ fn timed_timeline(b: &Browser, mission: &str, action: &str) -> Value {
     v
 }
 
-fn screenshots_dir() -> PathBuf {
-    // CARGO_TARGET_TMPDIR is target/tmp: the screenshots go beside it.
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+/// The target directory (`CARGO_TARGET_TMPDIR` is `target/tmp`).
+fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
         .unwrap()
-        .to_path_buf();
-    let dir = target.join("console-screenshots");
+        .to_path_buf()
+}
+
+fn screenshots_dir() -> PathBuf {
+    let dir = target_dir().join("console-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Bump when `seed_big` changes what it writes.
+const BIG_FIXTURE_VERSION: u32 = 1;
+
+/// A private copy of the big mission's store, and how it was obtained.
+///
+/// Writing 1M events through this unoptimized test build takes minutes
+/// (sled and the writer run without optimizations), so the store is
+/// written once per target directory, events count and fixture version
+/// into `target/console-fixtures/`, and copied from there on later runs.
+/// The cache is filled by an atomic rename, so a half-written store is
+/// never used; the server only ever opens the copy.
+fn big_store() -> (tempfile::TempDir, String) {
+    let fixtures = target_dir().join("console-fixtures");
+    let cached = fixtures.join(format!("big-{}-v{BIG_FIXTURE_VERSION}", big_events()));
+    let mut how = String::new();
+    if !cached.exists() {
+        std::fs::create_dir_all(&fixtures).unwrap();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let building = fixtures.join(format!("building-{}-{nanos}", std::process::id()));
+        let took = seed_big(&building);
+        if std::fs::rename(&building, &cached).is_err() {
+            // Another run cached it first; theirs is as good.
+            let _ = std::fs::remove_dir_all(&building);
+        }
+        how = format!(
+            "written through the library in {:.1} s and cached in {}; ",
+            took.as_secs_f64(),
+            cached.display()
+        );
+    }
+    let copy = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    copy_dir(&cached, copy.path());
+    how += &format!(
+        "copied from the cache in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    (copy, how)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
 }
 
 // ----- the test ------------------------------------------------------------------------
@@ -664,10 +723,8 @@ fn console_in_a_real_browser() {
     let test_started = Instant::now();
     let mut timings = String::new();
 
-    // The 1M-event mission is written in the background meanwhile.
-    let big_dir = tempfile::tempdir().unwrap();
-    let big_path = big_dir.path().to_path_buf();
-    let big_seed = thread::spawn(move || seed_big(&big_path));
+    // The 1M-event mission's store is prepared in the background meanwhile.
+    let big_seed = thread::spawn(big_store);
 
     let dir = tempfile::tempdir().unwrap();
     let seeded = seed_small(dir.path());
@@ -1049,15 +1106,20 @@ fn console_in_a_real_browser() {
     server.stop();
 
     // ---- a 1M-event mission opens at its tail in under a second ------------
-    let seed_time = big_seed.join().expect("seeding the big mission");
+    let (big_dir, how) = big_seed.join().expect("seeding the big mission");
     writeln!(
         timings,
-        "seeding {} events through the library: {:.1} s",
-        big_events(),
-        seed_time.as_secs_f64()
+        "store of the {}-event mission: {how}",
+        big_events()
     )
     .unwrap();
     let big = Server::start(big_dir.path());
+    let (status, summary) = big.get(&big.admin, &format!("/v1/missions/{BIG}"));
+    assert!(
+        status == 200 && summary["head_sequence"] == big_events(),
+        "the cached store in target/console-fixtures does not open as expected \
+         (delete that directory to rebuild it): {status} {summary}"
+    );
     b.goto(&big.url("/console/"));
     let list_started = Instant::now();
     b.sign_in(&big.admin);
@@ -1108,7 +1170,7 @@ fn console_in_a_real_browser() {
     );
     assert!(max_limit.as_u64().unwrap() <= 1000, "{max_limit}");
     let ms = |v: &Value| v["ms"].as_f64().unwrap();
-    writeln!(timings, "1M-event mission, missions list after sign-in (first load of the mission): {list_ms:.0} ms").unwrap();
+    writeln!(timings, "1M-event mission, missions list after sign-in: {list_ms:.0} ms").unwrap();
     writeln!(
         timings,
         "1M-event mission, timeline open at the tail (200 events): {:.0} ms",
@@ -1162,4 +1224,108 @@ fn console_in_a_real_browser() {
         "console timings (screenshots in {}):\n{timings}",
         b.shots.display()
     );
+}
+
+/// The console's files and JSON views over HTTP, without a browser (runs
+/// everywhere): content types and CSP, who sees which missions, hashes
+/// that link into the chain and end at the verify report's head hash.
+#[test]
+fn console_files_and_views_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let seeded = seed_small(dir.path());
+    let server = Server::start(dir.path());
+    let admin = server.admin.clone();
+    let client = agent();
+
+    for (path, ct) in [
+        ("/console/", "text/html"),
+        ("/console", "text/html"),
+        ("/console/app.js", "text/javascript"),
+        ("/console/app.css", "text/css"),
+    ] {
+        let resp = client.get(server.url(path)).call().unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        let h = resp.headers();
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with(ct),
+            "{path}"
+        );
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+            "{csp}"
+        );
+        assert!(!csp.contains("unsafe"), "{csp}");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+    }
+    let html = client
+        .get(server.url("/console/"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        !html.contains("<script>") && !html.contains(" style="),
+        "no inline script or style"
+    );
+
+    // Who sees what.
+    let (status, list) = server.get(&admin, "/v1/missions");
+    assert_eq!(status, 200);
+    assert_eq!(list["caller"]["kind"], "admin");
+    let ids: Vec<&str> = list["missions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mission_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [A, B]);
+    let a = &list["missions"][0];
+    assert_eq!(a["title"], A_TITLE);
+    assert_eq!(a["participants"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        a["counts"],
+        json!({"messages": 4, "checkpoints": 2, "handoffs": 3})
+    );
+    assert_eq!(a["verify"], Value::Null, "not verified yet");
+    let (_, rita_list) = server.get(&seeded.rita, "/v1/missions");
+    assert_eq!(rita_list["caller"]["name"], "rita");
+    assert_eq!(rita_list["caller"]["capabilities"], json!(["read"]));
+    assert_eq!(rita_list["missions"].as_array().unwrap().len(), 1);
+    assert_eq!(rita_list["missions"][0]["mission_id"], A);
+    let (status, body) = server.get(&seeded.rita, &format!("/v1/missions/{B}"));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("wrong_mission"))
+    );
+    let (status, _) = server.get("not-a-token-of-anyone", "/v1/missions");
+    assert_eq!(status, 401);
+    let (status, _) = http(&client, "GET", &server.url("/v1/missions"), None, None);
+    assert_eq!(status, 401);
+
+    // Hashes: each record's previous hash is the hash of the one before;
+    // the head's is the verify report's head hash.
+    let (_, summary) = server.get(&seeded.ada, &format!("/v1/missions/{A}"));
+    let head = summary["head_sequence"].as_u64().unwrap();
+    let mut prev = "0".repeat(64);
+    for seq in 1..=head {
+        let (status, rec) = server.get(&seeded.ada, &format!("/v1/missions/{A}/events/{seq}"));
+        assert_eq!(status, 200, "{rec}");
+        assert_eq!(rec["event"]["sequence"], seq);
+        assert_eq!(rec["previous_hash"], prev.as_str(), "sequence {seq}");
+        prev = rec["hash"].as_str().unwrap().to_string();
+    }
+    let (_, report) = server.get(&admin, &format!("/v1/missions/{A}/verify"));
+    assert_eq!(report["head_hash"], prev.as_str());
+    let (status, _) = server.get(&admin, &format!("/v1/missions/{A}/events/{}", head + 1));
+    assert_eq!(status, 404);
+    let (status, _) = server.get(&admin, &format!("/v1/missions/{A}/events/0"));
+    assert_eq!(status, 400);
+    // The verify outcome shows in the list from now on.
+    let (_, list) = server.get(&admin, "/v1/missions");
+    assert_eq!(list["missions"][0]["verify"]["intact"], true);
+    assert_eq!(list["missions"][0]["verify"]["head_sequence"], head);
+    assert_eq!(list["missions"][1]["verify"], Value::Null);
+    server.stop();
 }

@@ -108,10 +108,12 @@ fn caller_json(app: &App, caller: &Caller) -> Result<Value, ApiError> {
 /// the console already renders those fields when present.
 fn summary_json(app: &App, state: &MissionState) -> Result<Value, ApiError> {
     let mission = &state.mission_id;
-    let last_activity = if state.head == 0 {
-        Value::Null
-    } else {
-        json!(app.bus.event(mission, state.head)?.timestamp_rfc3339())
+    // A damaged head record must not stop the auditor from opening the
+    // mission (to verify it): the summary says what failed instead.
+    let (last_activity, last_activity_error) = match app.bus.event(mission, state.head) {
+        _ if state.head == 0 => (Value::Null, Value::Null),
+        Ok(e) => (json!(e.timestamp_rfc3339()), Value::Null),
+        Err(e) => (Value::Null, json!(e.to_string())),
     };
     let participants: Vec<Value> = state
         .participants
@@ -123,6 +125,7 @@ fn summary_json(app: &App, state: &MissionState) -> Result<Value, ApiError> {
         "title": state.title,
         "head_sequence": state.head,
         "last_activity": last_activity,
+        "last_activity_error": last_activity_error,
         "participants": participants,
         "counts": {
             "messages": state.messages,
@@ -155,15 +158,15 @@ async fn list_missions(
         };
         let mut missions = Vec::with_capacity(visible.len());
         for id in visible {
-            match app.bus.state(&id) {
-                Ok(state) => missions.push(summary_json(app, &state)?),
-                // One damaged mission must not hide the others: list it
-                // with the error, so the auditor sees where to look.
-                Err(e) => missions.push(json!({
-                    "mission_id": id,
-                    "error": ApiError::from(e).message,
-                })),
-            }
+            let summary = app
+                .bus
+                .state(&id)
+                .map_err(ApiError::from)
+                .and_then(|state| summary_json(app, &state));
+            // One damaged mission must not hide the others: list it with
+            // the error, so the auditor sees where to look.
+            missions
+                .push(summary.unwrap_or_else(|e| json!({"mission_id": id, "error": e.message})));
         }
         Ok(Json(json!({
             "caller": caller_json(app, &caller)?,

@@ -22,7 +22,7 @@
   const LABEL_W = 150;
   const AXIS_H = 30;
   const LANE_H = 46;
-  const MIN_STEP = 1.5;
+  const MIN_STEP = 1;
   const KNOWN_TYPES = [
     'mission_created', 'participant_joined', 'role_changed',
     'message', 'checkpoint', 'handoff',
@@ -357,6 +357,9 @@
     v.head = summary.head_sequence;
     v.lastSeen = summary.head_sequence;
     v.lanes = summary.participants.map((p) => ({ name: p.name, role: p.role }));
+    // A short mission gets the narrowest window that holds it all.
+    const fits = ZOOMS.findIndex((z) => z >= v.head);
+    if (fits >= 0 && fits < v.zoom) v.zoom = fits;
     renderHeader();
     if (seq) {
       setWindowAround(seq);
@@ -482,7 +485,6 @@
     $('timeline-status').textContent = text + (v.follow ? ' · following live' :
       v.unseen ? ' · ' + v.unseen + ' newer event' + (v.unseen === 1 ? '' : 's') +
       ' (press “latest”)' : '');
-    $('window-label').textContent = windowSize() + ' events per view';
     const scrub = $('scrubber');
     scrub.max = String(Math.max(1, v.head));
     scrub.value = String(v.from + Math.floor(Math.max(n, 1) / 2));
@@ -530,11 +532,12 @@
     tl.setAttribute('data-from', String(v.from));
     tl.setAttribute('data-to', String(lastLoaded()));
     tl.setAttribute('data-head', String(v.head));
+    $('window-label').textContent = count + ' events per view';
 
     const laneOf = new Map(v.lanes.map((l, i) => [l.name, i + 1]));
     const rowY = (row) => AXIS_H + row * LANE_H + LANE_H / 2;
     const x = (seq) => LABEL_W + (seq - v.from + 0.5) * step;
-    const r = Math.min(7, Math.max(1.5, step * 0.32));
+    const r = Math.min(7, Math.max(2.5, step * 0.4));
     const frag = document.createDocumentFragment();
 
     const defs = svg('defs');
@@ -650,6 +653,7 @@
     }
     frag.append(arrows, marks);
     tl.replaceChildren(frag);
+    if (v.follow) wrap.scrollLeft = wrap.scrollWidth;
   }
 
   function renderLegend() {
