@@ -20,11 +20,13 @@
 //! [`Limits::shutdown_grace`]), then close the bus, which drains its writer.
 
 mod auth;
+mod console;
 mod error;
 mod lifecycle;
 mod listener;
 mod routes;
 mod stream;
+mod views;
 
 use std::future::{Future, IntoFuture};
 use std::io::Write;
@@ -139,6 +141,8 @@ pub(crate) struct App {
     streams: Arc<Semaphore>,
     /// Turns true when the server starts shutting down.
     stop: watch::Receiver<bool>,
+    /// Latest verify outcome per mission, for the console's missions list.
+    verified: views::LastVerified,
 }
 
 /// Run the server until SIGINT/SIGTERM; returns after a graceful shutdown.
@@ -249,6 +253,7 @@ pub async fn run_with_limits(
         streams: Arc::new(Semaphore::new(limits.max_streams)),
         limits: limits.clone(),
         stop: stop_rx.clone(),
+        verified: views::LastVerified::default(),
     });
     lifecycle::spawn_lease_timer(&app);
     let router = routes::router(app);
