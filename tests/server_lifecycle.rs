@@ -299,6 +299,15 @@ fn every_handoff_transition_over_http() {
     assert_eq!(v["handoff"]["status"], "released");
     let v = c["ada"].ok("GET", &format!("/v1/missions/m/handoffs/{h3}"), None);
     assert_eq!(v["status"], "released");
+    // Pages carry each handoff's lifecycle as of now (the console draws it).
+    let v = c["ada"].ok("GET", "/v1/missions/m/events?type=handoff", None);
+    let states: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["lifecycle"]["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["completed", "declined", "released"]);
     // Offering the declined work again (h3, same checkpoint) settled h2;
     // ada's resume packet lists the released h3 as returned to her.
     let v = c["ada"].ok("GET", &format!("/v1/missions/m/handoffs/{h2}"), None);

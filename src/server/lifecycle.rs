@@ -199,7 +199,29 @@ pub(crate) async fn events_page(
             let end = q.filter.to.unwrap_or(u64::MAX).min(page.head_sequence);
             Some(page.next.unwrap_or_else(|| from.max(end.saturating_add(1))))
         };
-        let events: Vec<Value> = page.events.iter().map(event_to_json).collect();
+        // Handoffs carry their lifecycle as of now (the console draws it):
+        // `lifecycle: {state, leased_until}` when the state still knows them.
+        let state = app.bus.state(&mission)?;
+        let events: Vec<Value> = page
+            .events
+            .iter()
+            .map(|e| {
+                let mut v = event_to_json(e);
+                if let (Some(h), Some(obj)) = (
+                    (e.event_type() == EventType::Handoff)
+                        .then(|| state.handoff(&e.id))
+                        .flatten(),
+                    v.as_object_mut(),
+                ) {
+                    let info = handoff_info_to_json(h);
+                    obj.insert(
+                        "lifecycle".into(),
+                        json!({"state": h.status.as_str(), "leased_until": info["lease_expires_at"]}),
+                    );
+                }
+                v
+            })
+            .collect();
         Ok(Json(json!({
             "events": events,
             "next": next,
