@@ -28,6 +28,12 @@
     'message', 'checkpoint', 'handoff',
   ];
 
+  /** Type labels under the marks when there is room. */
+  const SHORT = {
+    mission_created: 'created', participant_joined: 'joined', role_changed: 'role',
+    message: 'message', checkpoint: 'checkpoint', handoff: 'handoff',
+  };
+
   const $ = (id) => document.getElementById(id);
 
   let token = sessionStorage.getItem(TOKEN_KEY);
@@ -598,7 +604,7 @@
 
     const arrows = svg('g', { class: 'arrows' });
     const marks = svg('g', { class: 'marks' });
-    const labels = step >= 48;
+    const labels = step >= 36;
     for (const e of v.events) {
       const type = e.event_type;
       const row = laneOf.has(e.sender) ? laneOf.get(e.sender) : 0;
@@ -648,7 +654,7 @@
       mark.append(svg('title', null, tip));
       marks.append(mark);
       if (labels) {
-        marks.append(svg('text', { x: cx, y: cy + r + 12, class: 'ev-label' }, type));
+        marks.append(svg('text', { x: cx, y: cy + r + 12, class: 'ev-label' }, SHORT[type] || type));
       }
     }
     frag.append(arrows, marks);
