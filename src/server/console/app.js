@@ -436,25 +436,54 @@
     const tl = $('timeline');
     tl.setAttribute('data-state', 'loading');
     $('timeline-status').textContent = 'loading…';
-    let events = [];
-    try {
+    const fetchRange = async (from, n) => {
       const pages = [];
-      for (let f = v.from; f < v.from + count; f += MAX_PAGE) {
-        const limit = Math.min(MAX_PAGE, v.from + count - f);
+      for (let f = from; f < from + n; f += MAX_PAGE) {
+        const limit = Math.min(MAX_PAGE, from + n - f);
         pages.push(api('/v1/missions/' + enc(v.mission) + '/events?from=' + f + '&limit=' + limit,
           v.abort.signal));
       }
-      for (const page of await Promise.all(pages)) events = events.concat(page.events);
+      let got = [];
+      for (const page of await Promise.all(pages)) got = got.concat(page.events);
+      return got;
+    };
+    let events = [];
+    let damage = null;
+    try {
+      events = await fetchRange(v.from, count);
     } catch (e) {
       if (view !== v || load !== v.loads || e.name === 'AbortError') return;
-      v.events = [];
-      render();
-      tl.setAttribute('data-state', 'error');
-      $('timeline-status').textContent = 'Cannot read events ' + v.from + '–' +
-        (v.from + count - 1) + ': ' + e.message;
-      return;
+      damage = e;
+      // The server reads pages on the chain-checked path and names the first
+      // record out of place; the records before the one it links to are
+      // sound, so show those rather than nothing.
+      // Past that record, reading can resume (its successor links to it).
+      const at = e.code === 'corruption' && /at sequence (\d+)/.exec(e.message);
+      const bad = at ? Number(at[1]) : 0;
+      const end = v.from + count - 1;
+      const parts = [];
+      if (bad - 2 >= v.from) parts.push(fetchRange(v.from, Math.min(bad - 2, end) - v.from + 1));
+      if (bad && bad + 1 <= end && bad + 1 > v.from) parts.push(fetchRange(bad + 1, end - bad));
+      for (const part of parts) {
+        try {
+          events = events.concat(await part);
+        } catch (_) {
+          // Further damage: verify lists it.
+        }
+      }
+      v.gap = bad ? [Math.max(v.from, bad - 1), bad] : null;
     }
     if (view !== v || load !== v.loads) return;
+    if (damage) {
+      v.events = events;
+      render();
+      tl.setAttribute('data-state', 'error');
+      $('timeline-status').textContent = (v.gap
+        ? 'Cannot read events ' + v.gap[0] + '–' + v.gap[1] + ': '
+        : 'Cannot read these events: ') + damage.message +
+        (events.length ? ' (showing the readable events around it)' : '');
+      return;
+    }
     v.events = events;
     // Live events that arrived while this page was in flight.
     if (v.follow && v.pending) {
