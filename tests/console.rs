@@ -3,7 +3,8 @@
 //! data directories: the missions list, the timeline's lanes and handoff
 //! arrows, the event detail's hashes (equal to the API's), verify intact
 //! and then damaged after the store is tampered with while the server is
-//! down, a live event on screen within a second, a read token that sees
+//! down, a live event on screen within a second (and the stream resumed
+//! without a gap or duplicate after a server restart), a read token that sees
 //! nothing of another mission, and the open time of a 1M-event mission's
 //! timeline (measured in the browser and reported, not asserted).
 //!
@@ -110,10 +111,14 @@ struct Server {
 
 impl Server {
     fn start(data: &Path) -> Server {
+        Server::start_at(data, "127.0.0.1:0")
+    }
+
+    fn start_at(data: &Path, listen: &str) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mission-bus"))
             .arg("--data")
             .arg(data)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -960,6 +965,36 @@ fn console_in_a_real_browser() {
     .unwrap();
     b.screenshot("06-live");
 
+    // ---- the stream resumes after a restart, without a gap or duplicate ------
+    let addr = server.addr.to_string();
+    server.stop();
+    b.wait(
+        "the page to notice the stream ended",
+        "return document.getElementById('m-live').textContent === 'offline';",
+        json!([]),
+    );
+    let server = Server::start_at(dir.path(), &addr);
+    // Written while the page is reconnecting: it must come from catch-up.
+    let (status, ev) = server.post(
+        &seeded.ada,
+        &format!("/v1/missions/{A}/messages"),
+        json!({"topic": "live", "payload": {"after": "restart"}}),
+    );
+    assert_eq!(status, 201, "{ev}");
+    let resumed_seq = ev["sequence"].as_u64().unwrap();
+    b.wait(
+        "the stream to resume",
+        "return document.getElementById('m-live').textContent === 'live' && \
+           document.querySelector(`#timeline .ev[data-seq='${arguments[0]}']`) !== null;",
+        json!([resumed_seq]),
+    );
+    let seqs = b.js(
+        "return [...document.querySelectorAll('#timeline .ev')].map(m => Number(m.dataset.seq));",
+        json!([]),
+    );
+    let all: Vec<u64> = (1..=resumed_seq).collect();
+    assert_eq!(seqs, json!(all), "no gap, no duplicate after the reconnect");
+
     // ---- the token stays in the tab -----------------------------------------
     let leaks = b.js(
         "const tok = arguments[0]; \
@@ -1069,7 +1104,7 @@ fn console_in_a_real_browser() {
         "return [...document.querySelectorAll('#timeline .ev')].map(m => Number(m.dataset.seq));",
         json!([]),
     );
-    let readable: Vec<u64> = (1..=head + 1)
+    let readable: Vec<u64> = (1..=resumed_seq)
         .filter(|s| *s != seeded.tamper_seq && *s != seeded.tamper_seq + 1)
         .collect();
     assert_eq!(shown, json!(readable));
