@@ -380,12 +380,24 @@ impl Browser {
 
     /// Sign in through the login form (the token is typed, as a user would).
     fn sign_in(&self, token: &str) {
+        self.sign_in_with(token, false);
+    }
+
+    /// Sign in, ticking "keep it for this tab" when `keep`.
+    fn sign_in_with(&self, token: &str, keep: bool) {
         self.wait(
             "the login form",
             "return !document.getElementById('login-view').hidden;",
             json!([]),
         );
         self.type_into("#token-input", token);
+        let ticked = self.js(
+            "return document.getElementById('keep-token').checked;",
+            json!([]),
+        );
+        if ticked != json!(keep) {
+            self.click("#keep-token");
+        }
         self.click("#login-button");
         self.wait(
             "signed in",
@@ -1045,9 +1057,10 @@ fn console_in_a_real_browser() {
         true
     );
     // Mission B by direct URL: a fresh page load (the token lives in the tab
-    // only, so it is asked for again), straight to B.
+    // only, so it is asked for again), straight to B. This time the token
+    // is kept for the tab (sessionStorage), so a reload keeps it.
     b.load(&server.url(&format!("/console/#/m/{B}")));
-    b.sign_in(&seeded.rita);
+    b.sign_in_with(&seeded.rita, true);
     let flash = b.wait(
         "the refusal",
         "const f = document.getElementById('flash'); return !f.hidden && f.textContent;",
@@ -1069,6 +1082,22 @@ fn console_in_a_real_browser() {
         "{text}"
     );
     b.screenshot("07-read-token-denied");
+    b.load(&server.url(&format!("/console/#/m/{B}")));
+    b.wait(
+        "still signed in after a reload",
+        "return document.getElementById('whoami').textContent;",
+        json!([]),
+    );
+    assert_eq!(wait_timeline(&b, B), "error", "still refused");
+    let kept = b.js(
+        "return {local: localStorage.length, url: location.href.includes(arguments[0]), \
+           session: Object.values(sessionStorage).includes(arguments[0])};",
+        json!([seeded.rita]),
+    );
+    assert_eq!(kept, json!({"local": 0, "url": false, "session": true}));
+    b.sign_out();
+    let left = b.js("return sessionStorage.length;", json!([]));
+    assert_eq!(left, 0, "signing out forgets the kept token");
     // And the API agrees, endpoint by endpoint.
     let (_, list) = server.get(&seeded.rita, "/v1/missions");
     let ids: Vec<&str> = list["missions"]

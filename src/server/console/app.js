@@ -193,6 +193,11 @@
       showLogin();
       return;
     }
+    if (!caller) {
+      // A token kept for the tab (reload): say whose it is, whatever page
+      // opens (a refused mission would not tell).
+      api('/v1/missions').then((d) => { if (token && !caller) setCaller(d.caller); }, () => {});
+    }
     const parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
     if (parts[0] === 'm' && parts[1]) {
       const seq = parts[2] ? Number(parts[2]) : null;
