@@ -1377,6 +1377,33 @@ fn console_files_and_views_over_http() {
         (status, body["error"]["code"].as_str()),
         (403, Some("wrong_mission"))
     );
+    // A participant whose role lacks `read` sees no mission at all.
+    let (status, created) = server.post(
+        &admin,
+        "/v1/missions",
+        json!({"mission_id": "blind", "title": "no read", "lead": "boss",
+               "profiles": {"roles": {"lead": ["publish", "read", "audit"], "blind": ["publish"]}}}),
+    );
+    assert_eq!(status, 201, "{created}");
+    let boss = created["lead_token"].as_str().unwrap().to_string();
+    let (status, added) = server.post(
+        &boss,
+        "/v1/missions/blind/participants",
+        json!({"name": "mole", "role": "blind"}),
+    );
+    assert_eq!(status, 201, "{added}");
+    let mole = added["token"].as_str().unwrap();
+    let (status, list) = server.get(mole, "/v1/missions");
+    assert_eq!(status, 200);
+    assert_eq!(list["missions"], json!([]));
+    assert_eq!(list["caller"]["capabilities"], json!(["publish"]));
+    let (status, body) = server.get(mole, "/v1/missions/blind");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("permission_denied"))
+    );
+    let (status, _) = server.get(mole, "/v1/missions/blind/events/1");
+    assert_eq!(status, 403);
     let (status, _) = server.get("not-a-token-of-anyone", "/v1/missions");
     assert_eq!(status, 401);
     let (status, _) = http(&client, "GET", &server.url("/v1/missions"), None, None);
@@ -1402,8 +1429,17 @@ fn console_files_and_views_over_http() {
     assert_eq!(status, 400);
     // The verify outcome shows in the list from now on.
     let (_, list) = server.get(&admin, "/v1/missions");
-    assert_eq!(list["missions"][0]["verify"]["intact"], true);
-    assert_eq!(list["missions"][0]["verify"]["head_sequence"], head);
-    assert_eq!(list["missions"][1]["verify"], Value::Null);
+    let by_id = |id: &str| {
+        list["missions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mission_id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_id(A)["verify"]["intact"], true);
+    assert_eq!(by_id(A)["verify"]["head_sequence"], head);
+    assert_eq!(by_id(B)["verify"], Value::Null);
     server.stop();
 }

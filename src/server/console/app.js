@@ -290,7 +290,12 @@
       rows.push(tr);
     }
     body.replaceChildren(...rows);
-    $('missions-empty').hidden = rows.length > 0;
+    const empty = $('missions-empty');
+    empty.hidden = rows.length > 0;
+    empty.textContent = missions.length ? 'No mission matches.'
+      : caller && caller.kind === 'participant'
+        ? 'This token may not read its mission (its role lacks the read capability).'
+        : 'No missions yet.';
   }
 
   $('missions-body').addEventListener('click', (ev) => {
