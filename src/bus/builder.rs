@@ -1,0 +1,114 @@
+//! Opening a store: options with documented defaults.
+
+use super::{
+    Directory, Inner, Limits, MissionBus, RecentEvents, Shared, Writer, QUEUE_DEPTH,
+    SUBSCRIBER_BUFFER,
+};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{self};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::error::{Error, Result};
+use crate::store::{Durability, Store, StoreOptions};
+
+/// Options for opening a [`MissionBus`]. Every setter documents its default.
+#[derive(Debug, Clone)]
+pub struct MissionBusBuilder {
+    pub(super) path: PathBuf,
+    pub(super) durability: Durability,
+    pub(super) cache_capacity: u64,
+    pub(super) flush_every_ms: Option<u64>,
+    pub(super) max_payload_bytes: usize,
+    pub(super) snapshot_every: u64,
+}
+
+impl MissionBusBuilder {
+    /// When appends are acknowledged. By default [`Durability::Flush`]: after
+    /// sled's log is flushed, so a process crash cannot lose an acknowledged event.
+    pub fn durability(mut self, d: Durability) -> Self {
+        self.durability = d;
+        self
+    }
+
+    /// sled's page cache size in bytes. By default 64 MiB. sled's resident
+    /// memory can grow past it; set it explicitly for your machine.
+    pub fn cache_capacity(mut self, bytes: u64) -> Self {
+        self.cache_capacity = bytes;
+        self
+    }
+
+    /// sled's background flush (with a real fsync) period. By default 500 ms;
+    /// `None` disables it (then only explicit flushes reach the disk).
+    pub fn flush_every_ms(mut self, ms: Option<u64>) -> Self {
+        self.flush_every_ms = ms;
+        self
+    }
+
+    /// Largest accepted payload, checkpoint state or participant metadata
+    /// (canonical JSON bytes). By default 64 KiB; at most 100 KiB, so that a
+    /// whole record stays under sled's blob threshold.
+    pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = bytes;
+        self
+    }
+
+    /// Save a state snapshot every this many events per mission. By default
+    /// 1000; 0 disables snapshots (state is then always rebuilt from the log).
+    pub fn snapshot_every(mut self, events: u64) -> Self {
+        self.snapshot_every = events;
+        self
+    }
+
+    /// Open (creating if needed) the store. Fails with
+    /// [`Error::DataDirInUse`] if another process holds the directory.
+    pub fn open(self) -> Result<MissionBus> {
+        if self.max_payload_bytes == 0 || self.max_payload_bytes > 100 * 1024 {
+            return Err(Error::invalid(
+                "max_payload_bytes",
+                format!("{} is outside 1..=102400", self.max_payload_bytes),
+            ));
+        }
+        let store_options = StoreOptions {
+            cache_capacity: self.cache_capacity,
+            flush_every_ms: self.flush_every_ms,
+        };
+        let store = Arc::new(Store::open(&self.path, &store_options)?);
+        let mut directory = Directory::default();
+        for (name, no) in store.missions()? {
+            directory.insert(name, no);
+        }
+        let shared = Arc::new(Shared {
+            cache: RwLock::new(HashMap::new()),
+            directory: RwLock::new(directory),
+            committed: tokio::sync::broadcast::channel(SUBSCRIBER_BUFFER).0,
+            mission_channels: Mutex::new(HashMap::new()),
+            recent: Mutex::new(RecentEvents::new()),
+            written: std::sync::atomic::AtomicU64::new(0),
+        });
+        let (tx, rx) = mpsc::sync_channel(QUEUE_DEPTH);
+        let writer = Writer {
+            store: Arc::clone(&store),
+            shared: Arc::clone(&shared),
+            durability: self.durability,
+            snapshot_every: self.snapshot_every,
+        };
+        let handle = std::thread::Builder::new()
+            .name("mission-bus-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| Error::io(&self.path, e))?;
+        Ok(MissionBus {
+            inner: Arc::new(Inner {
+                store: Some(store),
+                shared,
+                tx: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(handle)),
+                limits: Limits {
+                    max_payload_bytes: self.max_payload_bytes,
+                },
+                durability: self.durability,
+                store_options,
+            }),
+        })
+    }
+}

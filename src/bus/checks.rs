@@ -1,0 +1,184 @@
+//! Stateless input checks (names, sizes) and the capability check.
+
+use super::{
+    Limits, MAX_ARTIFACTS, MAX_NAME_BYTES, MAX_RECORD_BYTES, MAX_TEXT_BYTES, MAX_TOPIC_BYTES,
+};
+
+use crate::error::{Error, Result};
+use crate::event::{EventBody, Json};
+use crate::profiles::Capability;
+use crate::state::MissionState;
+
+pub(super) fn at_sequence(err: Error, seq: u64) -> Error {
+    match err {
+        Error::InvalidInput { field, reason } => Error::InvalidInput {
+            field: format!("{field} (sequence {seq})"),
+            reason,
+        },
+        Error::TooLarge { field, size, limit } => Error::TooLarge {
+            field: format!("{field} (sequence {seq})"),
+            size,
+            limit,
+        },
+        other => other,
+    }
+}
+
+pub(super) fn require(state: &MissionState, name: &str, capability: Capability) -> Result<()> {
+    let Some(p) = state.participants.get(name) else {
+        return Err(Error::NotAParticipant {
+            mission: state.mission_id.clone(),
+            sender: name.to_string(),
+        });
+    };
+    if state.config.role_allows(&p.role, capability) {
+        Ok(())
+    } else {
+        Err(Error::PermissionDenied {
+            mission: state.mission_id.clone(),
+            sender: name.to_string(),
+            role: p.role.clone(),
+            capability: capability.as_str().to_string(),
+        })
+    }
+}
+
+// ----- stateless validation ------------------------------------------------
+
+pub(super) fn check_text(field: &str, s: &str, max: usize) -> Result<()> {
+    if s.len() > max {
+        return Err(Error::TooLarge {
+            field: field.to_string(),
+            size: s.len(),
+            limit: max,
+        });
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
+    {
+        return Err(Error::invalid(
+            field,
+            format!("contains control character U+{:04X}", c as u32),
+        ));
+    }
+    Ok(())
+}
+
+/// Ids, names, roles and topics: non-empty, bounded, no control characters,
+/// no surrounding whitespace.
+pub(super) fn check_name(field: &str, s: &str) -> Result<()> {
+    check_label(field, s, MAX_NAME_BYTES)
+}
+
+pub(super) fn check_label(field: &str, s: &str, max: usize) -> Result<()> {
+    if s.is_empty() {
+        return Err(Error::invalid(field, "is empty"));
+    }
+    if s.len() > max {
+        return Err(Error::invalid(
+            field,
+            format!("is {} bytes, longer than {max}", s.len()),
+        ));
+    }
+    if let Some(c) = s.chars().find(|c| c.is_control()) {
+        return Err(Error::invalid(
+            field,
+            format!("contains control character U+{:04X}", c as u32),
+        ));
+    }
+    if s.trim() != s {
+        return Err(Error::invalid(field, "has leading or trailing whitespace"));
+    }
+    Ok(())
+}
+
+pub(super) fn check_participant_name(field: &str, s: &str) -> Result<()> {
+    check_name(field, s)?;
+    if s.starts_with('@') {
+        return Err(Error::invalid(
+            field,
+            format!("'{s}' starts with '@', which is reserved for the operator"),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn check_json(field: &str, j: &Json, limits: Limits) -> Result<()> {
+    if j.as_str().len() > limits.max_payload_bytes {
+        return Err(Error::TooLarge {
+            field: field.to_string(),
+            size: j.as_str().len(),
+            limit: limits.max_payload_bytes,
+        });
+    }
+    Ok(())
+}
+
+pub(super) fn check_body(body: &EventBody, limits: Limits) -> Result<()> {
+    let size = match body {
+        EventBody::MissionCreated {
+            mission_id,
+            title,
+            config,
+        } => {
+            check_name("mission id", mission_id)?;
+            check_text("title", title, MAX_TEXT_BYTES)?;
+            // The config rides in the creation record: it counts too.
+            title.len() + config.to_json().to_string().len()
+        }
+        EventBody::ParticipantJoined {
+            name,
+            role,
+            metadata,
+        } => {
+            check_participant_name("participant name", name)?;
+            check_name("role", role)?;
+            check_json("metadata", metadata, limits)?;
+            metadata.as_str().len()
+        }
+        EventBody::RoleChanged { name, role } => {
+            check_participant_name("participant name", name)?;
+            check_name("role", role)?;
+            0
+        }
+        EventBody::Message { topic, payload } => {
+            check_label("topic", topic, MAX_TOPIC_BYTES)?;
+            check_json("payload", payload, limits)?;
+            payload.as_str().len()
+        }
+        EventBody::Checkpoint {
+            summary,
+            state,
+            artifacts,
+        } => {
+            check_text("summary", summary, MAX_TEXT_BYTES)?;
+            check_json("state", state, limits)?;
+            if artifacts.len() > MAX_ARTIFACTS {
+                return Err(Error::invalid(
+                    "artifacts",
+                    format!("{} given, at most {MAX_ARTIFACTS}", artifacts.len()),
+                ));
+            }
+            for (i, a) in artifacts.iter().enumerate() {
+                check_label(&format!("artifacts[{i}]"), a, 1024)?;
+            }
+            summary.len() + state.as_str().len() + artifacts.iter().map(String::len).sum::<usize>()
+        }
+        EventBody::Handoff {
+            recipient, note, ..
+        } => {
+            check_participant_name("recipient", recipient)?;
+            check_text("note", note, MAX_TEXT_BYTES)?;
+            note.len()
+        }
+    };
+    if size > MAX_RECORD_BYTES {
+        return Err(Error::TooLarge {
+            field: "record".into(),
+            size,
+            limit: MAX_RECORD_BYTES,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,354 @@
+//! Reads: state, lookups, resume packets, replay, verify, subscriptions.
+//! They run on the caller's thread against published (durable) state.
+
+use super::{
+    require, Cached, Committed, Job, MissionBus, MissionSummary, ResumePacket, SUBSCRIBER_BUFFER,
+};
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::event::{Event, EventBody, EventType};
+use crate::keys::MissionNo;
+use crate::profiles::Capability;
+use crate::state::MissionState;
+use crate::store::{EventIter, Index};
+use crate::verify::VerifyReport;
+
+impl MissionBus {
+    pub(super) fn cached(&self, mission: &str) -> Result<Arc<Cached>> {
+        let no = self.mission_no(mission)?;
+        if let Some(c) = self.inner.shared.cached(no) {
+            return Ok(c);
+        }
+        self.send(|reply| Job::Load {
+            mission: mission.to_string(),
+            reply,
+        })
+    }
+
+    pub(super) fn mission_no(&self, mission: &str) -> Result<MissionNo> {
+        self.inner
+            .shared
+            .no_of(mission)
+            .ok_or_else(|| Error::MissionNotFound {
+                mission: mission.to_string(),
+            })
+    }
+
+    /// The mission's current state (as of its last durable event).
+    pub fn state(&self, mission: &str) -> Result<Arc<MissionState>> {
+        Ok(Arc::clone(&self.cached(mission)?.state))
+    }
+
+    /// Rebuild the mission's state from scratch by folding its whole log
+    /// through the reducer, ignoring snapshots. Checks every record's
+    /// checksum and that sequences are contiguous, like the state loads it
+    /// cross-checks; it does not follow the hash chain (about 20 % of a
+    /// replay's cost): [`MissionBus::verify`] and the streams of
+    /// [`MissionBus::replay`] / [`MissionBus::events`] do.
+    pub fn rebuild_state(&self, mission: &str) -> Result<MissionState> {
+        let c = self.cached(mission)?;
+        let mut state = MissionState::default();
+        for event in self.inner.store().scan(c.no, mission, 1, c.state.head) {
+            state.apply(&event?);
+        }
+        Ok(state)
+    }
+
+    /// The prototype's `allowed(name, capability)`, for one mission.
+    pub fn allowed(&self, mission: &str, name: &str, capability: Capability) -> Result<bool> {
+        Ok(self.cached(mission)?.state.allowed(name, capability))
+    }
+
+    /// Check that `name` may use `capability` in `mission`, as a typed error.
+    pub fn require(&self, mission: &str, name: &str, capability: Capability) -> Result<()> {
+        require(&self.cached(mission)?.state, name, capability)
+    }
+
+    /// Every mission id, sorted. Reads only the in-memory mission directory.
+    pub fn mission_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .inner
+            .shared
+            .directory()
+            .by_name
+            .keys()
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Every mission with its title and head, sorted by id. Does not load
+    /// (replay) mission states: a mission not yet in memory costs two `get`s
+    /// (its head and its creation record), and no writes can be in flight
+    /// for it, since the writer loads a mission before writing to it.
+    pub fn missions(&self) -> Result<Vec<MissionSummary>> {
+        self.mission_ids()
+            .into_iter()
+            .map(|name| {
+                let no = self.mission_no(&name)?;
+                let (title, head_sequence) = match self.inner.shared.cached(no) {
+                    Some(c) => (c.state.title.clone(), c.state.head),
+                    None => {
+                        let store = self.inner.store();
+                        let (head, _) = store.head(no, &name)?;
+                        let title = match store.event(no, 1, &name)? {
+                            Some(Event {
+                                body: EventBody::MissionCreated { title, .. },
+                                ..
+                            }) => title,
+                            _ => {
+                                return Err(Error::corruption(
+                                    &name,
+                                    Some(1),
+                                    "first record is not mission_created",
+                                ))
+                            }
+                        };
+                        (title, head)
+                    }
+                };
+                Ok(MissionSummary {
+                    mission_id: name,
+                    title,
+                    head_sequence,
+                })
+            })
+            .collect()
+    }
+
+    /// Replay `mission` as participant `reader` (capability `read`): events
+    /// with sequence `from..=` the current head, streamed in order. Every
+    /// record's checksum and its link in the hash chain are checked as it
+    /// is read, so a damaged, missing, rewritten or reordered record ends
+    /// the stream with [`Error::Corruption`] naming its sequence.
+    pub fn replay(&self, mission: &str, reader: &str, from: u64) -> Result<EventIter> {
+        let c = self.cached(mission)?;
+        require(&c.state, reader, Capability::Read)?;
+        self.inner
+            .store()
+            .scan_chained(c.no, mission, from, c.state.head, (c.state.head, c.hash))
+    }
+
+    /// The operator's view of the log: events `from..=to` (clamped to the
+    /// head), streamed in order, without a participant check. For exports,
+    /// audits and tools that already authorized the caller. Checked like
+    /// [`MissionBus::replay`] (checksums and hash chain).
+    pub fn events(&self, mission: &str, from: u64, to: u64) -> Result<EventIter> {
+        let c = self.cached(mission)?;
+        self.inner.store().scan_chained(
+            c.no,
+            mission,
+            from,
+            to.min(c.state.head),
+            (c.state.head, c.hash),
+        )
+    }
+
+    /// One event by sequence.
+    pub fn event(&self, mission: &str, sequence: u64) -> Result<Event> {
+        let c = self.cached(mission)?;
+        let missing = || {
+            Error::invalid(
+                "sequence",
+                format!(
+                    "mission '{mission}' has no sequence {sequence} (head is {})",
+                    c.state.head
+                ),
+            )
+        };
+        if sequence == 0 || sequence > c.state.head {
+            return Err(missing());
+        }
+        self.inner
+            .store()
+            .event(c.no, sequence, mission)?
+            .ok_or_else(|| Error::corruption(mission, Some(sequence), "record missing"))
+    }
+
+    /// The chain hash of the record at `sequence` (BLAKE3 over its key and
+    /// bytes, the value the next record carries as its previous hash), after
+    /// checking its checksum. `None` for a sequence past the head, or a
+    /// record that is missing or damaged (`verify` says which). Sequence 0
+    /// is the genesis hash (all zeros), the previous hash of record 1.
+    pub fn record_hash(&self, mission: &str, sequence: u64) -> Result<Option<[u8; 32]>> {
+        let c = self.cached(mission)?;
+        match sequence {
+            0 => Ok(Some(crate::codec::GENESIS)),
+            s if s > c.state.head => Ok(None),
+            s => self.inner.store().record_hash(c.no, s),
+        }
+    }
+
+    /// Find a checkpoint or handoff by id through its index (one `get` on
+    /// the index, one on the log): (mission id, event).
+    pub(super) fn by_index(&self, index: Index, id: &Uuid) -> Result<Option<(String, Event)>> {
+        let kind = match index {
+            Index::Checkpoints => Some(EventType::Checkpoint),
+            Index::Handoffs => Some(EventType::Handoff),
+            Index::EventIds => None,
+        };
+        if let Some(kind) = kind {
+            if let Some((no, event)) = self.inner.shared.recent(id, kind) {
+                if let Some(name) = self.inner.shared.name_of(no) {
+                    return Ok(Some((name, (*event).clone())));
+                }
+            }
+        }
+        let Some((no, seq)) = self.inner.store().lookup(index, id)? else {
+            return Ok(None);
+        };
+        let Some(name) = self.inner.shared.name_of(no) else {
+            return Ok(None); // an interrupted import's leftovers
+        };
+        let c = self.cached(&name)?;
+        if seq > c.state.head {
+            return Ok(None); // written but not yet durable
+        }
+        let event = self
+            .inner
+            .store()
+            .event(no, seq, &name)?
+            .ok_or_else(|| Error::corruption(&name, Some(seq), "indexed record missing"))?;
+        if event.id != *id {
+            return Err(Error::corruption(
+                &name,
+                Some(seq),
+                format!("index entry for {id} points at event {}", event.id),
+            ));
+        }
+        Ok(Some((name, event)))
+    }
+
+    /// A checkpoint by id, in any mission: (mission id, event).
+    pub fn checkpoint(&self, checkpoint_id: &Uuid) -> Result<(String, Event)> {
+        self.by_index(Index::Checkpoints, checkpoint_id)?
+            .ok_or_else(|| Error::CheckpointNotFound {
+                mission: "(any)".into(),
+                checkpoint_id: *checkpoint_id,
+            })
+    }
+
+    /// The resume packet of a handoff.
+    pub fn resume_packet(&self, handoff_id: &Uuid) -> Result<ResumePacket> {
+        let (mission, handoff) =
+            self.by_index(Index::Handoffs, handoff_id)?
+                .ok_or_else(|| Error::HandoffNotFound {
+                    what: handoff_id.to_string(),
+                })?;
+        self.packet(&mission, handoff)
+    }
+
+    /// The resume packet of the latest handoff addressed to `recipient` in
+    /// `mission`: where a restarted agent picks up, without knowing an id.
+    pub fn latest_resume_packet(&self, mission: &str, recipient: &str) -> Result<ResumePacket> {
+        let c = self.cached(mission)?;
+        let r = c
+            .state
+            .latest_handoff_to
+            .get(recipient)
+            .ok_or_else(|| Error::HandoffNotFound {
+                what: format!("no handoff to '{recipient}' in mission '{mission}'"),
+            })?;
+        let handoff = match self.inner.shared.recent(&r.id, EventType::Handoff) {
+            Some((_, e)) => (*e).clone(),
+            None => self
+                .inner
+                .store()
+                .event(c.no, r.sequence, mission)?
+                .ok_or_else(|| {
+                    Error::corruption(mission, Some(r.sequence), "handoff record missing")
+                })?,
+        };
+        self.packet(mission, handoff)
+    }
+
+    pub(super) fn packet(&self, mission: &str, handoff: Event) -> Result<ResumePacket> {
+        let EventBody::Handoff {
+            recipient,
+            checkpoint_id,
+            note,
+        } = &handoff.body
+        else {
+            return Err(Error::corruption(
+                mission,
+                Some(handoff.sequence),
+                "handoff index points at a non-handoff event",
+            ));
+        };
+        let (cp_mission, checkpoint) = self
+            .by_index(Index::Checkpoints, checkpoint_id)?
+            .filter(|(m, _)| m == mission)
+            .ok_or_else(|| Error::CheckpointNotFound {
+                mission: mission.to_string(),
+                checkpoint_id: *checkpoint_id,
+            })?;
+        debug_assert_eq!(cp_mission, mission);
+        let c = self.cached(mission)?;
+        Ok(ResumePacket {
+            mission_id: mission.to_string(),
+            title: c.state.title.clone(),
+            recipient: recipient.clone(),
+            sender: handoff.sender.clone(),
+            handoff_note: note.clone(),
+            checkpoint,
+            participants: c.state.participants.clone(),
+            isolation_profiles: c.state.config.isolation_profiles.clone(),
+            stream_length: c.state.stream_length(),
+            head_sequence: c.state.head,
+            handoff,
+        })
+    }
+
+    /// Verify one mission: checksums, hash chain, contiguous sequences, head,
+    /// and every index entry in both directions. Runs on the writer, so the
+    /// log does not move underneath it (appends wait meanwhile).
+    pub fn verify(&self, mission: &str) -> Result<VerifyReport> {
+        self.mission_no(mission)?;
+        self.send(|reply| Job::Verify {
+            mission: mission.to_string(),
+            reply,
+        })
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        self.inner.store().size_on_disk()
+    }
+
+    /// Every event of every mission, as it becomes durable (after the flush,
+    /// in commit order; imports are not announced). The channel holds
+    /// 4096 events: a receiver that falls further behind gets
+    /// `RecvError::Lagged` and should catch up from the log with
+    /// [`MissionBus::events`]. Writers never wait for subscribers. For
+    /// catch-up-then-live without gaps: subscribe first, read the log, then
+    /// skip live events whose sequence was already read.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Committed>> {
+        self.inner.shared.committed.subscribe()
+    }
+
+    /// Like [`MissionBus::subscribe`], for one mission only: its own 4096-event
+    /// channel, so other missions' traffic never makes this receiver lag.
+    /// Infallible and silent about whether the mission exists (a receiver
+    /// for an unknown mission simply never receives), so a server can
+    /// subscribe before it has authorized the caller.
+    pub fn subscribe_mission(
+        &self,
+        mission: &str,
+    ) -> tokio::sync::broadcast::Receiver<Arc<Committed>> {
+        let mut channels = self
+            .inner
+            .shared
+            .mission_channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        channels.retain(|_, tx| tx.receiver_count() > 0);
+        channels
+            .entry(mission.to_string())
+            .or_insert_with(|| tokio::sync::broadcast::channel(SUBSCRIBER_BUFFER).0)
+            .subscribe()
+    }
+}

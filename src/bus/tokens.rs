@@ -1,0 +1,66 @@
+//! Participant tokens: issued, rotated and checked; stored only as hashes.
+
+use super::{MissionBus, TokenOwner};
+
+use crate::error::{Error, Result};
+use crate::store::Durability;
+
+impl MissionBus {
+    /// Issue a new secret token for participant `name` of `mission`. Only a
+    /// hash of it is stored (durably, before this returns); the token itself
+    /// is returned once and cannot be recovered. It authenticates that
+    /// participant in that mission only. Earlier tokens stay valid.
+    pub fn issue_token(&self, mission: &str, name: &str) -> Result<String> {
+        Ok(self.new_token(mission, name, false)?.0)
+    }
+
+    /// Like [`MissionBus::issue_token`], but every earlier token of that
+    /// participant is revoked in the same atomic write (rotation after a
+    /// leak, or recovery when a token was lost). Returns the new token and
+    /// how many tokens were revoked.
+    pub fn reissue_token(&self, mission: &str, name: &str) -> Result<(String, u64)> {
+        self.new_token(mission, name, true)
+    }
+
+    fn new_token(&self, mission: &str, name: &str, revoke_others: bool) -> Result<(String, u64)> {
+        let c = self.cached(mission)?;
+        if !c.state.participants.contains_key(name) {
+            return Err(Error::ParticipantNotFound {
+                mission: mission.to_string(),
+                name: name.to_string(),
+            });
+        }
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret)
+            .map_err(|e| Error::io(self.path(), std::io::Error::other(e.to_string())))?;
+        let token = format!("mb_{}", crate::store::hex(&secret));
+        let store = self.inner.store();
+        let revoked = store.put_token(&token_hash(&token), c.no, name, revoke_others)?;
+        // A token is a credential: never acknowledge one that could be lost.
+        let durability = match self.inner.durability {
+            Durability::Relaxed => Durability::Flush,
+            d => d,
+        };
+        store.flush(durability)?;
+        Ok((token, revoked))
+    }
+
+    /// Who `token` belongs to, if anyone. The lookup is keyed by the token's
+    /// BLAKE3 hash, so the stored hashes reveal nothing usable and the
+    /// comparison never runs over the secret itself.
+    pub fn authenticate(&self, token: &str) -> Result<Option<TokenOwner>> {
+        let Some((no, name)) = self.inner.store().token_owner(&token_hash(token))? else {
+            return Ok(None);
+        };
+        Ok(self
+            .inner
+            .shared
+            .name_of(no)
+            .map(|mission_id| TokenOwner { mission_id, name }))
+    }
+}
+
+/// BLAKE3 of a token, the only form in which tokens are stored.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    *blake3::hash(token.as_bytes()).as_bytes()
+}

@@ -1,0 +1,669 @@
+//! The single writer thread: plans each commit group against the state
+//! the group will leave, writes it in one transaction, makes it durable,
+//! then publishes and acknowledges.
+
+use super::{at_sequence, require, Cached, Committed, Draft, Job, Shared, IMPORT_CHUNK, MAX_GROUP};
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::event::{now_micros, Event, EventBody, EventType, OPERATOR};
+use crate::keys::MissionNo;
+use crate::profiles::Capability;
+use crate::state::MissionState;
+use crate::store::{Durability, Index, PlannedAppend, Store};
+
+pub(super) struct Writer {
+    pub(super) store: Arc<Store>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) durability: Durability,
+    pub(super) snapshot_every: u64,
+}
+
+/// One request of a commit group that passed planning.
+struct Pending {
+    reply: mpsc::Sender<Result<Vec<Event>>>,
+    outcome: Planned,
+}
+
+/// What a planned request will be answered with.
+enum Planned {
+    /// The events of `group.plans[i]`, once written.
+    Written(usize),
+    /// An idempotent retry: the events already stored, nothing to write.
+    Stored(Vec<Event>),
+}
+
+/// A commit group being planned: the state each touched mission will have
+/// once the group lands.
+#[derive(Default)]
+struct Group {
+    staged: HashMap<MissionNo, Cached>,
+    new_names: HashMap<String, MissionNo>,
+    plans: Vec<PlannedAppend>,
+    pending: Vec<Pending>,
+    /// Ids written by this group, with the event they belong to.
+    ids: HashMap<Uuid, (MissionNo, Event)>,
+}
+
+impl Writer {
+    pub(super) fn run(self, rx: Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut group = Group::default();
+            let mut next = Some(first);
+            let mut taken = 0;
+            while let Some(job) = next.take() {
+                taken += 1;
+                match job {
+                    Job::Append {
+                        mission,
+                        drafts,
+                        expected,
+                        reply,
+                    } => match self.plan(&mut group, &mission, drafts, expected) {
+                        Ok(outcome) => group.pending.push(Pending { reply, outcome }),
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    },
+                    // Jobs that need the log to stand still run alone: commit
+                    // what is planned first, then run them.
+                    other => {
+                        self.commit(std::mem::take(&mut group));
+                        self.run_exclusive(other);
+                    }
+                }
+                if taken < MAX_GROUP {
+                    next = rx.try_recv().ok();
+                }
+            }
+            self.commit(group);
+        }
+    }
+
+    fn run_exclusive(&self, job: Job) {
+        match job {
+            Job::Append { .. } => unreachable!("appends are planned into groups"),
+            Job::Load { mission, reply } => {
+                let _ = reply.send(self.load_by_name(&mission));
+            }
+            Job::Verify { mission, reply } => {
+                let r = match self.store.mission_no(&mission) {
+                    Ok(Some(no)) => self.store.verify(no, &mission),
+                    Ok(None) => Err(Error::MissionNotFound { mission }),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(r);
+            }
+            Job::Import {
+                events,
+                progress,
+                reply,
+            } => {
+                let _ = reply.send(self.import(events, progress));
+            }
+        }
+    }
+
+    fn name_to_no(&self, mission: &str) -> Option<MissionNo> {
+        self.shared.no_of(mission)
+    }
+
+    fn load_by_name(&self, mission: &str) -> Result<Arc<Cached>> {
+        let no = self
+            .name_to_no(mission)
+            .ok_or_else(|| Error::MissionNotFound {
+                mission: mission.to_string(),
+            })?;
+        self.load(no, mission)
+    }
+
+    /// The committed state of a mission: from the cache, else from the
+    /// snapshot plus the events after it, else from the whole log.
+    fn load(&self, no: MissionNo, mission: &str) -> Result<Arc<Cached>> {
+        if let Some(c) = self.shared.cached(no) {
+            return Ok(c);
+        }
+        let (head, head_hash) = self.store.head(no, mission)?;
+        let (mut state, from, snapshot_seq) = match self.valid_snapshot(no, head)? {
+            Some(s) => (s.state, s.sequence + 1, s.sequence),
+            None => (MissionState::default(), 1, 0),
+        };
+        for event in self.store.scan(no, mission, from, head) {
+            state.apply(&event?);
+        }
+        let cached = Arc::new(Cached {
+            no,
+            state: Arc::new(state),
+            hash: head_hash,
+            snapshot_seq,
+        });
+        self.shared
+            .cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(no, Arc::clone(&cached));
+        Ok(cached)
+    }
+
+    /// A snapshot is used only if it decodes, was built by this reducer
+    /// version, is not past the head, and the record it names still hashes
+    /// to the hash it recorded.
+    fn valid_snapshot(&self, no: MissionNo, head: u64) -> Result<Option<codec::Snapshot>> {
+        let Some(raw) = self.store.snapshot(no)? else {
+            return Ok(None);
+        };
+        let Ok(snap) = codec::decode_snapshot(&raw) else {
+            return Ok(None);
+        };
+        if snap.sequence == 0 || snap.sequence > head {
+            return Ok(None);
+        }
+        if self.store.record_hash(no, snap.sequence)? != Some(snap.hash) {
+            return Ok(None);
+        }
+        Ok(Some(snap))
+    }
+
+    /// Validate one request against the staged state and add it to the group.
+    fn plan(
+        &self,
+        group: &mut Group,
+        mission: &str,
+        drafts: Vec<Draft>,
+        expected: Option<u64>,
+    ) -> Result<Planned> {
+        let creating = matches!(
+            drafts.first().map(|d| &d.body),
+            Some(EventBody::MissionCreated { .. })
+        );
+        let mut cached = if creating {
+            if self.name_to_no(mission).is_some() || group.new_names.contains_key(mission) {
+                return Err(Error::MissionExists {
+                    mission: mission.to_string(),
+                });
+            }
+            let no = self.store.allocate_mission_no()?;
+            Cached {
+                no,
+                state: Arc::new(MissionState::default()),
+                hash: codec::GENESIS,
+                snapshot_seq: 0,
+            }
+        } else {
+            let no = self
+                .name_to_no(mission)
+                .or_else(|| group.new_names.get(mission).copied())
+                .ok_or_else(|| Error::MissionNotFound {
+                    mission: mission.to_string(),
+                })?;
+            match group.staged.get(&no) {
+                Some(c) => c.clone(),
+                None => (*self.load(no, mission)?).clone(),
+            }
+        };
+        let no = cached.no;
+
+        // Idempotent retry: a caller-supplied id already stored.
+        if let [Draft { id: Some(id), .. }] = drafts.as_slice() {
+            if let Some(original) = self.stored_with_id(group, id)? {
+                let (orig_no, orig) = original;
+                let d = &drafts[0];
+                return if orig_no == no && orig.sender == d.sender && orig.body == d.body {
+                    Ok(Planned::Stored(vec![orig]))
+                } else {
+                    Err(Error::EventIdConflict {
+                        event_id: *id,
+                        mission: self
+                            .shared
+                            .name_of(orig_no)
+                            .unwrap_or_else(|| mission.to_string()),
+                        sequence: orig.sequence,
+                    })
+                };
+            }
+        }
+        let prev_seq = cached.state.head;
+        if let Some(e) = expected {
+            if e != prev_seq {
+                return Err(Error::SequenceConflict {
+                    mission: mission.to_string(),
+                    expected: e,
+                    head: prev_seq,
+                });
+            }
+        }
+        // A batch works on a scratch copy so that a failing item leaves no
+        // trace; a single event is validated first and then applied in place
+        // (copy-on-write: at most one copy per mission per commit group).
+        let mut scratch = (drafts.len() > 1).then(|| (*cached.state).clone());
+        let mut events = Vec::with_capacity(drafts.len());
+        let mut batch_ids = HashSet::new();
+        let mut remember = Vec::new();
+        for (i, d) in drafts.into_iter().enumerate() {
+            if i > 0 && matches!(d.body, EventBody::MissionCreated { .. }) {
+                return Err(Error::invalid(
+                    "batch",
+                    "mission_created may only come first",
+                ));
+            }
+            // (A single event's id was checked above, as a possible retry.)
+            if let (Some(id), Some(_)) = (d.id, &scratch) {
+                if !batch_ids.insert(id) || self.stored_with_id(group, &id)?.is_some() {
+                    return Err(Error::invalid("event id", format!("{id} is already used")));
+                }
+            }
+            let state: &MissionState = scratch.as_ref().unwrap_or(&cached.state);
+            let staged_checkpoint = |id: &Uuid| {
+                events
+                    .iter()
+                    .any(|e: &Event| e.id == *id && e.event_type() == EventType::Checkpoint)
+                    || group
+                        .ids
+                        .get(id)
+                        .is_some_and(|(m, e)| *m == no && e.event_type() == EventType::Checkpoint)
+            };
+            self.validate(state, mission, no, &d, &staged_checkpoint)?;
+            let event = Event {
+                id: d.id.unwrap_or_else(Uuid::now_v7),
+                sequence: state.head + 1,
+                timestamp: d.timestamp.unwrap_or_else(now_micros),
+                sender: d.sender,
+                body: d.body,
+            };
+            match scratch.as_mut() {
+                Some(s) => s.apply(&event),
+                None => {
+                    // Drop the group's own reference first so the copy is
+                    // only made when readers still hold the published state.
+                    group.staged.remove(&no);
+                    Arc::make_mut(&mut cached.state).apply(&event);
+                }
+            }
+            // Later requests of this group may retry a caller-chosen id or
+            // hand off a checkpoint made here; nothing else is looked up.
+            if d.id.is_some() || event.event_type() == EventType::Checkpoint {
+                remember.push(event.clone());
+            }
+            events.push(event);
+        }
+        if let Some(s) = scratch {
+            cached.state = Arc::new(s);
+        }
+        if creating {
+            group.new_names.insert(mission.to_string(), no);
+        }
+        for e in remember {
+            group.ids.insert(e.id, (no, e));
+        }
+        group.plans.push(PlannedAppend {
+            mission: no,
+            register: creating.then(|| mission.to_string()),
+            replace_orphan_ids: false,
+            prev_seq,
+            events,
+        });
+        group.staged.insert(no, cached);
+        Ok(Planned::Written(group.plans.len() - 1))
+    }
+
+    /// The event already stored (or staged in this group) under `id`.
+    fn stored_with_id(&self, group: &Group, id: &Uuid) -> Result<Option<(MissionNo, Event)>> {
+        if let Some(found) = group.ids.get(id) {
+            return Ok(Some(found.clone()));
+        }
+        let Some((no, seq)) = self.store.lookup(Index::EventIds, id)? else {
+            return Ok(None);
+        };
+        let Some(name) = self.shared.name_of(no) else {
+            // Left by an interrupted import; that mission never became visible.
+            return Ok(None);
+        };
+        let event = self
+            .store
+            .event(no, seq, &name)?
+            .ok_or_else(|| Error::corruption(&name, Some(seq), "indexed record missing"))?;
+        if event.id != *id {
+            return Err(Error::corruption(
+                &name,
+                Some(seq),
+                format!("event_ids entry for {id} points at event {}", event.id),
+            ));
+        }
+        Ok(Some((no, event)))
+    }
+
+    /// Stateful checks: roles, membership, references.
+    fn validate(
+        &self,
+        state: &MissionState,
+        mission: &str,
+        no: MissionNo,
+        d: &Draft,
+        staged_checkpoint: &dyn Fn(&Uuid) -> bool,
+    ) -> Result<()> {
+        let manage = |state: &MissionState| -> Result<()> {
+            if d.sender == OPERATOR {
+                return Ok(());
+            }
+            match state.participants.get(&d.sender) {
+                Some(p) if p.role == "lead" => Ok(()),
+                Some(p) => Err(Error::PermissionDenied {
+                    mission: mission.to_string(),
+                    sender: d.sender.clone(),
+                    role: p.role.clone(),
+                    capability: "manage participants (role 'lead')".into(),
+                }),
+                None => Err(Error::NotAParticipant {
+                    mission: mission.to_string(),
+                    sender: d.sender.clone(),
+                }),
+            }
+        };
+        match &d.body {
+            EventBody::MissionCreated { mission_id, .. } => {
+                if mission_id != mission {
+                    return Err(Error::invalid(
+                        "mission_created",
+                        format!("names mission '{mission_id}', appended to '{mission}'"),
+                    ));
+                }
+                if state.head != 0 {
+                    return Err(Error::MissionExists {
+                        mission: mission.to_string(),
+                    });
+                }
+                Ok(())
+            }
+            EventBody::ParticipantJoined { name, role, .. } => {
+                // The lead joining right after creation is the creator itself.
+                let creator_joining = state.head == 1 && d.sender == *name && role == "lead";
+                if !creator_joining {
+                    manage(state)?;
+                }
+                if !state.config.has_role(role) {
+                    return Err(Error::UnknownRole {
+                        mission: mission.to_string(),
+                        role: role.clone(),
+                    });
+                }
+                if state.participants.contains_key(name) {
+                    return Err(Error::ParticipantExists {
+                        mission: mission.to_string(),
+                        name: name.clone(),
+                    });
+                }
+                Ok(())
+            }
+            EventBody::RoleChanged { name, role } => {
+                manage(state)?;
+                if !state.config.has_role(role) {
+                    return Err(Error::UnknownRole {
+                        mission: mission.to_string(),
+                        role: role.clone(),
+                    });
+                }
+                if !state.participants.contains_key(name) {
+                    return Err(Error::ParticipantNotFound {
+                        mission: mission.to_string(),
+                        name: name.clone(),
+                    });
+                }
+                Ok(())
+            }
+            EventBody::Message { .. } => require(state, &d.sender, Capability::Publish),
+            EventBody::Checkpoint { .. } => require(state, &d.sender, Capability::Checkpoint),
+            EventBody::Handoff {
+                recipient,
+                checkpoint_id,
+                ..
+            } => {
+                require(state, &d.sender, Capability::Handoff)?;
+                if !state.participants.contains_key(recipient) {
+                    return Err(Error::ParticipantNotFound {
+                        mission: mission.to_string(),
+                        name: recipient.clone(),
+                    });
+                }
+                let not_found = || Error::CheckpointNotFound {
+                    mission: mission.to_string(),
+                    checkpoint_id: *checkpoint_id,
+                };
+                // A checkpoint of this mission that is already in the log
+                // (or staged earlier in this group / batch).
+                let known = match self.store.lookup(Index::Checkpoints, checkpoint_id)? {
+                    Some((m, seq)) => m == no && seq <= state.head,
+                    None => false,
+                };
+                if known || staged_checkpoint(checkpoint_id) {
+                    Ok(())
+                } else {
+                    Err(not_found())
+                }
+            }
+        }
+    }
+
+    /// Write, flush, publish, acknowledge. On failure every request of the
+    /// group gets the error and the cache forgets the touched missions (they
+    /// are reloaded from the store, which is the truth).
+    fn commit(&self, group: Group) {
+        if group.pending.is_empty() {
+            return;
+        }
+        let result = if group.plans.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.store
+                .commit(&group.plans)
+                .and_then(|heads| self.store.flush(self.durability).map(|()| heads))
+        };
+        match result {
+            Ok(heads) => {
+                let mut staged = group.staged;
+                for (plan, (seq, hash)) in group.plans.iter().zip(heads) {
+                    if let Some(c) = staged.get_mut(&plan.mission) {
+                        debug_assert!(c.state.head >= seq);
+                        if c.state.head == seq {
+                            c.hash = hash;
+                        }
+                    }
+                }
+                {
+                    let mut dir = self
+                        .shared
+                        .directory
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner());
+                    for (name, no) in group.new_names {
+                        dir.insert(name, no);
+                    }
+                }
+                let mut cache = self.shared.cache.write().unwrap_or_else(|p| p.into_inner());
+                for (no, mut c) in staged {
+                    if self.snapshot_every > 0
+                        && c.state.head >= c.snapshot_seq + self.snapshot_every
+                    {
+                        let bytes = codec::encode_snapshot(c.state.head, &c.hash, &c.state);
+                        // A failed snapshot write only costs a longer rebuild.
+                        if self.store.put_snapshot(no, bytes).is_ok() {
+                            c.snapshot_seq = c.state.head;
+                        }
+                    }
+                    cache.insert(no, Arc::new(c));
+                }
+                drop(cache);
+                {
+                    let mut recent = self.shared.recent.lock().unwrap_or_else(|p| p.into_inner());
+                    for plan in &group.plans {
+                        for e in &plan.events {
+                            if matches!(e.event_type(), EventType::Checkpoint | EventType::Handoff)
+                            {
+                                recent.insert(plan.mission, e);
+                            }
+                        }
+                    }
+                }
+                let count: usize = group.plans.iter().map(|p| p.events.len()).sum();
+                self.shared
+                    .written
+                    .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
+                let mut written: Vec<(MissionNo, Vec<Event>)> = group
+                    .plans
+                    .into_iter()
+                    .map(|p| (p.mission, p.events))
+                    .collect();
+                let global = self.shared.committed.receiver_count() > 0;
+                let channels = self
+                    .shared
+                    .mission_channels
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                for (mission, events) in &written {
+                    let Some(name) = self.shared.name_of(*mission) else {
+                        continue;
+                    };
+                    let own = channels.get(&name).filter(|tx| tx.receiver_count() > 0);
+                    if !global && own.is_none() {
+                        continue;
+                    }
+                    for event in events {
+                        let c = Arc::new(Committed {
+                            mission_id: name.clone(),
+                            event: event.clone(),
+                        });
+                        // Err only means nobody is listening any more.
+                        if let Some(tx) = own {
+                            let _ = tx.send(Arc::clone(&c));
+                        }
+                        if global {
+                            let _ = self.shared.committed.send(c);
+                        }
+                    }
+                }
+                drop(channels);
+                for p in group.pending {
+                    let events = match p.outcome {
+                        Planned::Written(i) => std::mem::take(&mut written[i].1),
+                        Planned::Stored(events) => events,
+                    };
+                    let _ = p.reply.send(Ok(events));
+                }
+            }
+            Err(e) => {
+                let mut cache = self.shared.cache.write().unwrap_or_else(|p| p.into_inner());
+                for no in group.staged.keys() {
+                    cache.remove(no);
+                }
+                drop(cache);
+                for p in group.pending {
+                    let _ = p.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Import a whole log: validate everything, then write in chunks with
+    /// the mission registered in the last one, so it appears atomically.
+    fn import(&self, events: Vec<Event>, mut progress: Box<dyn FnMut(u64) + Send>) -> Result<u64> {
+        let EventBody::MissionCreated { mission_id, .. } = &events[0].body else {
+            unreachable!("checked by import_log");
+        };
+        let mission = mission_id.clone();
+        if self.name_to_no(&mission).is_some() {
+            return Err(Error::MissionExists { mission });
+        }
+        let no = self.store.allocate_mission_no()?;
+        let empty = Group::default();
+        let mut state = MissionState::default();
+        let mut seen = HashSet::with_capacity(events.len());
+        let mut checkpoints = HashSet::new();
+        for e in &events {
+            if !seen.insert(e.id) {
+                return Err(Error::invalid(
+                    "event id",
+                    format!("{} appears twice (sequence {})", e.id, e.sequence),
+                ));
+            }
+            if let Some((m, orig)) = self.stored_with_id(&empty, &e.id)? {
+                let owner = self.shared.name_of(m).unwrap_or_default();
+                return Err(Error::EventIdConflict {
+                    event_id: e.id,
+                    mission: owner,
+                    sequence: orig.sequence,
+                });
+            }
+            let draft = Draft {
+                id: Some(e.id),
+                timestamp: Some(e.timestamp),
+                sender: e.sender.clone(),
+                body: e.body.clone(),
+            };
+            if e.sequence > 1 {
+                self.validate(&state, &mission, no, &draft, &|id| checkpoints.contains(id))
+                    .map_err(|err| at_sequence(err, e.sequence))?;
+            }
+            if e.event_type() == EventType::Checkpoint {
+                checkpoints.insert(e.id);
+            }
+            state.apply(e);
+        }
+        let total = events.len();
+        let mut written = 0usize;
+        let mut hash = codec::GENESIS;
+        let mut chunks = events.chunks(IMPORT_CHUNK).peekable();
+        while let Some(chunk) = chunks.next() {
+            let last = chunks.peek().is_none();
+            let plan = PlannedAppend {
+                mission: no,
+                register: last.then(|| mission.clone()),
+                replace_orphan_ids: true,
+                prev_seq: written as u64,
+                events: chunk.to_vec(),
+            };
+            let heads = self.store.commit(std::slice::from_ref(&plan))?;
+            hash = heads[0].1;
+            written += chunk.len();
+            if last {
+                self.store.flush(self.durability)?;
+            }
+            progress(written as u64);
+        }
+        debug_assert_eq!(written, total);
+        self.shared
+            .written
+            .fetch_add(total as u64, std::sync::atomic::Ordering::Relaxed);
+        self.shared
+            .directory
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(mission, no);
+        let snapshot_seq = if self.snapshot_every > 0 && state.head >= self.snapshot_every {
+            let bytes = codec::encode_snapshot(state.head, &hash, &state);
+            self.store
+                .put_snapshot(no, bytes)
+                .map(|()| state.head)
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        self.shared
+            .cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                no,
+                Arc::new(Cached {
+                    no,
+                    state: Arc::new(state),
+                    hash,
+                    snapshot_seq,
+                }),
+            );
+        Ok(total as u64)
+    }
+}

@@ -1,0 +1,321 @@
+//! The public write calls. Stateless checks run here, on the caller's
+//! thread; everything else happens on the writer.
+
+use super::{
+    at_sequence, check_body, check_name, check_participant_name, check_text, Action, AppendOptions,
+    Cached, MissionBus, NewMission, MAX_TEXT_BYTES,
+};
+use std::sync::mpsc::{self};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::event::{Event, EventBody, Json, OPERATOR};
+use crate::verify::VerifyReport;
+
+/// An event to append: built by the public methods, validated by the writer.
+#[derive(Debug, Clone)]
+pub(super) struct Draft {
+    pub(super) id: Option<Uuid>,
+    pub(super) timestamp: Option<DateTime<Utc>>,
+    pub(super) sender: String,
+    pub(super) body: EventBody,
+}
+
+pub(super) enum Job {
+    Append {
+        mission: String,
+        drafts: Vec<Draft>,
+        expected: Option<u64>,
+        reply: mpsc::Sender<Result<Vec<Event>>>,
+    },
+    Import {
+        events: Vec<Event>,
+        progress: Box<dyn FnMut(u64) + Send>,
+        reply: mpsc::Sender<Result<u64>>,
+    },
+    Load {
+        mission: String,
+        reply: mpsc::Sender<Result<Arc<Cached>>>,
+    },
+    Verify {
+        mission: String,
+        reply: mpsc::Sender<Result<VerifyReport>>,
+    },
+}
+
+impl MissionBus {
+    /// Create a mission (and register its lead, if given) atomically.
+    /// Returns the stored events: `mission_created`, then `participant_joined`.
+    pub fn create_mission(&self, m: NewMission) -> Result<Vec<Event>> {
+        check_name("mission id", &m.mission_id)?;
+        check_text("title", &m.title, MAX_TEXT_BYTES)?;
+        let sender = m.lead.clone().unwrap_or_else(|| OPERATOR.to_string());
+        let mut drafts = vec![Draft {
+            id: None,
+            timestamp: None,
+            sender: sender.clone(),
+            body: EventBody::MissionCreated {
+                mission_id: m.mission_id.clone(),
+                title: m.title,
+                config: m.config,
+            },
+        }];
+        if let Some(lead) = m.lead {
+            check_participant_name("lead", &lead)?;
+            drafts.push(Draft {
+                id: None,
+                timestamp: None,
+                sender,
+                body: EventBody::ParticipantJoined {
+                    name: lead,
+                    role: "lead".into(),
+                    metadata: Json::empty_object(),
+                },
+            });
+        }
+        self.send(|reply| Job::Append {
+            mission: m.mission_id,
+            drafts,
+            expected: None,
+            reply,
+        })
+    }
+
+    /// Append one event: `sender` does `action` in `mission`, checked against
+    /// the sender's role. Returns the stored, durable event.
+    pub fn append(
+        &self,
+        mission: &str,
+        sender: &str,
+        action: Action,
+        opts: &AppendOptions,
+    ) -> Result<Event> {
+        let draft = self.draft(sender, action, opts.event_id, None)?;
+        let mut events = self.send(|reply| Job::Append {
+            mission: mission.to_string(),
+            drafts: vec![draft],
+            expected: opts.expected_sequence,
+            reply,
+        })?;
+        events.pop().ok_or(Error::Closed)
+    }
+
+    /// Append several events to one mission atomically (all or none), with
+    /// one flush. Each item is checked as if the earlier ones had landed.
+    pub fn append_batch(
+        &self,
+        mission: &str,
+        items: Vec<(String, Action)>,
+        expected_sequence: Option<u64>,
+    ) -> Result<Vec<Event>> {
+        if items.is_empty() {
+            return Err(Error::invalid("batch", "is empty"));
+        }
+        let drafts = items
+            .into_iter()
+            .map(|(sender, action)| self.draft(&sender, action, None, None))
+            .collect::<Result<Vec<_>>>()?;
+        self.send(|reply| Job::Append {
+            mission: mission.to_string(),
+            drafts,
+            expected: expected_sequence,
+            reply,
+        })
+    }
+
+    /// Register `name` with `role` (by the operator, as the prototype's
+    /// `register_participant`).
+    pub fn join(&self, mission: &str, name: &str, role: &str, metadata: Json) -> Result<Event> {
+        self.append(
+            mission,
+            OPERATOR,
+            Action::Join {
+                name: name.into(),
+                role: role.into(),
+                metadata,
+            },
+            &AppendOptions::default(),
+        )
+    }
+
+    /// Publish a message (capability `publish`).
+    pub fn publish(
+        &self,
+        mission: &str,
+        sender: &str,
+        topic: &str,
+        payload: Json,
+    ) -> Result<Event> {
+        self.append(
+            mission,
+            sender,
+            Action::Publish {
+                topic: topic.into(),
+                payload,
+            },
+            &AppendOptions::default(),
+        )
+    }
+
+    /// Save a checkpoint (capability `checkpoint`).
+    pub fn create_checkpoint(
+        &self,
+        mission: &str,
+        sender: &str,
+        summary: &str,
+        state: Json,
+        artifacts: Vec<String>,
+    ) -> Result<Event> {
+        self.append(
+            mission,
+            sender,
+            Action::Checkpoint {
+                summary: summary.into(),
+                state,
+                artifacts,
+            },
+            &AppendOptions::default(),
+        )
+    }
+
+    /// Hand work to `recipient`, pointing at a checkpoint of this mission
+    /// (capability `handoff`).
+    pub fn handoff(
+        &self,
+        mission: &str,
+        sender: &str,
+        recipient: &str,
+        checkpoint_id: Uuid,
+        note: &str,
+    ) -> Result<Event> {
+        self.append(
+            mission,
+            sender,
+            Action::Handoff {
+                recipient: recipient.into(),
+                checkpoint_id,
+                note: note.into(),
+            },
+            &AppendOptions::default(),
+        )
+    }
+
+    /// Stateless checks (names, sizes) on the caller's thread, before the
+    /// writer sees the request.
+    pub(super) fn draft(
+        &self,
+        sender: &str,
+        action: Action,
+        id: Option<Uuid>,
+        timestamp: Option<DateTime<Utc>>,
+    ) -> Result<Draft> {
+        if sender != OPERATOR {
+            check_participant_name("sender", sender)?;
+        }
+        let body = match action {
+            Action::Join {
+                name,
+                role,
+                metadata,
+            } => {
+                check_participant_name("participant name", &name)?;
+                check_name("role", &role)?;
+                EventBody::ParticipantJoined {
+                    name,
+                    role,
+                    metadata,
+                }
+            }
+            Action::ChangeRole { name, role } => {
+                check_participant_name("participant name", &name)?;
+                check_name("role", &role)?;
+                EventBody::RoleChanged { name, role }
+            }
+            Action::Publish { topic, payload } => EventBody::Message { topic, payload },
+            Action::Checkpoint {
+                summary,
+                state,
+                artifacts,
+            } => EventBody::Checkpoint {
+                summary,
+                state,
+                artifacts,
+            },
+            Action::Handoff {
+                recipient,
+                checkpoint_id,
+                note,
+            } => {
+                check_participant_name("recipient", &recipient)?;
+                EventBody::Handoff {
+                    recipient,
+                    checkpoint_id,
+                    note,
+                }
+            }
+        };
+        check_body(&body, self.inner.limits)?;
+        Ok(Draft {
+            id,
+            timestamp,
+            sender: sender.to_string(),
+            body,
+        })
+    }
+
+    /// Import a whole mission log (as exported): sequences 1..=n, the first
+    /// a `mission_created`. Event ids, timestamps and payloads are kept.
+    /// Every event is validated as if appended live (roles, references)
+    /// before anything is written; the mission becomes visible atomically
+    /// when the last chunk is durable. Refuses an existing mission id.
+    /// `progress` is called with the number of events written so far.
+    pub fn import_log(
+        &self,
+        events: Vec<Event>,
+        progress: impl FnMut(u64) + Send + 'static,
+    ) -> Result<u64> {
+        let Some(first) = events.first() else {
+            return Err(Error::invalid("import", "the log is empty"));
+        };
+        let EventBody::MissionCreated {
+            mission_id, title, ..
+        } = &first.body
+        else {
+            return Err(Error::invalid(
+                "import",
+                format!(
+                    "the first event (sequence {}) is a {}, not mission_created",
+                    first.sequence,
+                    first.event_type()
+                ),
+            ));
+        };
+        check_name("mission id", mission_id)?;
+        check_text("title", title, MAX_TEXT_BYTES)?;
+        for (i, e) in events.iter().enumerate() {
+            if e.sequence != i as u64 + 1 {
+                return Err(Error::invalid(
+                    "import",
+                    format!(
+                        "event #{} has sequence {}; sequences must run 1, 2, 3, ... without gaps",
+                        i + 1,
+                        e.sequence
+                    ),
+                ));
+            }
+            if e.sender != OPERATOR {
+                check_participant_name("sender", &e.sender)
+                    .map_err(|err| at_sequence(err, e.sequence))?;
+            }
+            check_body(&e.body, self.inner.limits).map_err(|err| at_sequence(err, e.sequence))?;
+        }
+        self.send(|reply| Job::Import {
+            events,
+            progress: Box::new(progress),
+            reply,
+        })
+    }
+}
