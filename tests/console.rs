@@ -1203,10 +1203,25 @@ fn console_in_a_real_browser() {
         json!([BIG]),
     );
     let list_ms = list_started.elapsed().as_secs_f64() * 1000.0;
-    let open = timed_timeline(&b, BIG, &format!("location.hash = '#/m/{BIG}'"));
-    assert_eq!(open["to"], big_events(), "opens at the tail");
-    assert_eq!(open["from"], big_events() - 199);
-    assert_eq!(open["marks"], 200, "only the window is loaded");
+    // Opened three times (from the missions page each time): the first
+    // open, and two more to show the spread on a busy machine.
+    let mut opens = Vec::new();
+    for i in 0..3 {
+        if i > 0 {
+            b.js("location.hash = '#/';", json!([]));
+            b.wait(
+                "the missions page",
+                "return !document.getElementById('missions-view').hidden && \
+                   document.querySelectorAll('#missions-body tr').length > 0;",
+                json!([]),
+            );
+        }
+        let open = timed_timeline(&b, BIG, &format!("location.hash = '#/m/{BIG}'"));
+        assert_eq!(open["to"], big_events(), "opens at the tail");
+        assert_eq!(open["from"], big_events() - 199);
+        assert_eq!(open["marks"], 200, "only the window is loaded");
+        opens.push(open["ms"].as_f64().unwrap());
+    }
     let lanes = b.js(
         "return document.querySelectorAll('#timeline .lane').length;",
         json!([]),
@@ -1251,8 +1266,8 @@ fn console_in_a_real_browser() {
     .unwrap();
     writeln!(
         timings,
-        "1M-event mission, timeline open at the tail (200 events): {:.0} ms",
-        ms(&open)
+        "1M-event mission, timeline open at the tail (200 events): {:.0} ms first, then {:.0} and {:.0} ms",
+        opens[0], opens[1], opens[2]
     )
     .unwrap();
     writeln!(
