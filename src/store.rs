@@ -52,6 +52,10 @@ const TREE_SNAPSHOTS: &str = "snapshots";
 const TREE_META: &str = "meta";
 const TREE_TOKENS: &str = "tokens";
 const META_FORMAT: &[u8] = b"format_version";
+/// `meta` key: added to every mission number sled generates (u64 BE;
+/// absent = 0). Set in a copy (backup) so that new numbers never collide
+/// with the copied ones, since sled's id generator starts again at 0 there.
+const META_MISSION_NO_BASE: &[u8] = b"mission_no_base";
 /// How long opening waits for a directory lock that is held.
 const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -76,6 +80,8 @@ pub(crate) struct StoreOptions {
 #[derive(Debug)]
 pub(crate) struct PlannedAppend {
     pub(crate) mission: MissionNo,
+    /// The mission's string id (version-2 records carry it).
+    pub(crate) mission_id: String,
     /// Register the mission's string id in the same transaction (creation).
     pub(crate) register: Option<String>,
     /// Overwrite event-id index entries left by an interrupted import (the
@@ -116,6 +122,7 @@ pub(crate) struct Store {
     snapshots: sled::Tree,
     tokens: sled::Tree,
     data_file: OnceLock<File>,
+    mission_no_base: u64,
 }
 
 impl Store {
@@ -152,7 +159,12 @@ impl Store {
         };
         let meta = db.open_tree(TREE_META)?;
         match meta.get(META_FORMAT)? {
+            // A version-1 store is upgraded in place: only this key changes
+            // (records are never rewritten; v1 and v2 records are both read).
             None => {
+                meta.insert(META_FORMAT, &[codec::FORMAT_VERSION])?;
+            }
+            Some(v) if v.as_ref() == [codec::FORMAT_V1] => {
                 meta.insert(META_FORMAT, &[codec::FORMAT_VERSION])?;
             }
             Some(v) if v.as_ref() == [codec::FORMAT_VERSION] => {}
@@ -161,7 +173,7 @@ impl Store {
                     "(store)",
                     None,
                     format!(
-                        "data dir {} has format version {:?}; this build reads version {}",
+                        "data dir {} has format version {:?}; this build reads versions 1 and {}",
                         path.display(),
                         v.as_ref(),
                         codec::FORMAT_VERSION
@@ -169,8 +181,15 @@ impl Store {
                 ))
             }
         }
+        let mission_no_base = match meta.get(META_MISSION_NO_BASE)? {
+            None => 0,
+            Some(v) => keys::parse_u64(&v).ok_or_else(|| {
+                Error::corruption("(store)", None, "meta.mission_no_base is malformed")
+            })?,
+        };
         Ok(Store {
             path: path.to_path_buf(),
+            mission_no_base,
             missions: db.open_tree(TREE_MISSIONS)?,
             events: db.open_tree(TREE_EVENTS)?,
             heads: db.open_tree(TREE_HEADS)?,
@@ -211,7 +230,9 @@ impl Store {
 
     /// A fresh internal mission number (unique, increasing, with gaps).
     pub(crate) fn allocate_mission_no(&self) -> Result<MissionNo> {
-        Ok(self.db.generate_id()?)
+        let id = self.db.generate_id()?;
+        id.checked_add(self.mission_no_base)
+            .ok_or_else(|| Error::corruption("(store)", None, "mission numbers exhausted"))
     }
 
     /// The internal number of mission `name`, if it exists.
@@ -575,6 +596,14 @@ impl Store {
                 }
             }
             prev = Some(codec::record_hash(&k, &v));
+            if v[0] != codec::FORMAT_V1 && codec::frame(&v).is_ok_and(|f| f.mission_id != name) {
+                // Not named: it may be another mission's id.
+                problem(
+                    &mut report,
+                    Some(seq),
+                    "record carries another mission's id (moved or forged)".into(),
+                );
+            }
             let Ok(event) = decoded else {
                 continue;
             };
@@ -758,7 +787,7 @@ fn commit_one(
         }
         seq += 1;
         let key = keys::event_key(plan.mission, seq);
-        let enc = codec::encode_event(&key, event, &hash);
+        let enc = codec::encode_event(&plan.mission_id, event, &hash);
         if ids.insert(event.id.as_bytes(), &key)?.is_some() && !plan.replace_orphan_ids {
             return Err(A(Abort::DuplicateId(event.id)));
         }

@@ -137,10 +137,14 @@ fn fix_crc(value: &mut [u8]) {
     value[1..5].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// The chain hash of a record value stored at `key`.
+/// The chain hash of a record value stored at `key` (format version 2:
+/// the record carries its mission id and sequence, the key is not hashed;
+/// version 1 hashed the key first).
 fn chain_hash(key: &[u8; 16], value: &[u8]) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
-    h.update(key);
+    if value[0] == 1 {
+        h.update(key);
+    }
     h.update(&value[..1]);
     h.update(&value[5..]);
     *h.finalize().as_bytes()
@@ -403,21 +407,24 @@ fn swapped_records_break_the_chain_and_the_indexes() {
     });
     let bus = f.reopen();
     let report = bus.verify(M).unwrap();
-    assert_first(&report, Some(5), "hash chain broken");
-    let id6 = f.event(6).id;
+    // Each record carries its sequence (format version 2), so the swap is
+    // named first; the chain breaks there too.
+    assert_first(&report, Some(5), "carries sequence 6");
+    assert!(report
+        .problems
+        .iter()
+        .any(|p| p.sequence == Some(5) && p.what.contains("hash chain broken")));
+    // Each record carries its own sequence (format version 2): the one
+    // stored at 5 says it is 6.
     assert!(
         report.problems.iter().any(|p| p.sequence == Some(5)
-            && p.what
-                == format!(
-                    "event_ids index entry for {id6} points at mission #{} sequence 6",
-                    f.no
-                )),
+            && p.what == "record carries sequence 6 but is stored as sequence 5"),
         "{:#?}",
         report.problems
     );
-    // Both records carry valid checksums, but the chain places them: replay
-    // stops at the first one out of place.
-    assert_corruption_at(replay(&bus, M), Some(5), "hash chain broken");
+    // Both records carry valid checksums, but they say where they belong:
+    // replay stops at the first one out of place.
+    assert_corruption_at(replay(&bus, M), Some(5), "carries sequence 6");
 }
 
 #[test]
@@ -429,7 +436,7 @@ fn swapped_non_adjacent_records_of_different_kinds() {
         t.events.insert(f.key(8), v3).unwrap();
     });
     let report = f.reopen().verify(M).unwrap();
-    assert_first(&report, Some(3), "hash chain broken");
+    assert_first(&report, Some(3), "carries sequence 8");
     assert!(report
         .problems
         .iter()
@@ -451,7 +458,7 @@ fn extra_record_past_the_head_is_reported() {
     };
     f.tamper(|t| {
         // A well-formed record (valid CRC) chained after record 10.
-        let mut v = mission_bus::fuzzing::encode_record(f.no, &extra);
+        let mut v = mission_bus::fuzzing::encode_record(M, &extra);
         let prev = chain_hash(&f.key(10), &f.record(t, 10));
         v[5..37].copy_from_slice(&prev);
         fix_crc(&mut v);
@@ -495,7 +502,7 @@ fn record_inserted_in_the_middle_is_reported() {
             let v = f.record(t, seq);
             t.events.insert(f.key(seq + 1), v).unwrap();
         }
-        let mut v = mission_bus::fuzzing::encode_record(f.no, &forged);
+        let mut v = mission_bus::fuzzing::encode_record(M, &forged);
         let prev = chain_hash(&f.key(5), &f.record(t, 5));
         v[5..37].copy_from_slice(&prev);
         fix_crc(&mut v);
@@ -508,8 +515,13 @@ fn record_inserted_in_the_middle_is_reported() {
     });
     let report = f.reopen().verify(M).unwrap();
     // The forged record links correctly to 5, but the record after it (the
-    // old 6, now at key 7) commits to the old record 5's successor.
-    assert_first(&report, Some(7), "hash chain broken");
+    // old 6, now at key 7) says it is 6, and commits to the old record 5's
+    // successor.
+    assert_first(&report, Some(7), "carries sequence 6");
+    assert!(report
+        .problems
+        .iter()
+        .any(|p| p.sequence == Some(7) && p.what.contains("hash chain broken")));
 }
 
 // ----- indexes ------------------------------------------------------------------

@@ -302,6 +302,7 @@ impl Writer {
         }
         group.plans.push(PlannedAppend {
             mission: no,
+            mission_id: mission.to_string(),
             register: creating.then(|| mission.to_string()),
             replace_orphan_ids: false,
             prev_seq,
@@ -620,6 +621,7 @@ impl Writer {
             let last = chunks.peek().is_none();
             let plan = PlannedAppend {
                 mission: no,
+                mission_id: mission.clone(),
                 register: last.then(|| mission.clone()),
                 replace_orphan_ids: true,
                 prev_seq: written as u64,
