@@ -19,6 +19,8 @@ use crate::event::{Event, EventBody, EventType};
 use crate::keys::{self, MissionNo};
 use crate::verify::{Problem, VerifyReport};
 
+mod backup;
+
 /// When an append is acknowledged, relative to the disk.
 ///
 /// The default, [`Durability::Flush`], never acknowledges an event that a

@@ -20,6 +20,7 @@
 //! the recent-events cache) and `writer` (the single writer thread: plan,
 //! commit, publish, acknowledge).
 
+mod backup;
 mod builder;
 mod checks;
 mod reads;
@@ -29,6 +30,7 @@ mod types;
 mod writer;
 mod writes;
 
+pub use backup::BackupReport;
 pub use builder::MissionBusBuilder;
 pub use tokens::token_hash;
 pub use types::{
@@ -123,7 +125,7 @@ const FAST_REOPEN_AFTER_EVENTS: u64 = 10_000;
 
 /// Poll until nobody holds an exclusive lock on `path`, or `limit` passes.
 /// Returns whether the lock is free.
-fn wait_for_unlock(path: &Path, limit: std::time::Duration) -> bool {
+pub(crate) fn wait_for_unlock(path: &Path, limit: std::time::Duration) -> bool {
     let Ok(file) = std::fs::File::open(path) else {
         return false;
     };

@@ -106,6 +106,9 @@ impl Writer {
             } => {
                 let _ = reply.send(self.import(events, progress));
             }
+            Job::Backup { to, reply } => {
+                let _ = reply.send(super::backup::run(&self.store, &to));
+            }
         }
     }
 

@@ -44,6 +44,10 @@ pub(super) enum Job {
         mission: String,
         reply: mpsc::Sender<Result<VerifyReport>>,
     },
+    Backup {
+        to: std::path::PathBuf,
+        reply: mpsc::Sender<Result<super::BackupReport>>,
+    },
 }
 
 impl MissionBus {

@@ -187,7 +187,63 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             Ok(())
         }
         Command::Demo => demo::run(data, out),
+        Command::Backup { to } => {
+            let bus = open(data)?;
+            let report = bus.backup(&to)?;
+            writeln!(out, "{}", report.to_json())?;
+            Ok(())
+        }
+        Command::Salvage { damaged, to } => salvage(out, &damaged, &to),
     }
+}
+
+/// `mission-bus salvage`: the report always goes to stdout (flushed before
+/// failing, so a lossy salvage still shows what it recovered).
+fn salvage(out: &mut dyn Write, damaged: &Path, to: &Path) -> CliResult {
+    if !mission_bus::salvage::holds_store(damaged) {
+        return Err(Failure::new(
+            super::EXIT_NOT_FOUND,
+            format!("{} holds no store (no sled `db` file)", damaged.display()),
+        ));
+    }
+    let report = mission_bus::salvage::salvage(damaged, to)?;
+    writeln!(out, "{}", report.to_json())?;
+    out.flush()?;
+    if report.is_complete() {
+        return Ok(());
+    }
+    let mut what: Vec<String> = Vec::new();
+    if let Err(e) = &report.ledger {
+        what.push(format!("the ledger is damaged ({e})"));
+    }
+    for m in report.missions.iter().filter(|m| !m.is_complete()) {
+        let lost: Vec<String> = m.lost.iter().map(|(a, b)| format!("{a}..={b}")).collect();
+        let mut s = format!(
+            "mission '{}': recovered 1..={}",
+            m.mission_id, m.recovered_to
+        );
+        if !lost.is_empty() {
+            s.push_str(&format!(", lost {}", lost.join(", ")));
+        }
+        if m.after_gaps > 0 {
+            s.push_str(&format!(
+                ", {} events after a gap kept in {}/salvage/after-gaps.jsonl",
+                m.after_gaps,
+                to.display()
+            ));
+        }
+        if m.matches_ledger == Some(false) {
+            s.push_str(", head does not match the ledger");
+        }
+        if let Some(e) = &m.error {
+            s.push_str(&format!(", {e}"));
+        }
+        what.push(s);
+    }
+    Err(Failure::new(
+        super::EXIT_INTEGRITY,
+        format!("salvage incomplete: {}", what.join("; ")),
+    ))
 }
 
 pub(crate) fn open(data: &Path) -> CliResult<MissionBus> {

@@ -48,6 +48,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/missions/{m}/events", get(events_page))
         .route("/v1/missions/{m}/events/stream", get(stream::events_stream))
         .route("/v1/missions/{m}/verify", get(verify))
+        .route("/v1/admin/backup", post(super::backup::admin_backup))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
