@@ -397,3 +397,116 @@ fn plan_mission(name: &str, copies: Vec<Found>, ledger: Option<&LedgerHead>) -> 
         report,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::encode_event;
+    use crate::event::{EventBody, Json};
+
+    fn found(seq: u64, prev: &Hash, tag: &str) -> Found {
+        let event = Event {
+            id: uuid::Uuid::now_v7(),
+            sequence: seq,
+            timestamp: crate::event::now_micros(),
+            sender: "ada".into(),
+            body: EventBody::Message {
+                topic: tag.into(),
+                payload: Json::null(),
+            },
+        };
+        let enc = encode_event("m", &event, prev);
+        Found {
+            mission_id: "m".into(),
+            sequence: seq,
+            hash: enc.hash,
+            prev: *prev,
+            event,
+            file: PathBuf::from("db"),
+            offset: 0,
+        }
+    }
+
+    /// 1 - 2 - 3a - 4a           (the acknowledged history, ledger at 4a)
+    ///       \ 3b - 4b - 5b      (a longer branch: a reused sequence 3)
+    fn forked() -> (Vec<Found>, LedgerHead) {
+        let f1 = found(1, &GENESIS, "1");
+        let f2 = found(2, &f1.hash, "2");
+        let f3a = found(3, &f2.hash, "3a");
+        let f4a = found(4, &f3a.hash, "4a");
+        let f3b = found(3, &f2.hash, "3b");
+        let f4b = found(4, &f3b.hash, "4b");
+        let f5b = found(5, &f4b.hash, "5b");
+        let ledger = LedgerHead {
+            sequence: 4,
+            hash: f4a.hash,
+        };
+        (vec![f5b, f3b, f1, f4a, f2, f4b, f3a], ledger)
+    }
+
+    fn topics(plan: &Plan) -> Vec<String> {
+        plan.prefix
+            .iter()
+            .map(|f| match &f.event.body {
+                EventBody::Message { topic, .. } => topic.clone(),
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_ledger_head_decides_between_forks() {
+        let (copies, ledger) = forked();
+        let plan = plan_mission("m", copies, Some(&ledger));
+        assert_eq!(topics(&plan), ["1", "2", "3a", "4a"]);
+        assert_eq!(plan.report.matches_ledger, Some(true));
+        assert_eq!(plan.report.forks, 2);
+        // The other branch is kept aside, not proven.
+        assert_eq!(plan.after.len(), 1);
+        assert!(!plan.after[0].1);
+        assert!(!plan.report.is_complete(), "a leftover branch is reported");
+    }
+
+    #[test]
+    fn without_a_ledger_the_longest_chain_wins() {
+        let (copies, _) = forked();
+        let plan = plan_mission("m", copies, None);
+        assert_eq!(topics(&plan), ["1", "2", "3b", "4b", "5b"]);
+        assert_eq!(plan.report.matches_ledger, None);
+    }
+
+    #[test]
+    fn after_a_gap_the_chain_down_from_the_ledger_head_is_proven() {
+        let f1 = found(1, &GENESIS, "1");
+        let f2 = found(2, &f1.hash, "2");
+        let f3 = found(3, &f2.hash, "3");
+        let f4 = found(4, &f3.hash, "4");
+        let f5 = found(5, &f4.hash, "5");
+        let stray = found(5, &[7; 32], "stray");
+        let ledger = LedgerHead {
+            sequence: 5,
+            hash: f5.hash,
+        };
+        // Sequence 2 is lost.
+        let plan = plan_mission("m", vec![f1, f3, f4, f5, stray], Some(&ledger));
+        assert_eq!(plan.report.recovered_to, 1);
+        assert_eq!(plan.report.lost, [(2, 2)]);
+        assert_eq!(plan.report.matches_ledger, Some(false));
+        assert_eq!(plan.report.after_gaps_proven, 3);
+        let proven: Vec<(u64, bool)> = plan.after.iter().map(|(f, p)| (f.sequence, *p)).collect();
+        assert_eq!(proven.len(), 4);
+        assert_eq!(proven.iter().filter(|(_, p)| *p).count(), 3);
+    }
+
+    #[test]
+    fn a_mission_the_ledger_knows_but_no_record_survived_is_lost_whole() {
+        let ledger = LedgerHead {
+            sequence: 9,
+            hash: [1; 32],
+        };
+        let plan = plan_mission("m", Vec::new(), Some(&ledger));
+        assert_eq!(plan.report.recovered_to, 0);
+        assert_eq!(plan.report.lost, [(1, 9)]);
+        assert_eq!(plan.report.matches_ledger, Some(false));
+    }
+}
