@@ -57,6 +57,7 @@ pub mod document;
 mod error;
 mod event;
 mod keys;
+mod ledger;
 pub mod profiles;
 pub mod server;
 mod state;
