@@ -58,6 +58,8 @@ const META_FORMAT: &[u8] = b"format_version";
 /// absent = 0). Set in a copy (backup) so that new numbers never collide
 /// with the copied ones, since sled's id generator starts again at 0 there.
 const META_MISSION_NO_BASE: &[u8] = b"mission_no_base";
+/// Present once the store keeps a commit ledger (`src/ledger.rs`).
+const META_LEDGER: &[u8] = b"ledger";
 /// How long opening waits for a directory lock that is held.
 const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -74,6 +76,10 @@ pub(crate) enum Index {
 pub(crate) struct StoreOptions {
     pub(crate) cache_capacity: u64,
     pub(crate) flush_every_ms: Option<u64>,
+    /// Create the directory and an empty store when none is there. When
+    /// false, opening a directory without a store is `StoreNotFound` and
+    /// nothing is created.
+    pub(crate) create_if_missing: bool,
 }
 
 /// Events planned for one mission in one commit: their sequences were
@@ -129,7 +135,12 @@ pub(crate) struct Store {
 
 impl Store {
     pub(crate) fn open(path: &Path, opts: &StoreOptions) -> Result<Store> {
-        std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+        if !opts.create_if_missing && !path.join("db").is_file() {
+            return Err(Error::StoreNotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        create_private_dir(path)?;
         let is_lock_error = |e: &sled::Error| {
             matches!(e, sled::Error::Io(io)
                 if io.kind() == std::io::ErrorKind::WouldBlock
@@ -141,12 +152,11 @@ impl Store {
         // not. Retry briefly, then say plainly that the directory is in use.
         let deadline = std::time::Instant::now() + LOCK_RETRY;
         let db = loop {
-            match sled::Config::new()
+            let config = sled::Config::new()
                 .path(path)
                 .cache_capacity(opts.cache_capacity)
-                .flush_every_ms(opts.flush_every_ms)
-                .open()
-            {
+                .flush_every_ms(opts.flush_every_ms);
+            match contain_panic(path, || config.open())? {
                 Ok(db) => break db,
                 Err(e) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(5));
@@ -156,9 +166,14 @@ impl Store {
                         path: path.to_path_buf(),
                     })
                 }
-                Err(e) => return Err(Error::from(e)),
+                Err(e) => return Err(Error::from(e).in_dir(path)),
             }
         };
+        make_private(path);
+        Self::open_trees(path, db).map_err(|e| e.in_dir(path))
+    }
+
+    fn open_trees(path: &Path, db: sled::Db) -> Result<Store> {
         let meta = db.open_tree(TREE_META)?;
         match meta.get(META_FORMAT)? {
             // A version-1 store is upgraded in place: only this key changes
@@ -207,6 +222,18 @@ impl Store {
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether this store has had a commit ledger (so a missing ledger file
+    /// is damage, not an older store).
+    pub(crate) fn has_ledger(&self) -> Result<bool> {
+        Ok(self.db.open_tree(TREE_META)?.get(META_LEDGER)?.is_some())
+    }
+
+    /// Record (durably) that this store keeps a commit ledger.
+    pub(crate) fn mark_ledger(&self) -> Result<()> {
+        self.db.open_tree(TREE_META)?.insert(META_LEDGER, &[1u8])?;
+        self.flush(Durability::Sync)
     }
 
     /// Open and close the (closed) store at `path` once, so sled writes its
@@ -834,6 +861,63 @@ fn describe_target(v: &[u8]) -> String {
         Some((m, s)) => format!("mission #{m} sequence {s}"),
         None => format!("malformed bytes {v:02x?}"),
     }
+}
+
+/// Create the data directory (and missing parents) readable by its owner
+/// only. An existing directory keeps its mode.
+fn create_private_dir(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(path).map_err(|e| Error::io(path, e))
+}
+
+/// sled creates its files with the process umask (usually 0644): narrow
+/// the files in the data directory to 0600 (directories to 0700) so other
+/// local users cannot read mission content. Best effort: a file we cannot
+/// chmod (not ours) is left as it is.
+fn make_private(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            let want = if meta.is_dir() { 0o700 } else { 0o600 };
+            if meta.permissions().mode() & 0o777 != want {
+                let _ =
+                    std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(want));
+            }
+            if meta.is_dir() {
+                make_private(&entry.path());
+            }
+        }
+    }
+}
+
+/// Run a sled call that may panic on damaged bytes, turning a panic into
+/// an integrity error naming the data file.
+fn contain_panic<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Error::Damaged {
+            file: path.join("db"),
+            reason: format!("sled failed while reading it ({what})"),
+        }
+    })
 }
 
 /// Lowercase hex.

@@ -4,7 +4,10 @@
 use super::{Job, MissionBus};
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use crate::error::Result;
+use crate::ledger::{self, LedgerHead};
 use crate::store::Store;
 
 /// What [`MissionBus::backup`] wrote.
@@ -35,7 +38,7 @@ impl BackupReport {
 impl MissionBus {
     /// Copy the whole store (every mission's events with their ids and
     /// timestamps, so head hashes match; heads, indexes, snapshots, token
-    /// hashes) into `to`, which must not exist or be an empty directory.
+    /// hashes, the commit ledger) into `to`, which must not exist or be an empty directory.
     /// The copy is consistent: it runs on the writer, so appends wait until
     /// it is done, and it is flushed before this returns. The result opens
     /// as a store (`MissionBus::open(to)`) and verifies. Restore by using
@@ -46,10 +49,25 @@ impl MissionBus {
     }
 }
 
-/// Run on the writer thread: check the target, copy, report.
+/// Run on the writer thread: check the target, copy, give the copy its
+/// commit ledger, report.
 pub(super) fn run(store: &Store, to: &Path) -> Result<BackupReport> {
     crate::salvage::check_empty_target(to)?;
     let counts = store.copy_to(to)?;
+    if store.has_ledger()? {
+        // The copy's ledger holds exactly the copied heads (nothing commits
+        // meanwhile), plus the losses an operator accepted in the original.
+        let mut heads = BTreeMap::new();
+        for (name, no) in store.missions()? {
+            let (sequence, hash) = store.head(no, &name)?;
+            heads.insert(name, LedgerHead { sequence, hash });
+        }
+        let losses = match ledger::scan(store.path())? {
+            Some(scan) => scan.losses,
+            None => Vec::new(),
+        };
+        ledger::Ledger::create(to, heads, losses)?;
+    }
     Ok(BackupReport {
         path: to.to_path_buf(),
         missions: counts.missions,

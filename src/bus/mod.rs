@@ -23,6 +23,8 @@
 mod backup;
 mod builder;
 mod checks;
+mod integrity;
+mod loss;
 mod reads;
 mod shared;
 mod tokens;
@@ -90,6 +92,7 @@ struct Inner {
     limits: Limits,
     durability: Durability,
     store_options: StoreOptions,
+    integrity: Arc<integrity::Integrity>,
 }
 
 impl Drop for Inner {
@@ -175,6 +178,8 @@ impl MissionBus {
             flush_every_ms: Some(500),
             max_payload_bytes: 64 * 1024,
             snapshot_every: 1000,
+            create_if_missing: true,
+            commit_ledger: true,
         }
     }
 

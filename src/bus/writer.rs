@@ -3,16 +3,18 @@
 //! then publishes and acknowledges.
 
 use super::{at_sequence, require, Cached, Committed, Draft, Job, Shared, IMPORT_CHUNK, MAX_GROUP};
-use std::collections::{HashMap, HashSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::codec;
+use crate::codec::{self, Hash};
 use crate::error::{Error, Result};
 use crate::event::{now_micros, Event, EventBody, EventType, OPERATOR};
 use crate::keys::MissionNo;
+use crate::ledger::{Ledger, LedgerHead};
 use crate::profiles::Capability;
 use crate::state::MissionState;
 use crate::store::{Durability, Index, PlannedAppend, Store};
@@ -22,6 +24,13 @@ pub(super) struct Writer {
     pub(super) shared: Arc<Shared>,
     pub(super) durability: Durability,
     pub(super) snapshot_every: u64,
+    /// The commit ledger (`None` when disabled for benchmarks, or damaged:
+    /// then `integrity` refuses every write).
+    pub(super) ledger: RefCell<Option<Ledger>>,
+    /// Heads not yet in the ledger (`Durability::Relaxed` only): written
+    /// after a real flush when the writer stops.
+    pub(super) ledger_pending: RefCell<BTreeMap<String, LedgerHead>>,
+    pub(super) integrity: Arc<super::integrity::Integrity>,
 }
 
 /// One request of a commit group that passed planning.
@@ -83,6 +92,9 @@ impl Writer {
             }
             self.commit(group);
         }
+        if let Err(e) = self.write_pending_heads() {
+            tracing::error!(error = %e, "commit ledger: heads not recorded at close");
+        }
     }
 
     fn run_exclusive(&self, job: Job) {
@@ -93,7 +105,10 @@ impl Writer {
             }
             Job::Verify { mission, reply } => {
                 let r = match self.store.mission_no(&mission) {
-                    Ok(Some(no)) => self.store.verify(no, &mission),
+                    Ok(Some(no)) => self.store.verify(no, &mission).map(|mut r| {
+                        self.integrity.annotate(&mut r);
+                        r
+                    }),
                     Ok(None) => Err(Error::MissionNotFound { mission }),
                     Err(e) => Err(e),
                 };
@@ -180,6 +195,9 @@ impl Writer {
         drafts: Vec<Draft>,
         expected: Option<u64>,
     ) -> Result<Planned> {
+        if let Some(e) = self.integrity.refuse_write(mission) {
+            return Err(e);
+        }
         let creating = matches!(
             drafts.first().map(|d| &d.body),
             Some(EventBody::MissionCreated { .. })
@@ -465,6 +483,7 @@ impl Writer {
             self.store
                 .commit(&group.plans)
                 .and_then(|heads| self.store.flush(self.durability).map(|()| heads))
+                .and_then(|heads| self.record_heads(&group.plans, &heads).map(|()| heads))
         };
         match result {
             Ok(heads) => {
@@ -578,6 +597,9 @@ impl Writer {
             unreachable!("checked by import_log");
         };
         let mission = mission_id.clone();
+        if let Some(e) = self.integrity.refuse_write(&mission) {
+            return Err(e);
+        }
         if self.name_to_no(&mission).is_some() {
             return Err(Error::MissionExists { mission });
         }
@@ -635,6 +657,7 @@ impl Writer {
             written += chunk.len();
             if last {
                 self.store.flush(self.durability)?;
+                self.record_heads(std::slice::from_ref(&plan), &heads)?;
             }
             progress(written as u64);
         }
@@ -670,5 +693,64 @@ impl Writer {
                 }),
             );
         Ok(total as u64)
+    }
+}
+
+impl Writer {
+    /// Step 6b of the write path: after sled's flush, before anything is
+    /// acknowledged, append the group's new heads to the commit ledger (one
+    /// entry, fdatasync'd under `Durability::Sync`). Under `Relaxed` the
+    /// heads wait for a real flush (see `write_pending_heads`).
+    fn record_heads(&self, plans: &[PlannedAppend], heads: &[(u64, Hash)]) -> Result<()> {
+        let mut ledger = self.ledger.borrow_mut();
+        let Some(l) = ledger.as_mut() else {
+            return Ok(());
+        };
+        // A mission may have several plans in a group: the last one wins.
+        let mut latest = BTreeMap::new();
+        for (plan, (sequence, hash)) in plans.iter().zip(heads) {
+            let name = match &plan.register {
+                Some(n) => n.clone(),
+                None => match self.shared.name_of(plan.mission) {
+                    Some(n) => n,
+                    None => continue,
+                },
+            };
+            latest.insert(
+                name,
+                LedgerHead {
+                    sequence: *sequence,
+                    hash: *hash,
+                },
+            );
+        }
+        if self.durability == Durability::Relaxed {
+            self.ledger_pending.borrow_mut().extend(latest);
+            return Ok(());
+        }
+        let items: Vec<(&str, LedgerHead)> = latest
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        l.append(&items, &[], self.durability == Durability::Sync)
+    }
+
+    /// `Durability::Relaxed`: make sled durable (flush + fsync), then record
+    /// the heads written since the last time in the ledger.
+    fn write_pending_heads(&self) -> Result<()> {
+        let pending = std::mem::take(&mut *self.ledger_pending.borrow_mut());
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut ledger = self.ledger.borrow_mut();
+        let Some(l) = ledger.as_mut() else {
+            return Ok(());
+        };
+        self.store.flush(Durability::Sync)?;
+        let items: Vec<(&str, LedgerHead)> = pending
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        l.append(&items, &[], true)
     }
 }

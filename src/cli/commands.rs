@@ -103,7 +103,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             recipient,
         } => {
             let handoff = handoff.map(|h| parse_uuid("--handoff", &h)).transpose()?;
-            let bus = open(data)?;
+            let bus = open_existing(data)?;
             let packet = resume(&bus, &mission, handoff, recipient.as_deref())?;
             writeln!(out, "{}", document::resume_packet_to_json(&packet))?;
             Ok(())
@@ -131,11 +131,11 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
                     return Err(Failure::usage(format!("--to {to} is before --from {from}")));
                 }
             }
-            let bus = open(data)?;
+            let bus = open_existing(data)?;
             replay(&bus, out, &mission, &reader, from, to, &types)
         }
         Command::Export { mission, format } => {
-            let bus = open(data)?;
+            let bus = open_existing(data)?;
             export(&bus, out, &mission, format)
         }
         Command::Import { file, format } => {
@@ -156,7 +156,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             Ok(())
         }
         Command::Missions => {
-            let bus = open(data)?;
+            let bus = open_existing(data)?;
             for m in bus.missions()? {
                 writeln!(
                     out,
@@ -172,7 +172,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             Ok(())
         }
         Command::Verify { mission } => {
-            let bus = open(data)?;
+            let bus = open_existing(data)?;
             verify(&bus, out, mission.as_deref())
         }
         Command::Serve {
@@ -188,7 +188,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
         }
         Command::Demo => demo::run(data, out),
         Command::Backup { to } => {
-            let bus = open(data)?;
+            let bus = open_existing(data)?;
             let report = bus.backup(&to)?;
             writeln!(out, "{}", report.to_json())?;
             Ok(())
@@ -248,6 +248,12 @@ fn salvage(out: &mut dyn Write, damaged: &Path, to: &Path) -> CliResult {
 
 pub(crate) fn open(data: &Path) -> CliResult<MissionBus> {
     Ok(MissionBus::open(data)?)
+}
+
+/// For commands that only read: a directory without a store is "not
+/// found" (exit 4), and nothing is created.
+pub(crate) fn open_existing(data: &Path) -> CliResult<MissionBus> {
+    Ok(MissionBus::builder(data).create_if_missing(false).open()?)
 }
 
 pub(crate) fn print_event(out: &mut dyn Write, e: &Event) -> CliResult {
@@ -428,11 +434,32 @@ fn mission_of(e: &Event) -> String {
 fn verify(bus: &MissionBus, out: &mut dyn Write, mission: Option<&str>) -> CliResult {
     let missions = match mission {
         Some(m) => vec![m.to_string()],
-        None => bus.mission_ids(),
+        None => bus.verify_ids(),
     };
     let mut failed = Vec::new();
+    if let Some(e) = bus.ledger_problem() {
+        writeln!(
+            out,
+            "{}",
+            json!({"ledger": "damaged", "intact": false, "problem": e.to_string()})
+        )?;
+        failed.push(e.to_string());
+    }
     for m in &missions {
-        let report = bus.verify(m)?;
+        // One mission the store cannot read must not hide the others.
+        let report = match bus.verify(m) {
+            Ok(r) => r,
+            Err(e) if e.kind() == mission_bus::ErrorKind::Integrity => {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"mission_id": m, "intact": false, "error": e.to_string()})
+                )?;
+                failed.push(format!("mission '{m}' failed verification: {e}"));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         writeln!(out, "{}", report.to_json())?;
         if let Some(p) = report.first_problem() {
             failed.push(format!("mission '{m}' failed verification: {p}"));
@@ -446,7 +473,7 @@ fn verify(bus: &MissionBus, out: &mut dyn Write, mission: Option<&str>) -> CliRe
         1 => Err(Failure::new(EXIT_INTEGRITY, failed.remove(0))),
         n => Err(Failure::new(
             EXIT_INTEGRITY,
-            format!("{} (and {} more missions)", failed.remove(0), n - 1),
+            format!("{} (and {} more problems)", failed.remove(0), n - 1),
         )),
     }
 }

@@ -29,6 +29,7 @@ impl Store {
     /// Copy every tree into a new sled database at `to` (which the caller
     /// checked is absent or empty), flush it and close it.
     pub(crate) fn copy_to(&self, to: &Path) -> Result<CopyCounts> {
+        super::create_private_dir(to)?;
         let target = sled::Config::new().path(to).flush_every_ms(None).open()?;
         let mut counts = CopyCounts::default();
         let mut top_no = self.mission_no_base;
@@ -80,6 +81,7 @@ impl Store {
                 std::io::Error::other("the copy was not released in time"),
             ));
         }
+        super::make_private(to);
         Ok(counts)
     }
 }
