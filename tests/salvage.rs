@@ -155,7 +155,10 @@ fn an_intact_store_comes_back_whole_with_the_same_head_hashes_and_is_never_writt
         let r = mission(&report, m);
         assert_eq!(r["recovered"], json!([1, 36]), "{r}");
         assert_eq!(r["lost"], json!([]));
+        assert_eq!(r["matches_ledger"], true, "{r}");
+        assert_eq!(r["recovered_head_hash"], r["ledger_head"]["hash"]);
     }
+    assert_eq!(report["ledger"], "read");
     assert_eq!(exports(&to), before);
     assert_eq!(
         heads(&to),
@@ -207,6 +210,10 @@ fn a_damaged_record_loses_only_itself_and_the_rest_is_kept_after_the_gap() {
     assert_eq!(beta["recovered"], json!([1, 14]));
     assert_eq!(beta["lost"], json!([[15, 15]]));
     assert_eq!(beta["after_gaps"], 21);
+    // The ledger's head (36) is proven by the chain through every kept event.
+    assert_eq!(beta["ledger_head"]["sequence"], 36);
+    assert_eq!(beta["matches_ledger"], false);
+    assert_eq!(beta["after_gaps_proven"], 21);
     for m in ["alpha", "gamma"] {
         assert_eq!(mission(&report, m)["lost"], json!([]), "{m}");
     }
@@ -230,7 +237,9 @@ fn a_damaged_record_loses_only_itself_and_the_rest_is_kept_after_the_gap() {
         let s = k["sequence"].as_u64().unwrap() as usize;
         assert_eq!(k["event"], before["beta"][s - 1]);
         assert_eq!(k["hash"].as_str().unwrap().len(), 64);
+        assert_eq!(k["proven"], true);
     }
+    assert_eq!(kept.last().unwrap()["hash"], beta["ledger_head"]["hash"]);
     // Each kept event links to the one before it.
     for w in kept.windows(2) {
         assert_eq!(w[1]["prev_hash"], w[0]["hash"]);
