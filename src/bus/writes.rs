@@ -44,6 +44,10 @@ pub(super) enum Job {
         mission: String,
         reply: mpsc::Sender<Result<VerifyReport>>,
     },
+    AcceptLoss {
+        mission: String,
+        reply: mpsc::Sender<Result<Option<Event>>>,
+    },
 }
 
 impl MissionBus {
