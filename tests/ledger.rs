@@ -610,3 +610,69 @@ fn serve_warns_about_a_readable_admin_token_file() {
         "{line}"
     );
 }
+
+/// The server answers a write to a mission with missing acknowledged
+/// events with a 500 and a stable code, over real HTTP.
+#[test]
+fn server_refuses_writes_to_a_mission_with_lost_events() {
+    let d = Dir::new();
+    let data = d.path().join("data");
+    let saved = store_with_rollback(&data, 2);
+    for e in std::fs::read_dir(&data).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "ledger" && e.file_type().unwrap().is_file() {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    copy_sled_files(&saved, &data);
+    let bus = MissionBus::open(&data).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server_bus = bus.clone();
+    let admin = "ledger-test-admin-token-0123456789";
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            mission_bus::server::run(listener, server_bus, admin.to_string(), async {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    });
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(GUARD))
+        .build()
+        .into();
+    // "late" was acknowledged and then lost entirely: creating it again
+    // would hand its acknowledged sequences to other events.
+    let mut resp = agent
+        .post(format!("http://{addr}/v1/missions"))
+        .header("Authorization", format!("Bearer {admin}"))
+        .header("Content-Type", "application/json")
+        .send(json!({"mission_id": "late", "title": "again", "lead": "x"}).to_string())
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: serde_json::Value =
+        serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    let _ = stop.send(());
+    thread.join().unwrap().unwrap();
+    bus.close();
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(
+        body["error"]["code"], "acknowledged_events_missing",
+        "{body}"
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("1..2") && message.contains("'late'"),
+        "{message}"
+    );
+}
