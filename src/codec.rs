@@ -135,6 +135,11 @@ enum BodyV1<'a> {
         #[serde(borrow)]
         note: Cow<'a, str>,
     },
+    LossAccepted {
+        first: u64,
+        last: u64,
+        ledger_hash: [u8; 32],
+    },
 }
 
 /// An encoded event record and its chain hash.
@@ -193,6 +198,15 @@ pub(crate) fn encode_event(mission_id: &str, event: &Event, prev: &Hash) -> Enco
             recipient: b(recipient),
             checkpoint_id: *checkpoint_id.as_bytes(),
             note: b(note),
+        },
+        EventBody::LossAccepted {
+            first,
+            last,
+            ledger_hash,
+        } => BodyV1::LossAccepted {
+            first: *first,
+            last: *last,
+            ledger_hash: *ledger_hash,
         },
     };
     let record = RecordV1 {
@@ -400,6 +414,15 @@ pub(crate) fn decode_checked(sequence: u64, value: &[u8]) -> Result<Event, Strin
             recipient: recipient.into_owned(),
             checkpoint_id: Uuid::from_bytes(checkpoint_id),
             note: note.into_owned(),
+        },
+        BodyV1::LossAccepted {
+            first,
+            last,
+            ledger_hash,
+        } => EventBody::LossAccepted {
+            first,
+            last,
+            ledger_hash,
         },
     };
     let timestamp = from_micros(record.timestamp_us)

@@ -85,6 +85,19 @@ pub(crate) struct AcceptedLoss {
     pub(crate) at_micros: i64,
 }
 
+impl AcceptedLoss {
+    /// An accepted loss retires the head it covers; the head item written
+    /// with it (losses come first in an entry) records the mission's new one.
+    fn apply(&self, heads: &mut BTreeMap<String, LedgerHead>) {
+        if heads
+            .get(&self.mission)
+            .is_some_and(|h| h.sequence == self.last)
+        {
+            heads.remove(&self.mission);
+        }
+    }
+}
+
 /// Where and how the ledger file is damaged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LedgerDamage {
@@ -268,13 +281,15 @@ fn parse_body(body: &[u8], scan: &mut Scan) -> std::result::Result<(), String> {
                 let last = c.u64()?;
                 let ledger_hash = c.hash()?;
                 let at_micros = c.u64()? as i64;
-                scan.losses.push(AcceptedLoss {
+                let loss = AcceptedLoss {
                     mission,
                     first,
                     last,
                     ledger_hash,
                     at_micros,
-                });
+                };
+                loss.apply(&mut scan.heads);
+                scan.losses.push(loss);
             }
             k => return Err(format!("unknown item kind {k}")),
         }
@@ -413,12 +428,6 @@ impl Ledger {
         })
     }
 
-    /// The head the ledger holds for `mission`.
-    #[allow(dead_code)] // used by accept-loss (next commit)
-    pub(crate) fn head(&self, mission: &str) -> Option<&LedgerHead> {
-        self.heads.get(mission)
-    }
-
     /// Append one entry (one `write`), then `fdatasync` it if `sync`.
     /// Compacts the file first when it has grown large.
     pub(crate) fn append(
@@ -444,6 +453,9 @@ impl Ledger {
             return Err(Error::io(&self.path, e));
         }
         self.len += entry.len() as u64;
+        for loss in losses {
+            loss.apply(&mut self.heads);
+        }
         for (m, h) in heads {
             self.heads.insert((*m).to_string(), h.clone());
         }

@@ -23,23 +23,30 @@ mod backup;
 
 /// When an append is acknowledged, relative to the disk.
 ///
-/// The default, [`Durability::Flush`], never acknowledges an event that a
-/// process crash could lose.
+/// The default, [`Durability::Sync`], never acknowledges an event that a
+/// process crash or a power cut could lose. Every mode keeps the log a
+/// consistent prefix of what was written; they differ in what an
+/// acknowledgement promises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Durability {
-    /// Flush sled's log to the OS before acknowledging (the default).
-    /// Survives a crash of the process (kill -9). sled's flush ends in
-    /// `sync_file_range`, so a power cut can still lose the last writes.
+    /// The default: flush sled's log, `fdatasync` its data file, then append
+    /// the group's heads to the commit ledger and `fdatasync` it, before
+    /// acknowledging. An acknowledged event survives a process crash
+    /// (kill -9) and a power cut (if the disk honours flushes). Group commit
+    /// shares the two syncs among every request of a commit group.
     #[default]
-    Flush,
-    /// Flush, then `fsync` the data file before acknowledging: survives
-    /// power loss too, at a higher cost per commit group.
     Sync,
+    /// Flush sled's log and write the ledger entry to the OS (no fsync)
+    /// before acknowledging: survives a crash of the process (kill -9), not
+    /// necessarily a power cut (sled's flush ends in `sync_file_range`).
+    Flush,
     /// Acknowledge once the event is in memory; sled's background flusher
     /// writes it within `flush_every_ms` (500 ms by default). A crash can
     /// lose everything acknowledged in that window (the log stays a
-    /// consistent prefix). For bulk loads you can redo.
+    /// consistent prefix). The commit ledger is only written when the bus
+    /// closes (after a real flush), so losses of a crashed `Relaxed` session
+    /// are not reported as missing. For bulk loads you can redo.
     Relaxed,
 }
 

@@ -174,6 +174,26 @@ fn problems(report: &VerifyReport) -> Vec<(Option<u64>, &str)> {
 /// Assert the first problem is at `seq` and its text contains `text`.
 #[track_caller]
 fn assert_first(report: &VerifyReport, seq: Option<u64>, text: &str) {
+    assert_first_inner(report, seq, text)
+}
+
+/// The commit ledger's finding comes after the store's own: acknowledged
+/// events `first..=last` of M are reported missing.
+#[track_caller]
+fn assert_ledger_problem(report: &VerifyReport, first: u64, last: u64) {
+    let p = report.problems.last().unwrap();
+    assert_eq!(p.sequence, Some(first), "{:#?}", problems(report));
+    assert!(
+        p.what.contains(&format!(
+            "acknowledged events {first}..{last} of mission {M} are missing"
+        )),
+        "{}",
+        p.what
+    );
+}
+
+#[track_caller]
+fn assert_first_inner(report: &VerifyReport, seq: Option<u64>, text: &str) {
     assert!(!report.is_intact(), "damage went unnoticed");
     assert_eq!(report.mission_id, M);
     let first: &Problem = report.first_problem().unwrap();
@@ -305,7 +325,8 @@ fn rewritten_last_record_with_valid_crc_mismatches_the_head() {
     let bus = f.reopen();
     let report = bus.verify(M).unwrap();
     assert_first(&report, Some(10), "head hash does not match");
-    assert_eq!(report.problems.len(), 1, "{:#?}", report.problems);
+    assert_eq!(report.problems.len(), 2, "{:#?}", report.problems);
+    assert_ledger_problem(&report, 10, 10);
     // No later record links to it, but the head's hash does: replay catches
     // it too, and a replay that stops short of it sees a clean log.
     assert_corruption_at(replay(&bus, M), Some(10), "hash chain broken");
@@ -722,7 +743,8 @@ fn malformed_head() {
     });
     let bus = f.reopen();
     let report = bus.verify(M).unwrap();
-    assert_eq!(problems(&report), vec![(None, "head entry is malformed")]);
+    assert_eq!(problems(&report)[0], (None, "head entry is malformed"));
+    assert_ledger_problem(&report, 1, 10);
     assert_corruption_at(bus.state(M), None, "head entry is malformed");
     // Writes refuse too, and write nothing.
     let err = bus.publish(M, "a", "t", json!(1).into()).unwrap_err();
@@ -741,7 +763,8 @@ fn missing_head_is_an_integrity_error_not_an_empty_mission() {
     });
     let bus = f.reopen();
     let report = bus.verify(M).unwrap();
-    assert_eq!(problems(&report), vec![(None, "head entry is missing")]);
+    assert_eq!(problems(&report)[0], (None, "head entry is missing"));
+    assert_ledger_problem(&report, 1, 10);
     match bus.state(M) {
         Err(e) => assert_eq!(e.kind(), ErrorKind::Integrity, "{e:?}"),
         Ok(s) => panic!(
@@ -780,6 +803,9 @@ enum FileOutcome {
     /// Opened; every mission still present verifies intact and replays.
     /// Holds the head of f0, f1, f2 (0 when absent).
     IntactPrefix([u64; 3]),
+    /// Opened; what survives is intact, and the commit ledger reports the
+    /// acknowledged events sled dropped (those missions refuse writes).
+    LossReported([u64; 3]),
     /// Opened; some mission reports problems or a read error.
     Damaged,
     /// Something panicked (sled or us): never acceptable.
@@ -822,11 +848,18 @@ fn file_outcome(dir: &Path) -> FileOutcome {
         };
         let mut intact = true;
         let mut heads = [0u64; 3];
+        let lost = bus.missions_with_loss();
         match bus.missions() {
             Err(_) => intact = false,
             Ok(ms) => {
                 for s in ms {
-                    let ok = matches!(bus.verify(&s.mission_id), Ok(r) if r.is_intact())
+                    // Only the ledger's finding, if any: the log is sound.
+                    let only_loss = |r: &VerifyReport| {
+                        r.problems
+                            .iter()
+                            .all(|p| p.what.starts_with("acknowledged events"))
+                    };
+                    let ok = matches!(bus.verify(&s.mission_id), Ok(r) if only_loss(&r))
                         && replay_ok(&bus, &s.mission_id, s.head_sequence);
                     intact &= ok;
                     match s.mission_id.as_str() {
@@ -838,8 +871,22 @@ fn file_outcome(dir: &Path) -> FileOutcome {
                 }
             }
         }
-        if intact {
+        for (m, first, last) in &lost {
+            // Every reported loss is a real range, and writes are refused.
+            assert!(first <= last, "{m}: {first}..{last}");
+            let err = bus
+                .publish(m, "w", "t", serde_json::json!(1).into())
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Integrity, "{m}: {err}");
+            assert!(
+                err.to_string().contains(&format!("{first}..{last}")),
+                "{err}"
+            );
+        }
+        if intact && lost.is_empty() {
             FileOutcome::IntactPrefix(heads)
+        } else if intact {
+            FileOutcome::LossReported(heads)
         } else {
             FileOutcome::Damaged
         }
@@ -876,12 +923,12 @@ fn commit_prefixes() -> Vec<[u64; 3]> {
 fn assert_prefix_or_refused(what: &str, outcome: FileOutcome) {
     match outcome {
         FileOutcome::OpenError(kind) => {
-            assert!(
-                matches!(kind, ErrorKind::Other | ErrorKind::Integrity),
-                "{what}: {kind:?}"
-            )
+            assert!(kind == ErrorKind::Integrity, "{what}: {kind:?}")
         }
-        FileOutcome::IntactPrefix(heads) => assert!(
+        // Nothing acknowledged is lost in silence: an intact store holds
+        // every commit; anything less is reported by the commit ledger.
+        FileOutcome::IntactPrefix(heads) => assert_eq!(heads, [302; 3], "{what}: silent loss"),
+        FileOutcome::LossReported(heads) => assert!(
             commit_prefixes().contains(&heads),
             "{what}: recovered heads {heads:?} are not a prefix of the commits"
         ),

@@ -26,8 +26,12 @@ pub struct MissionBusBuilder {
 }
 
 impl MissionBusBuilder {
-    /// When appends are acknowledged. By default [`Durability::Flush`]: after
-    /// sled's log is flushed, so a process crash cannot lose an acknowledged event.
+    /// When appends are acknowledged. By default [`Durability::Sync`]: after
+    /// sled's log is flushed and fsynced and the commit ledger entry is
+    /// fsynced, so neither a process crash nor a power cut can lose an
+    /// acknowledged event. [`Durability::Flush`] is safe against process
+    /// crashes only (no fsync; cheaper at one writer); [`Durability::Relaxed`]
+    /// acknowledges before anything reaches the disk.
     pub fn durability(mut self, d: Durability) -> Self {
         self.durability = d;
         self

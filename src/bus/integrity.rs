@@ -58,16 +58,16 @@ impl Integrity {
             .collect()
     }
 
-    /// Add this mission's damage (if any) to its verify report, first.
+    /// Add this mission's damage (if any) to its verify report, after the
+    /// store's own findings (they say precisely what is wrong in the log;
+    /// the ledger says what that cost). When the store found nothing (sled
+    /// rolled back to a consistent but earlier state) it is the only one.
     pub(super) fn annotate(&self, report: &mut VerifyReport) {
         if let Some(d) = self.damage(&report.mission_id) {
-            report.problems.insert(
-                0,
-                Problem {
-                    sequence: Some(d.first),
-                    what: d.describe(&report.mission_id),
-                },
-            );
+            report.problems.push(Problem {
+                sequence: Some(d.first),
+                what: d.describe(&report.mission_id),
+            });
         }
     }
 

@@ -44,3 +44,25 @@ impl MissionBus {
             .collect()
     }
 }
+
+impl MissionBus {
+    /// Accept, explicitly and on the record, that acknowledged events of
+    /// `mission` are lost (as `verify` reports), so that writes resume.
+    ///
+    /// The acceptance is written twice: in the mission's own log, as a
+    /// `loss_accepted` event (sender `@operator`) naming the lost range and
+    /// the head hash the commit ledger held, at the sequence after the
+    /// store's head, so a later reader sees exactly where history was cut
+    /// and that the sequences of the lost range now name other events; and
+    /// in the commit ledger, as an accepted-loss item. Returns that event, or
+    /// `None` when the store lost the whole mission (it has no log to write
+    /// into; the ledger records the acceptance and the id can be created
+    /// again). Fails when the mission has no recorded loss, or when its log
+    /// cannot be read (then `mission-bus salvage` is the way forward).
+    pub fn accept_loss(&self, mission: &str) -> crate::Result<Option<crate::Event>> {
+        self.send(|reply| super::Job::AcceptLoss {
+            mission: mission.to_string(),
+            reply,
+        })
+    }
+}

@@ -215,6 +215,9 @@ impl MissionBus {
             .clone()
             .ok_or(Error::Closed)?;
         tx.send(make(reply)).map_err(|_| Error::Closed)?;
-        rx.recv().map_err(|_| Error::Closed)?
+        // sled's damage errors know the file's name only: add the directory.
+        rx.recv()
+            .map_err(|_| Error::Closed)?
+            .map_err(|e| e.in_dir(self.path()))
     }
 }

@@ -114,6 +114,9 @@ impl Writer {
                 };
                 let _ = reply.send(r);
             }
+            Job::AcceptLoss { mission, reply } => {
+                let _ = reply.send(self.accept_loss(&mission));
+            }
             Job::Import {
                 events,
                 progress,
@@ -387,6 +390,16 @@ impl Writer {
             }
         };
         match &d.body {
+            // Only the operator records an accepted loss (accept_loss, or an
+            // import of a log that holds one).
+            EventBody::LossAccepted { .. } if d.sender == OPERATOR => Ok(()),
+            EventBody::LossAccepted { .. } => Err(Error::invalid(
+                "loss_accepted",
+                format!(
+                    "only {OPERATOR} records an accepted loss, not '{}'",
+                    d.sender
+                ),
+            )),
             EventBody::MissionCreated { mission_id, .. } => {
                 if mission_id != mission {
                     return Err(Error::invalid(
@@ -752,5 +765,89 @@ impl Writer {
             .map(|(k, v)| (k.as_str(), v.clone()))
             .collect();
         l.append(&items, &[], true)
+    }
+}
+
+impl Writer {
+    /// See [`super::MissionBus::accept_loss`]. Runs alone on the writer.
+    fn accept_loss(&self, mission: &str) -> Result<Option<Event>> {
+        if let Some(d) = &self.integrity.ledger_damage {
+            return Err(d.to_error());
+        }
+        let Some(damage) = self.integrity.damage(mission) else {
+            return Err(Error::invalid(
+                "accept-loss",
+                format!("mission '{mission}' has no missing acknowledged events to accept"),
+            ));
+        };
+        let loss = crate::ledger::AcceptedLoss {
+            mission: mission.to_string(),
+            first: damage.first,
+            last: damage.last,
+            ledger_hash: damage.ledger.hash,
+            at_micros: crate::event::to_micros(now_micros()),
+        };
+        let mut ledger = self.ledger.borrow_mut();
+        let Some(l) = ledger.as_mut() else {
+            return Err(Error::invalid(
+                "accept-loss",
+                "the commit ledger is disabled",
+            ));
+        };
+        let recorded = match self.name_to_no(mission) {
+            None => {
+                l.append(&[], std::slice::from_ref(&loss), true)?;
+                None
+            }
+            Some(no) => {
+                let cached = self.load(no, mission)?;
+                let event = Event {
+                    id: Uuid::now_v7(),
+                    sequence: cached.state.head + 1,
+                    timestamp: now_micros(),
+                    sender: OPERATOR.to_string(),
+                    body: EventBody::LossAccepted {
+                        first: damage.first,
+                        last: damage.last,
+                        ledger_hash: damage.ledger.hash,
+                    },
+                };
+                let plan = PlannedAppend {
+                    mission: no,
+                    mission_id: mission.to_string(),
+                    register: None,
+                    replace_orphan_ids: false,
+                    prev_seq: cached.state.head,
+                    events: vec![event.clone()],
+                };
+                self.shared
+                    .cache
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&no);
+                let heads = self.store.commit(std::slice::from_ref(&plan))?;
+                // Whatever the configured durability, this is fsynced.
+                self.store.flush(Durability::Sync)?;
+                let (sequence, hash) = heads[0];
+                l.append(
+                    &[(mission, LedgerHead { sequence, hash })],
+                    std::slice::from_ref(&loss),
+                    true,
+                )?;
+                Some(event)
+            }
+        };
+        self.integrity
+            .damaged
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(mission);
+        tracing::warn!(
+            mission,
+            first = loss.first,
+            last = loss.last,
+            "operator accepted the loss of acknowledged events"
+        );
+        Ok(recorded)
     }
 }

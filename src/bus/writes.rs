@@ -48,6 +48,10 @@ pub(super) enum Job {
         to: std::path::PathBuf,
         reply: mpsc::Sender<Result<super::BackupReport>>,
     },
+    AcceptLoss {
+        mission: String,
+        reply: mpsc::Sender<Result<Option<Event>>>,
+    },
 }
 
 impl MissionBus {

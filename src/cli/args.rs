@@ -170,6 +170,17 @@ pub(crate) enum Command {
         /// Mission id; every mission when omitted.
         mission: Option<String>,
     },
+    /// Accept, on the record, that acknowledged events of a mission are lost
+    /// (as `verify` reports them), so that writes to it resume. Writes a
+    /// `loss_accepted` event into the mission's log and an entry into the
+    /// commit ledger. Try `mission-bus salvage` first.
+    AcceptLoss {
+        /// Mission id.
+        mission: String,
+        /// Confirm: the lost events will not come back through this store.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Run the HTTP/JSON bus server on the data directory.
     Serve {
         /// Address to listen on.

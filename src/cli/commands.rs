@@ -171,6 +171,27 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             }
             Ok(())
         }
+        Command::AcceptLoss { mission, yes } => {
+            if !yes {
+                return Err(Failure::usage(format!(
+                    "accept-loss records that acknowledged events of mission '{mission}' are \
+                     gone for good; run `mission-bus verify {mission}` and consider \
+                     `mission-bus salvage` first, then repeat with --yes"
+                )));
+            }
+            let bus = open_existing(data)?;
+            match bus.accept_loss(&mission)? {
+                Some(e) => print_event(out, &e),
+                None => {
+                    writeln!(
+                        out,
+                        "{}",
+                        json!({"mission_id": mission, "loss_accepted": true, "log": null})
+                    )?;
+                    Ok(())
+                }
+            }
+        }
         Command::Verify { mission } => {
             let bus = open_existing(data)?;
             verify(&bus, out, mission.as_deref())
