@@ -44,7 +44,7 @@ const DEFAULT_TRIALS: usize = 210;
 const AFTER_OPEN_ENV: &str = "MISSION_BUS_FAULT_SALVAGE_AFTER_OPEN";
 /// Trials run at once. Each command mostly waits on the disk (sled's and
 /// the ledger's flushes), so this overlaps waits even on 2 cores.
-const WORKERS: usize = 4;
+const WORKERS: usize = 6;
 /// Any single command taking longer than this is a hang (fails the trial).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const MISSIONS: [&str; 3] = ["fa", "fb", "fc"];
@@ -626,11 +626,22 @@ fn damaged_files_never_lose_acknowledged_events_in_silence() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_TRIALS);
     println!("fault injection: seed {seed} ({SEED_ENV}={seed} to reproduce), {trials} trials");
+    let started = std::time::Instant::now();
     let root = tempfile::tempdir().unwrap();
     let mut rng = Rng::new(seed);
     let clean = build_clean(root.path(), &mut rng);
     let (killed, recovered) = build_killed(root.path(), &mut rng);
     let bases = [clean, killed, recovered];
+    let built = started.elapsed();
+    for b in &bases {
+        println!(
+            "base {}: {} bytes of db, {} record copies, acknowledged heads {:?}",
+            b.kind,
+            std::fs::metadata(b.dir.join("db")).unwrap().len(),
+            b.copies.len(),
+            b.acked
+        );
+    }
 
     let next = AtomicUsize::new(0);
     let table: Mutex<BTreeMap<(usize, usize), Outcome>> = Mutex::new(BTreeMap::new());
@@ -673,6 +684,11 @@ fn damaged_files_never_lose_acknowledged_events_in_silence() {
         }
     });
     let table = table.into_inner().unwrap();
+    println!(
+        "bases built in {:.1} s, {trials} trials in {:.1} s ({WORKERS} at a time)",
+        built.as_secs_f64(),
+        (started.elapsed() - built).as_secs_f64()
+    );
     println!();
     println!("| damage | store | trials | no effect (identical export) | detected (exit 6) | FAILED | salvage exit 0 | salvage exit 6 |");
     println!("|---|---|---|---|---|---|---|---|");
