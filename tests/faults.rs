@@ -22,7 +22,7 @@
 //!
 //! The run prints its seed and an outcome table. Reproduce a run with
 //! `MISSION_BUS_FAULT_SEED=<seed> cargo test --test faults -- --nocapture`;
-//! `MISSION_BUS_FAULT_TRIALS` changes the number of trials (default 210);
+//! `MISSION_BUS_FAULT_TRIALS` changes the number of trials (default 201);
 //! `MISSION_BUS_FAULT_SALVAGE_AFTER_OPEN=1` salvages the files as `verify`
 //! left them instead of a copy taken before (an experiment: it fails).
 
@@ -40,7 +40,7 @@ use serde_json::{json, Value};
 const SEED_ENV: &str = "MISSION_BUS_FAULT_SEED";
 const TRIALS_ENV: &str = "MISSION_BUS_FAULT_TRIALS";
 const CHILD_DIR: &str = "MISSION_BUS_FAULT_CHILD_DIR";
-const DEFAULT_TRIALS: usize = 210;
+const DEFAULT_TRIALS: usize = 201;
 const AFTER_OPEN_ENV: &str = "MISSION_BUS_FAULT_SALVAGE_AFTER_OPEN";
 /// Trials run at once. Each command mostly waits on the disk (sled's and
 /// the ledger's flushes), so this overlaps waits even on 2 cores.

@@ -167,6 +167,13 @@ fn an_intact_store_comes_back_whole_with_the_same_head_hashes_and_is_never_writt
     );
     assert_eq!(files_digest(&src), digest, "the damaged dir is only read");
     assert!(to.join("salvage/report.json").is_file());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&to.join("salvage")), 0o700);
+        assert_eq!(mode(&to.join("salvage/report.json")), 0o600);
+    }
     assert!(!to.join("salvage/after-gaps.jsonl").exists());
     // The new store is a working store.
     d.mb(&[
@@ -329,6 +336,18 @@ fn refuses_a_non_empty_target_and_a_directory_without_a_store() {
         .fails(2);
     assert!(err.contains("is not empty"), "{err}");
     assert_eq!(std::fs::read_to_string(busy.join("x")).unwrap(), "keep me");
+    // Never inside the damaged store.
+    let inside = src.join("rescued");
+    let err = d
+        .mb(&[
+            "salvage",
+            src.to_str().unwrap(),
+            "--to",
+            inside.to_str().unwrap(),
+        ])
+        .fails(2);
+    assert!(err.contains("inside the damaged store"), "{err}");
+    assert!(!inside.exists());
     let empty = d.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let to = d.path().join("to");
@@ -354,4 +373,22 @@ fn refuses_a_non_empty_target_and_a_directory_without_a_store() {
     ])
     .fails(4);
     assert!(!missing.exists());
+}
+
+#[test]
+fn a_store_without_a_ledger_cannot_be_proven_complete() {
+    // The version-1 fixture: written before the ledger and before records
+    // carried a frame. Nothing can be found, and salvage says why.
+    let d = Dir::new();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-v1/store");
+    let to = d.path().join("new");
+    let (code, report, stderr) = salvage(&d, &fixture, &to);
+    assert_eq!(code, 6, "{report:#}");
+    assert_eq!(report["ledger"], "absent");
+    assert_eq!(report["complete"], false);
+    assert!(stderr.contains("no commit ledger"), "{stderr}");
+    assert!(
+        stderr.contains("version-1 records cannot be salvaged"),
+        "{stderr}"
+    );
 }

@@ -234,8 +234,14 @@ fn salvage(out: &mut dyn Write, damaged: &Path, to: &Path) -> CliResult {
         return Ok(());
     }
     let mut what: Vec<String> = Vec::new();
-    if let Err(e) = &report.ledger {
-        what.push(format!("the ledger is damaged ({e})"));
+    match &report.ledger {
+        Err(e) => what.push(format!("the ledger is damaged ({e})")),
+        Ok(false) => what.push(
+            "no commit ledger (an older store): completeness cannot be proven, \
+             and version-1 records cannot be salvaged"
+                .to_string(),
+        ),
+        Ok(true) => {}
     }
     for m in report.missions.iter().filter(|m| !m.is_complete()) {
         let lost: Vec<String> = m.lost.iter().map(|(a, b)| format!("{a}..={b}")).collect();

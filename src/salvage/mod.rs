@@ -111,9 +111,12 @@ pub struct SalvageReport {
 }
 
 impl SalvageReport {
-    /// Every mission complete and the ledger readable (or absent).
+    /// Every mission complete, and proven so by a readable ledger. Without
+    /// a ledger (an older store) completeness cannot be proven: losses at
+    /// the end of a mission, whole missions, and version-1 records (which
+    /// salvage cannot find) would not show.
     pub fn is_complete(&self) -> bool {
-        self.ledger.is_ok() && self.missions.iter().all(MissionSalvage::is_complete)
+        self.ledger == Ok(true) && self.missions.iter().all(MissionSalvage::is_complete)
     }
 
     /// The report as JSON, as `mission-bus salvage` prints it.
@@ -153,6 +156,7 @@ pub fn salvage(damaged: &Path, to: &Path) -> Result<SalvageReport> {
         ));
     }
     check_empty_target(to)?;
+    check_outside(damaged, to)?;
     let ledger = ledger::read_heads(damaged);
     let (heads, ledger_status) = match ledger {
         Ok(Some(h)) => (h, Ok(true)),
@@ -213,12 +217,25 @@ pub fn salvage(damaged: &Path, to: &Path) -> Result<SalvageReport> {
         record_copies: stats.copies,
         rejected: stats.rejected,
     };
+    // Mission content: private, like the store itself.
     let sub = to.join(SALVAGE_SUBDIR);
-    std::fs::create_dir_all(&sub).map_err(|e| Error::io(&sub, e))?;
+    let mut dir = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        dir.mode(0o700);
+    }
+    dir.create(&sub).map_err(|e| Error::io(&sub, e))?;
+    let create = |path: &Path| {
+        ledger::private_options()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))
+    };
     if !after_gaps.is_empty() {
         let path = sub.join("after-gaps.jsonl");
-        let mut out =
-            std::io::BufWriter::new(std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?);
+        let mut out = std::io::BufWriter::new(create(&path)?);
         for line in &after_gaps {
             writeln!(out, "{line}").map_err(|e| Error::io(&path, e))?;
         }
@@ -226,8 +243,42 @@ pub fn salvage(damaged: &Path, to: &Path) -> Result<SalvageReport> {
     }
     let path = sub.join("report.json");
     let text = serde_json::to_string_pretty(&report.to_json()).expect("a Value serializes");
-    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+    create(&path)?
+        .write_all(text.as_bytes())
+        .map_err(|e| Error::io(&path, e))?;
     Ok(report)
+}
+
+/// The new store may not live inside the damaged directory, which salvage
+/// never writes.
+fn check_outside(damaged: &Path, to: &Path) -> Result<()> {
+    let damaged = damaged.canonicalize().map_err(|e| Error::io(damaged, e))?;
+    // `to` may not exist yet: resolve its nearest existing ancestor.
+    let mut probe = if to.is_absolute() {
+        to.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| Error::io(to, e))?
+            .join(to)
+    };
+    loop {
+        if let Ok(real) = probe.canonicalize() {
+            if real.starts_with(&damaged) {
+                return Err(Error::invalid(
+                    "target directory",
+                    format!(
+                        "{} is inside the damaged store {}, which salvage never writes",
+                        to.display(),
+                        damaged.display()
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        if !probe.pop() {
+            return Ok(());
+        }
+    }
 }
 
 /// `to` must not exist, or be an empty directory.

@@ -75,6 +75,13 @@ impl Store {
         target.flush()?;
         let lock = to.join("db");
         drop(target);
+        // sled's flush ends in sync_file_range: make the copy durable.
+        for file in [to.join("db"), to.join("conf")] {
+            if let Ok(f) = std::fs::File::open(&file) {
+                f.sync_all().map_err(|e| Error::io(&file, e))?;
+            }
+        }
+        crate::ledger::sync_dir(to)?;
         if !crate::bus::wait_for_unlock(&lock, std::time::Duration::from_secs(5)) {
             return Err(Error::io(
                 &lock,
