@@ -676,3 +676,87 @@ fn server_refuses_writes_to_a_mission_with_lost_events() {
         "{message}"
     );
 }
+
+/// Damage anywhere in sled's `db` file (a flipped bit, a zeroed 4 KiB
+/// block): opening, verifying and writing either work or fail with an
+/// integrity error; never a panic, never "storage error" (exit 1).
+#[test]
+fn damage_anywhere_in_the_data_file_is_an_integrity_error() {
+    let seed = seed();
+    eprintln!("MISSION_BUS_LEDGER_SEED={seed}");
+    let mut rng = Rng(seed);
+    let base = tempfile::tempdir().unwrap();
+    {
+        let bus = MissionBus::builder(base.path())
+            .flush_every_ms(None)
+            .open()
+            .unwrap();
+        for m in MISSIONS {
+            bus.create_mission(NewMission::new(m, "whole file").lead("lead"))
+                .unwrap();
+            let items = (0..200)
+                .map(|n| {
+                    let action = mission_bus::Action::Publish {
+                        topic: "t".into(),
+                        payload: json!({"n": n, "pad": "x".repeat(100)}).into(),
+                    };
+                    ("lead".to_string(), action)
+                })
+                .collect();
+            bus.append_batch(m, items, None).unwrap();
+        }
+    }
+    let len = std::fs::metadata(base.path().join("db")).unwrap().len();
+    let mut outcomes = BTreeMap::new();
+    for trial in 0..30 {
+        let tmp = tempfile::tempdir().unwrap();
+        copy_sled_files(base.path(), tmp.path());
+        std::fs::copy(base.path().join("ledger"), tmp.path().join("ledger")).unwrap();
+        let mut bytes = std::fs::read(tmp.path().join("db")).unwrap();
+        let at = rng.below(len) as usize;
+        let how = if trial % 2 == 0 {
+            bytes[at] ^= 1 << rng.below(8);
+            format!("bit flip at {at}")
+        } else {
+            let from = at / 4096 * 4096;
+            let to = (from + 4096).min(bytes.len());
+            bytes[from..to].fill(0);
+            format!("zeroed block at {from}")
+        };
+        std::fs::write(tmp.path().join("db"), &bytes).unwrap();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let integrity = |e: mission_bus::Error| {
+                assert_eq!(e.kind(), ErrorKind::Integrity, "{how}: {e}");
+                assert!(!e.to_string().contains("offset None"), "{how}: {e}");
+            };
+            let bus = match MissionBus::open(tmp.path()) {
+                Ok(b) => b,
+                Err(e) => {
+                    integrity(e);
+                    return "refused (integrity)";
+                }
+            };
+            let mut clean = true;
+            for m in bus.verify_ids() {
+                match bus.verify(&m) {
+                    Ok(r) => clean &= r.is_intact(),
+                    Err(e) => {
+                        integrity(e);
+                        clean = false;
+                    }
+                }
+                if let Err(e) = bus.publish(&m, "lead", "t", Json::empty_object()) {
+                    integrity(e);
+                }
+            }
+            if clean {
+                "intact"
+            } else {
+                "damage reported"
+            }
+        }));
+        let outcome = outcome.unwrap_or_else(|_| panic!("trial {trial}: {how}: panicked"));
+        *outcomes.entry(outcome).or_insert(0) += 1;
+    }
+    eprintln!("outcomes: {outcomes:?}");
+}

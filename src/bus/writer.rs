@@ -496,7 +496,10 @@ impl Writer {
             self.store
                 .commit(&group.plans)
                 .and_then(|heads| self.store.flush(self.durability).map(|()| heads))
-                .and_then(|heads| self.record_heads(&group.plans, &heads).map(|()| heads))
+                .and_then(|heads| {
+                    self.record_heads(&group.plans, &heads, &group.new_names)
+                        .map(|()| heads)
+                })
         };
         match result {
             Ok(heads) => {
@@ -670,7 +673,7 @@ impl Writer {
             written += chunk.len();
             if last {
                 self.store.flush(self.durability)?;
-                self.record_heads(std::slice::from_ref(&plan), &heads)?;
+                self.record_heads(std::slice::from_ref(&plan), &heads, &HashMap::new())?;
             }
             progress(written as u64);
         }
@@ -714,7 +717,12 @@ impl Writer {
     /// acknowledged, append the group's new heads to the commit ledger (one
     /// entry, fdatasync'd under `Durability::Sync`). Under `Relaxed` the
     /// heads wait for a real flush (see `write_pending_heads`).
-    fn record_heads(&self, plans: &[PlannedAppend], heads: &[(u64, Hash)]) -> Result<()> {
+    fn record_heads(
+        &self,
+        plans: &[PlannedAppend],
+        heads: &[(u64, Hash)],
+        new_names: &HashMap<String, MissionNo>,
+    ) -> Result<()> {
         let mut ledger = self.ledger.borrow_mut();
         let Some(l) = ledger.as_mut() else {
             return Ok(());
@@ -722,12 +730,20 @@ impl Writer {
         // A mission may have several plans in a group: the last one wins.
         let mut latest = BTreeMap::new();
         for (plan, (sequence, hash)) in plans.iter().zip(heads) {
-            let name = match &plan.register {
-                Some(n) => n.clone(),
-                None => match self.shared.name_of(plan.mission) {
-                    Some(n) => n,
-                    None => continue,
-                },
+            // A mission created in this group is not in the directory yet.
+            let name = plan
+                .register
+                .clone()
+                .or_else(|| self.shared.name_of(plan.mission))
+                .or_else(|| {
+                    new_names
+                        .iter()
+                        .find(|(_, no)| **no == plan.mission)
+                        .map(|(n, _)| n.clone())
+                });
+            let Some(name) = name else {
+                debug_assert!(false, "a committed plan's mission has no name");
+                continue;
             };
             latest.insert(
                 name,
