@@ -44,6 +44,14 @@ pub(super) enum Job {
         mission: String,
         reply: mpsc::Sender<Result<VerifyReport>>,
     },
+    Backup {
+        to: std::path::PathBuf,
+        reply: mpsc::Sender<Result<super::BackupReport>>,
+    },
+    AcceptLoss {
+        mission: String,
+        reply: mpsc::Sender<Result<Option<Event>>>,
+    },
 }
 
 impl MissionBus {

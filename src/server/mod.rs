@@ -20,6 +20,7 @@
 //! [`Limits::shutdown_grace`]), then close the bus, which drains its writer.
 
 mod auth;
+mod backup;
 mod console;
 mod error;
 mod listener;

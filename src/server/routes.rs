@@ -50,6 +50,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/missions/{m}/verify", get(verify))
         .merge(super::views::routes())
         .merge(super::console::routes())
+        .route("/v1/admin/backup", post(super::backup::admin_backup))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
