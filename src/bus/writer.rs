@@ -46,8 +46,8 @@ struct Group {
     new_names: HashMap<String, MissionNo>,
     plans: Vec<PlannedAppend>,
     pending: Vec<Pending>,
-    /// Ids written by this group, with the event they belong to.
-    ids: HashMap<Uuid, (MissionNo, Event)>,
+    /// Ids written by this group, by mission, with the event they belong to.
+    ids: HashMap<(MissionNo, Uuid), Event>,
 }
 
 impl Writer {
@@ -210,7 +210,7 @@ impl Writer {
 
         // Idempotent retry: a caller-supplied id already stored.
         if let [Draft { id: Some(id), .. }] = drafts.as_slice() {
-            if let Some(original) = self.stored_with_id(group, id)? {
+            if let Some(original) = self.stored_with_id(group, no, id)? {
                 let (orig_no, orig) = original;
                 let d = &drafts[0];
                 return if orig_no == no && orig.sender == d.sender && orig.body == d.body {
@@ -218,10 +218,8 @@ impl Writer {
                 } else {
                     Err(Error::EventIdConflict {
                         event_id: *id,
-                        mission: self
-                            .shared
-                            .name_of(orig_no)
-                            .unwrap_or_else(|| mission.to_string()),
+                        // Scoped lookup: always this mission, never another.
+                        mission: mission.to_string(),
                         sequence: orig.sequence,
                     })
                 };
@@ -253,7 +251,7 @@ impl Writer {
             }
             // (A single event's id was checked above, as a possible retry.)
             if let (Some(id), Some(_)) = (d.id, &scratch) {
-                if !batch_ids.insert(id) || self.stored_with_id(group, &id)?.is_some() {
+                if !batch_ids.insert(id) || self.stored_with_id(group, no, &id)?.is_some() {
                     return Err(Error::invalid("event id", format!("{id} is already used")));
                 }
             }
@@ -264,8 +262,8 @@ impl Writer {
                     .any(|e: &Event| e.id == *id && e.event_type() == EventType::Checkpoint)
                     || group
                         .ids
-                        .get(id)
-                        .is_some_and(|(m, e)| *m == no && e.event_type() == EventType::Checkpoint)
+                        .get(&(no, *id))
+                        .is_some_and(|e| e.event_type() == EventType::Checkpoint)
             };
             self.validate(state, mission, no, &d, &staged_checkpoint)?;
             let event = Event {
@@ -298,7 +296,7 @@ impl Writer {
             group.new_names.insert(mission.to_string(), no);
         }
         for e in remember {
-            group.ids.insert(e.id, (no, e));
+            group.ids.insert((no, e.id), e);
         }
         group.plans.push(PlannedAppend {
             mission: no,
@@ -312,11 +310,17 @@ impl Writer {
     }
 
     /// The event already stored (or staged in this group) under `id`.
-    fn stored_with_id(&self, group: &Group, id: &Uuid) -> Result<Option<(MissionNo, Event)>> {
-        if let Some(found) = group.ids.get(id) {
-            return Ok(Some(found.clone()));
+    /// Ids are scoped to their mission: only `no`'s index is consulted.
+    fn stored_with_id(
+        &self,
+        group: &Group,
+        no: MissionNo,
+        id: &Uuid,
+    ) -> Result<Option<(MissionNo, Event)>> {
+        if let Some(found) = group.ids.get(&(no, *id)) {
+            return Ok(Some((no, found.clone())));
         }
-        let Some((no, seq)) = self.store.lookup(Index::EventIds, id)? else {
+        let Some(seq) = self.store.lookup_event_id(no, id)? else {
             return Ok(None);
         };
         let Some(name) = self.shared.name_of(no) else {
@@ -578,7 +582,6 @@ impl Writer {
             return Err(Error::MissionExists { mission });
         }
         let no = self.store.allocate_mission_no()?;
-        let empty = Group::default();
         let mut state = MissionState::default();
         let mut seen = HashSet::with_capacity(events.len());
         let mut checkpoints = HashSet::new();
@@ -588,14 +591,6 @@ impl Writer {
                     "event id",
                     format!("{} appears twice (sequence {})", e.id, e.sequence),
                 ));
-            }
-            if let Some((m, orig)) = self.stored_with_id(&empty, &e.id)? {
-                let owner = self.shared.name_of(m).unwrap_or_default();
-                return Err(Error::EventIdConflict {
-                    event_id: e.id,
-                    mission: owner,
-                    sequence: orig.sequence,
-                });
             }
             let draft = Draft {
                 id: Some(e.id),
