@@ -20,8 +20,10 @@
 //! the recent-events cache) and `writer` (the single writer thread: plan,
 //! commit, publish, acknowledge).
 
+mod async_api;
 mod builder;
 mod checks;
+mod live;
 mod reads;
 mod shared;
 mod tokens;
@@ -29,12 +31,15 @@ mod types;
 mod writer;
 mod writes;
 
+pub use async_api::BatchItem;
 pub use builder::MissionBusBuilder;
+pub use live::{BusStats, Histogram};
 pub use tokens::token_hash;
 pub use types::{
     Action, AppendOptions, Committed, MissionSummary, NewMission, ResumePacket, TokenOwner,
 };
 
+use async_api::Reply;
 use checks::*;
 use shared::{Cached, Directory, RecentEvents, Shared, SUBSCRIBER_BUFFER};
 use writer::Writer;

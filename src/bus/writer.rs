@@ -4,7 +4,7 @@
 
 use super::{at_sequence, require, Cached, Committed, Draft, Job, Shared, IMPORT_CHUNK, MAX_GROUP};
 use std::collections::{HashMap, HashSet};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -26,7 +26,7 @@ pub(super) struct Writer {
 
 /// One request of a commit group that passed planning.
 struct Pending {
-    reply: mpsc::Sender<Result<Vec<Event>>>,
+    reply: super::Reply<Vec<Event>>,
     outcome: Planned,
 }
 
@@ -66,9 +66,7 @@ impl Writer {
                         reply,
                     } => match self.plan(&mut group, &mission, drafts, expected) {
                         Ok(outcome) => group.pending.push(Pending { reply, outcome }),
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                        }
+                        Err(e) => reply.send(Err(e)),
                     },
                     // Jobs that need the log to stand still run alone: commit
                     // what is planned first, then run them.
@@ -462,13 +460,23 @@ impl Writer {
         let result = if group.plans.is_empty() {
             Ok(Vec::new())
         } else {
-            self.store
-                .commit(&group.plans)
-                .and_then(|heads| self.store.flush(self.durability).map(|()| heads))
+            self.store.commit(&group.plans).and_then(|heads| {
+                let began = std::time::Instant::now();
+                self.store.flush(self.durability)?;
+                let events = group.plans.iter().map(|p| p.events.len()).sum();
+                self.shared.live.stats.committed(events, began.elapsed());
+                Ok(heads)
+            })
         };
         match result {
             Ok(heads) => {
                 let mut staged = group.staged;
+                let moved: Vec<(MissionNo, u64)> = group
+                    .plans
+                    .iter()
+                    .zip(&heads)
+                    .map(|(p, (seq, _))| (p.mission, *seq))
+                    .collect();
                 for (plan, (seq, hash)) in group.plans.iter().zip(heads) {
                     if let Some(c) = staged.get_mut(&plan.mission) {
                         debug_assert!(c.state.head >= seq);
@@ -501,6 +509,10 @@ impl Writer {
                     cache.insert(no, Arc::new(c));
                 }
                 drop(cache);
+                // Watchers read the log up to the published head: after it.
+                for (mission, seq) in moved {
+                    self.shared.live.moved(mission, seq);
+                }
                 {
                     let mut recent = self.shared.recent.lock().unwrap_or_else(|p| p.into_inner());
                     for plan in &group.plans {
@@ -555,17 +567,18 @@ impl Writer {
                         Planned::Written(i) => std::mem::take(&mut written[i].1),
                         Planned::Stored(events) => events,
                     };
-                    let _ = p.reply.send(Ok(events));
+                    p.reply.send(Ok(events));
                 }
             }
             Err(e) => {
+                self.shared.live.stats.failed();
                 let mut cache = self.shared.cache.write().unwrap_or_else(|p| p.into_inner());
                 for no in group.staged.keys() {
                     cache.remove(no);
                 }
                 drop(cache);
                 for p in group.pending {
-                    let _ = p.reply.send(Err(e.clone()));
+                    p.reply.send(Err(e.clone()));
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! The public write calls. Stateless checks run here, on the caller's
 //! thread; everything else happens on the writer.
 
+use super::Reply;
 use super::{
     at_sequence, check_body, check_event_id, check_identifier, check_name, check_participant_name,
     check_text, Action, AppendOptions, Cached, MissionBus, NewMission, MAX_TEXT_BYTES,
@@ -29,7 +30,7 @@ pub(super) enum Job {
         mission: String,
         drafts: Vec<Draft>,
         expected: Option<u64>,
-        reply: mpsc::Sender<Result<Vec<Event>>>,
+        reply: Reply<Vec<Event>>,
     },
     Import {
         events: Vec<Event>,
@@ -80,7 +81,7 @@ impl MissionBus {
             mission: m.mission_id,
             drafts,
             expected: None,
-            reply,
+            reply: Reply::Blocking(reply),
         })
     }
 
@@ -98,7 +99,7 @@ impl MissionBus {
             mission: mission.to_string(),
             drafts: vec![draft],
             expected: opts.expected_sequence,
-            reply,
+            reply: Reply::Blocking(reply),
         })?;
         events.pop().ok_or(Error::Closed)
     }
@@ -122,7 +123,7 @@ impl MissionBus {
             mission: mission.to_string(),
             drafts,
             expected: expected_sequence,
-            reply,
+            reply: Reply::Blocking(reply),
         })
     }
 
