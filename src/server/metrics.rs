@@ -1,7 +1,7 @@
 //! `GET /metrics` (Prometheus text format 0.0.4) and the per-request log
 //! line.
 //!
-//! Labels are route templates (`/v1/missions/{m}/messages`), methods, status
+//! Labels are route templates (`/v1/missions/:m/messages`), methods, status
 //! codes and error codes only: never a mission id, a name or a token, so the
 //! endpoint reveals nothing about any mission and is served without a token
 //! (bind the server to a private address, as for everything else).
@@ -126,7 +126,7 @@ fn render(app: &App, disk: Option<u64>, out: &mut String) {
         let _ = writeln!(
             out,
             "mission_bus_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{status}\"}} {n}",
-            escape(route),
+            escape(&route_label(route)),
             escape(method)
         );
     }
@@ -222,6 +222,13 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
     }
     let _ = writeln!(out, "{name}_sum {}", h.sum);
     let _ = writeln!(out, "{name}_count {}", h.count);
+}
+
+/// A route template as a label value: `{m}` becomes `:m`, so that even
+/// simple line-based parsers (which stop a label set at the first `}`) read
+/// it.
+fn route_label(route: &str) -> String {
+    route.replace('{', ":").replace('}', "")
 }
 
 /// Label values: backslash, quote and newline escaped.
