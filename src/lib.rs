@@ -66,9 +66,9 @@ mod store;
 mod verify;
 
 pub use bus::{
-    token_hash, Action, AppendOptions, BackupReport, Committed, MissionBus, MissionBusBuilder,
-    MissionSummary, NewMission, ResumePacket, TokenOwner, MAX_ARTIFACTS, MAX_NAME_BYTES,
-    MAX_RECORD_BYTES, MAX_TEXT_BYTES, MAX_TOPIC_BYTES,
+    token_hash, Action, AppendOptions, BackupReport, BatchItem, BusStats, Committed, Histogram,
+    MissionBus, MissionBusBuilder, MissionSummary, NewMission, ResumePacket, TokenOwner,
+    MAX_ARTIFACTS, MAX_NAME_BYTES, MAX_RECORD_BYTES, MAX_TEXT_BYTES, MAX_TOPIC_BYTES,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventBody, EventType, Json, OPERATOR};

@@ -67,6 +67,12 @@ const META_FORMAT: &[u8] = b"format_version";
 const META_MISSION_NO_BASE: &[u8] = b"mission_no_base";
 /// Present once the store keeps a commit ledger (`src/ledger.rs`).
 const META_LEDGER: &[u8] = b"ledger";
+/// `meta` key recording the `event_ids` layout (see [`EVENT_IDS_LAYOUT`]).
+const META_EVENT_IDS_LAYOUT: &[u8] = b"event_ids_layout";
+/// Layout 2: `event_ids` keyed by `[mission][event id]` (ids scoped to their
+/// mission). Stores without the key use layout 1 (keyed by the bare id) and
+/// are migrated when opened.
+const EVENT_IDS_LAYOUT: u8 = 2;
 /// How long opening waits for a directory lock that is held.
 const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -211,6 +217,8 @@ impl Store {
                 Error::corruption("(store)", None, "meta.mission_no_base is malformed")
             })?,
         };
+        let event_ids = db.open_tree(TREE_EVENT_IDS)?;
+        migrate_event_ids(&meta, &event_ids)?;
         Ok(Store {
             path: path.to_path_buf(),
             mission_no_base,
@@ -219,7 +227,7 @@ impl Store {
             heads: db.open_tree(TREE_HEADS)?,
             checkpoints: db.open_tree(TREE_CHECKPOINTS)?,
             handoffs: db.open_tree(TREE_HANDOFFS)?,
-            event_ids: db.open_tree(TREE_EVENT_IDS)?,
+            event_ids,
             snapshots: db.open_tree(TREE_SNAPSHOTS)?,
             tokens: db.open_tree(TREE_TOKENS)?,
             db,
@@ -338,6 +346,25 @@ impl Store {
                     format!("entry for {id} is malformed"),
                 )
             }),
+        }
+    }
+
+    /// The sequence of the event with id `id` in `mission`, if any: one
+    /// `get` in the mission-scoped `event_ids` index.
+    pub(crate) fn lookup_event_id(&self, mission: MissionNo, id: &Uuid) -> Result<Option<u64>> {
+        match self
+            .event_ids
+            .get(keys::event_id_key(mission, id.as_bytes()))?
+        {
+            None => Ok(None),
+            Some(v) => match keys::parse_event_key(&v) {
+                Some((m, seq)) if m == mission => Ok(Some(seq)),
+                _ => Err(Error::corruption(
+                    format!("({TREE_EVENT_IDS} index)"),
+                    None,
+                    format!("entry for {id} is malformed"),
+                )),
+            },
         }
     }
 
@@ -667,7 +694,13 @@ impl Store {
             }
             let key = keys::event_key(mission, seq);
             let expect_index = |report: &mut VerifyReport, index: Index| -> Result<()> {
-                match self.index_tree(index).get(event.id.as_bytes())? {
+                let found = match index {
+                    Index::EventIds => self
+                        .event_ids
+                        .get(keys::event_id_key(mission, event.id.as_bytes()))?,
+                    _ => self.index_tree(index).get(event.id.as_bytes())?,
+                };
+                match found {
                     Some(v) if v.as_ref() == key => {}
                     Some(v) => problem(
                         report,
@@ -739,8 +772,17 @@ impl Store {
         // Reverse direction: every index entry pointing into this mission
         // points at an event with that id and of that kind.
         for index in [Index::EventIds, Index::Checkpoints, Index::Handoffs] {
-            for item in self.index_tree(index).iter() {
-                let (id, target) = item?;
+            // `event_ids` is scoped: only this mission's prefix can point here.
+            let entries = match index {
+                Index::EventIds => self.event_ids.scan_prefix(keys::mission_key(mission)),
+                _ => self.index_tree(index).iter(),
+            };
+            for item in entries {
+                let (key, target) = item?;
+                let id = match index {
+                    Index::EventIds => key.subslice(8, key.len().saturating_sub(8)),
+                    _ => key,
+                };
                 let Some((m, seq)) = keys::parse_event_key(&target) else {
                     continue;
                 };
@@ -785,6 +827,39 @@ impl Store {
     }
 }
 
+/// Bring `event_ids` to layout 2 (`[mission][id]` keys) if the store was
+/// written with layout 1 (bare 16-byte id keys, one namespace for the whole
+/// store). Values are unchanged (`[mission][seq]`), so each key is rebuilt
+/// from its own value. The rewrite is one atomic batch on the tree; the
+/// layout key is written after it, and a store interrupted in between is
+/// migrated again on the next open (16-byte keys are old, 24-byte keys new),
+/// so the migration is idempotent.
+fn migrate_event_ids(meta: &sled::Tree, event_ids: &sled::Tree) -> Result<()> {
+    if meta.get(META_EVENT_IDS_LAYOUT)?.as_deref() == Some(&[EVENT_IDS_LAYOUT][..]) {
+        return Ok(());
+    }
+    let mut batch = sled::Batch::default();
+    for item in event_ids.iter() {
+        let (k, v) = item?;
+        if k.len() != 16 {
+            continue;
+        }
+        let Some((mission, _)) = keys::parse_event_key(&v) else {
+            return Err(Error::corruption(
+                format!("({TREE_EVENT_IDS} index)"),
+                None,
+                format!("entry {} is malformed", hex(&k)),
+            ));
+        };
+        let id: [u8; 16] = k.as_ref().try_into().expect("length checked");
+        batch.insert(&keys::event_id_key(mission, &id)[..], v);
+        batch.remove(k);
+    }
+    event_ids.apply_batch(batch)?;
+    meta.insert(META_EVENT_IDS_LAYOUT, &[EVENT_IDS_LAYOUT])?;
+    Ok(())
+}
+
 fn commit_one(
     plan: &PlannedAppend,
     missions: &TransactionalTree,
@@ -824,7 +899,8 @@ fn commit_one(
         seq += 1;
         let key = keys::event_key(plan.mission, seq);
         let enc = codec::encode_event(&plan.mission_id, event, &hash);
-        if ids.insert(event.id.as_bytes(), &key)?.is_some() && !plan.replace_orphan_ids {
+        let id_key = keys::event_id_key(plan.mission, event.id.as_bytes());
+        if ids.insert(&id_key, &key)?.is_some() && !plan.replace_orphan_ids {
             return Err(A(Abort::DuplicateId(event.id)));
         }
         match event.body {

@@ -115,6 +115,7 @@ impl MissionBusBuilder {
             mission_channels: Mutex::new(HashMap::new()),
             recent: Mutex::new(RecentEvents::new()),
             written: std::sync::atomic::AtomicU64::new(0),
+            live: Default::default(),
         });
         let (tx, rx) = mpsc::sync_channel(QUEUE_DEPTH);
         let writer = Writer {

@@ -20,10 +20,12 @@
 //! the recent-events cache) and `writer` (the single writer thread: plan,
 //! commit, publish, acknowledge).
 
+mod async_api;
 mod backup;
 mod builder;
 mod checks;
 mod integrity;
+mod live;
 mod loss;
 mod reads;
 mod shared;
@@ -32,13 +34,16 @@ mod types;
 mod writer;
 mod writes;
 
+pub use async_api::BatchItem;
 pub use backup::BackupReport;
 pub use builder::MissionBusBuilder;
+pub use live::{BusStats, Histogram};
 pub use tokens::token_hash;
 pub use types::{
     Action, AppendOptions, Committed, MissionSummary, NewMission, ResumePacket, TokenOwner,
 };
 
+use async_api::Reply;
 use checks::*;
 use shared::{Cached, Directory, RecentEvents, Shared, SUBSCRIBER_BUFFER};
 use writer::Writer;

@@ -1,6 +1,6 @@
 //! Participant tokens: issued, rotated and checked; stored only as hashes.
 
-use super::{MissionBus, TokenOwner};
+use super::MissionBus;
 
 use crate::error::{Error, Result};
 use crate::store::Durability;
@@ -36,6 +36,9 @@ impl MissionBus {
         let token = format!("mb_{}", crate::store::hex(&secret));
         let store = self.inner.store();
         let revoked = store.put_token(&token_hash(&token), c.no, name, revoke_others)?;
+        if revoke_others {
+            self.inner.shared.live.forget_tokens(c.no, name);
+        }
         // A token is a credential: never acknowledge one that could be lost.
         let durability = match self.inner.durability {
             Durability::Relaxed => Durability::Flush,
@@ -43,20 +46,6 @@ impl MissionBus {
         };
         store.flush(durability)?;
         Ok((token, revoked))
-    }
-
-    /// Who `token` belongs to, if anyone. The lookup is keyed by the token's
-    /// BLAKE3 hash, so the stored hashes reveal nothing usable and the
-    /// comparison never runs over the secret itself.
-    pub fn authenticate(&self, token: &str) -> Result<Option<TokenOwner>> {
-        let Some((no, name)) = self.inner.store().token_owner(&token_hash(token))? else {
-            return Ok(None);
-        };
-        Ok(self
-            .inner
-            .shared
-            .name_of(no)
-            .map(|mission_id| TokenOwner { mission_id, name }))
     }
 }
 

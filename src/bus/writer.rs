@@ -5,7 +5,7 @@
 use super::{at_sequence, require, Cached, Committed, Draft, Job, Shared, IMPORT_CHUNK, MAX_GROUP};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -35,7 +35,7 @@ pub(super) struct Writer {
 
 /// One request of a commit group that passed planning.
 struct Pending {
-    reply: mpsc::Sender<Result<Vec<Event>>>,
+    reply: super::Reply<Vec<Event>>,
     outcome: Planned,
 }
 
@@ -55,8 +55,8 @@ struct Group {
     new_names: HashMap<String, MissionNo>,
     plans: Vec<PlannedAppend>,
     pending: Vec<Pending>,
-    /// Ids written by this group, with the event they belong to.
-    ids: HashMap<Uuid, (MissionNo, Event)>,
+    /// Ids written by this group, by mission, with the event they belong to.
+    ids: HashMap<(MissionNo, Uuid), Event>,
 }
 
 impl Writer {
@@ -75,9 +75,7 @@ impl Writer {
                         reply,
                     } => match self.plan(&mut group, &mission, drafts, expected) {
                         Ok(outcome) => group.pending.push(Pending { reply, outcome }),
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                        }
+                        Err(e) => reply.send(Err(e)),
                     },
                     // Jobs that need the log to stand still run alone: commit
                     // what is planned first, then run them.
@@ -234,7 +232,7 @@ impl Writer {
 
         // Idempotent retry: a caller-supplied id already stored.
         if let [Draft { id: Some(id), .. }] = drafts.as_slice() {
-            if let Some(original) = self.stored_with_id(group, id)? {
+            if let Some(original) = self.stored_with_id(group, no, id)? {
                 let (orig_no, orig) = original;
                 let d = &drafts[0];
                 return if orig_no == no && orig.sender == d.sender && orig.body == d.body {
@@ -242,10 +240,8 @@ impl Writer {
                 } else {
                     Err(Error::EventIdConflict {
                         event_id: *id,
-                        mission: self
-                            .shared
-                            .name_of(orig_no)
-                            .unwrap_or_else(|| mission.to_string()),
+                        // Scoped lookup: always this mission, never another.
+                        mission: mission.to_string(),
                         sequence: orig.sequence,
                     })
                 };
@@ -277,7 +273,7 @@ impl Writer {
             }
             // (A single event's id was checked above, as a possible retry.)
             if let (Some(id), Some(_)) = (d.id, &scratch) {
-                if !batch_ids.insert(id) || self.stored_with_id(group, &id)?.is_some() {
+                if !batch_ids.insert(id) || self.stored_with_id(group, no, &id)?.is_some() {
                     return Err(Error::invalid("event id", format!("{id} is already used")));
                 }
             }
@@ -288,8 +284,8 @@ impl Writer {
                     .any(|e: &Event| e.id == *id && e.event_type() == EventType::Checkpoint)
                     || group
                         .ids
-                        .get(id)
-                        .is_some_and(|(m, e)| *m == no && e.event_type() == EventType::Checkpoint)
+                        .get(&(no, *id))
+                        .is_some_and(|e| e.event_type() == EventType::Checkpoint)
             };
             self.validate(state, mission, no, &d, &staged_checkpoint)?;
             let event = Event {
@@ -322,7 +318,7 @@ impl Writer {
             group.new_names.insert(mission.to_string(), no);
         }
         for e in remember {
-            group.ids.insert(e.id, (no, e));
+            group.ids.insert((no, e.id), e);
         }
         group.plans.push(PlannedAppend {
             mission: no,
@@ -337,11 +333,17 @@ impl Writer {
     }
 
     /// The event already stored (or staged in this group) under `id`.
-    fn stored_with_id(&self, group: &Group, id: &Uuid) -> Result<Option<(MissionNo, Event)>> {
-        if let Some(found) = group.ids.get(id) {
-            return Ok(Some(found.clone()));
+    /// Ids are scoped to their mission: only `no`'s index is consulted.
+    fn stored_with_id(
+        &self,
+        group: &Group,
+        no: MissionNo,
+        id: &Uuid,
+    ) -> Result<Option<(MissionNo, Event)>> {
+        if let Some(found) = group.ids.get(&(no, *id)) {
+            return Ok(Some((no, found.clone())));
         }
-        let Some((no, seq)) = self.store.lookup(Index::EventIds, id)? else {
+        let Some(seq) = self.store.lookup_event_id(no, id)? else {
             return Ok(None);
         };
         let Some(name) = self.shared.name_of(no) else {
@@ -493,17 +495,26 @@ impl Writer {
         let result = if group.plans.is_empty() {
             Ok(Vec::new())
         } else {
-            self.store
-                .commit(&group.plans)
-                .and_then(|heads| self.store.flush(self.durability).map(|()| heads))
-                .and_then(|heads| {
-                    self.record_heads(&group.plans, &heads, &group.new_names)
-                        .map(|()| heads)
-                })
+            self.store.commit(&group.plans).and_then(|heads| {
+                let began = std::time::Instant::now();
+                self.store.flush(self.durability)?;
+                // The ledger's append and fdatasync are part of making the
+                // group durable, so they count in the flush latency.
+                self.record_heads(&group.plans, &heads, &group.new_names)?;
+                let events = group.plans.iter().map(|p| p.events.len()).sum();
+                self.shared.live.stats.committed(events, began.elapsed());
+                Ok(heads)
+            })
         };
         match result {
             Ok(heads) => {
                 let mut staged = group.staged;
+                let moved: Vec<(MissionNo, u64)> = group
+                    .plans
+                    .iter()
+                    .zip(&heads)
+                    .map(|(p, (seq, _))| (p.mission, *seq))
+                    .collect();
                 for (plan, (seq, hash)) in group.plans.iter().zip(heads) {
                     if let Some(c) = staged.get_mut(&plan.mission) {
                         debug_assert!(c.state.head >= seq);
@@ -536,6 +547,10 @@ impl Writer {
                     cache.insert(no, Arc::new(c));
                 }
                 drop(cache);
+                // Watchers read the log up to the published head: after it.
+                for (mission, seq) in moved {
+                    self.shared.live.moved(mission, seq);
+                }
                 {
                     let mut recent = self.shared.recent.lock().unwrap_or_else(|p| p.into_inner());
                     for plan in &group.plans {
@@ -590,17 +605,18 @@ impl Writer {
                         Planned::Written(i) => std::mem::take(&mut written[i].1),
                         Planned::Stored(events) => events,
                     };
-                    let _ = p.reply.send(Ok(events));
+                    p.reply.send(Ok(events));
                 }
             }
             Err(e) => {
+                self.shared.live.stats.failed();
                 let mut cache = self.shared.cache.write().unwrap_or_else(|p| p.into_inner());
                 for no in group.staged.keys() {
                     cache.remove(no);
                 }
                 drop(cache);
                 for p in group.pending {
-                    let _ = p.reply.send(Err(e.clone()));
+                    p.reply.send(Err(e.clone()));
                 }
             }
         }
@@ -620,7 +636,6 @@ impl Writer {
             return Err(Error::MissionExists { mission });
         }
         let no = self.store.allocate_mission_no()?;
-        let empty = Group::default();
         let mut state = MissionState::default();
         let mut seen = HashSet::with_capacity(events.len());
         let mut checkpoints = HashSet::new();
@@ -630,14 +645,6 @@ impl Writer {
                     "event id",
                     format!("{} appears twice (sequence {})", e.id, e.sequence),
                 ));
-            }
-            if let Some((m, orig)) = self.stored_with_id(&empty, &e.id)? {
-                let owner = self.shared.name_of(m).unwrap_or_default();
-                return Err(Error::EventIdConflict {
-                    event_id: e.id,
-                    mission: owner,
-                    sequence: orig.sequence,
-                });
             }
             let draft = Draft {
                 id: Some(e.id),

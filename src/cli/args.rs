@@ -189,6 +189,13 @@ pub(crate) enum Command {
         /// Where the admin token is read from or written to (default DATA/admin.token).
         #[arg(long, value_name = "FILE")]
         admin_token_file: Option<PathBuf>,
+        /// Log filter on stderr: a level (error, warn, info, debug, trace) or
+        /// a `tracing` filter such as `mission_bus=debug,warn`.
+        #[arg(long, value_name = "FILTER", default_value = "info")]
+        log_level: String,
+        /// Log line format on stderr.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormatArg,
     },
     /// Tell a mission's story end to end on the data directory.
     Demo,
@@ -232,6 +239,15 @@ pub(crate) struct Guard {
     /// the stored event instead of writing twice.
     #[arg(long, value_name = "UUID")]
     pub event_id: Option<String>,
+}
+
+/// Log line formats of `serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Document formats of export and import.

@@ -199,7 +199,15 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
         Command::Serve {
             listen,
             admin_token_file,
+            log_level,
+            log_format,
         } => {
+            use mission_bus::server::LogFormat;
+            let format = match log_format {
+                super::args::LogFormatArg::Text => LogFormat::Text,
+                super::args::LogFormatArg::Json => LogFormat::Json,
+            };
+            mission_bus::server::init_logging(&log_level, format)?;
             mission_bus::server::serve_blocking(mission_bus::server::ServeOptions {
                 data: data.to_path_buf(),
                 listen,
