@@ -166,6 +166,21 @@ pub enum EventBody {
         /// Free-form note.
         note: String,
     },
+    /// The operator accepted that acknowledged events were lost (the commit
+    /// ledger recorded them; the store no longer held them). Written by
+    /// `MissionBus::accept_loss` only; the reducer folds it as a no-op
+    /// except the head. The event takes the sequence after the store's
+    /// head, so the sequences `first..=last` it names were acknowledged
+    /// for events that are gone and are given to the events from here on:
+    /// this record marks exactly where history was cut.
+    LossAccepted {
+        /// First acknowledged sequence that was lost.
+        first: u64,
+        /// Last acknowledged sequence that was lost (the ledger's head).
+        last: u64,
+        /// The chain hash the commit ledger held for sequence `last`.
+        ledger_hash: [u8; 32],
+    },
     /// The recipient of an offered handoff took it on. It holds a lease that
     /// ends `lease_ms` after this event's timestamp.
     HandoffAccepted {
@@ -234,6 +249,8 @@ pub enum EventType {
     Checkpoint,
     /// `handoff`
     Handoff,
+    /// `loss_accepted`
+    LossAccepted,
     /// `handoff_accepted`
     HandoffAccepted,
     /// `handoff_heartbeat`
@@ -252,13 +269,14 @@ pub enum EventType {
 
 impl EventType {
     /// Every event type, in declaration order.
-    pub const ALL: [EventType; 13] = [
+    pub const ALL: [EventType; 14] = [
         EventType::MissionCreated,
         EventType::ParticipantJoined,
         EventType::RoleChanged,
         EventType::Message,
         EventType::Checkpoint,
         EventType::Handoff,
+        EventType::LossAccepted,
         EventType::HandoffAccepted,
         EventType::HandoffHeartbeat,
         EventType::HandoffCompleted,
@@ -277,6 +295,7 @@ impl EventType {
             EventType::Message => "message",
             EventType::Checkpoint => "checkpoint",
             EventType::Handoff => "handoff",
+            EventType::LossAccepted => "loss_accepted",
             EventType::HandoffAccepted => "handoff_accepted",
             EventType::HandoffHeartbeat => "handoff_heartbeat",
             EventType::HandoffCompleted => "handoff_completed",
@@ -327,6 +346,7 @@ impl EventBody {
             EventBody::Message { .. } => EventType::Message,
             EventBody::Checkpoint { .. } => EventType::Checkpoint,
             EventBody::Handoff { .. } => EventType::Handoff,
+            EventBody::LossAccepted { .. } => EventType::LossAccepted,
             EventBody::HandoffAccepted { .. } => EventType::HandoffAccepted,
             EventBody::HandoffHeartbeat { .. } => EventType::HandoffHeartbeat,
             EventBody::HandoffCompleted { .. } => EventType::HandoffCompleted,

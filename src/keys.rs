@@ -19,6 +19,15 @@ pub(crate) fn mission_key(mission: MissionNo) -> [u8; 8] {
     mission.to_be_bytes()
 }
 
+/// `event_ids` key (layout 2): `[mission u64 BE][event id 16 bytes]`, so
+/// an event id is unique within its mission only.
+pub(crate) fn event_id_key(mission: MissionNo, id: &[u8; 16]) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&mission.to_be_bytes());
+    k[8..].copy_from_slice(id);
+    k
+}
+
 /// Split an `events` key (or an index value, which has the same layout).
 pub(crate) fn parse_event_key(k: &[u8]) -> Option<(MissionNo, u64)> {
     let k: &[u8; 16] = k.try_into().ok()?;

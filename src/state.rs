@@ -120,6 +120,9 @@ impl MissionState {
                 });
                 self.fold_checkpoint(event);
             }
+            // Only the head moves (above): the lost events' effects are
+            // gone with them.
+            EventBody::LossAccepted { .. } => {}
             EventBody::Handoff {
                 recipient,
                 checkpoint_id,

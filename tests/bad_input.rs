@@ -315,7 +315,45 @@ fn table() -> Vec<Row> {
             Error::InvalidInput { reason, .. } if reason.contains("U+0009")),
         row!("participant name starting with '@'", InvalidInput,
             |bus, env| bus.join("alpha", "@admin", "write", Json::null()),
-            Error::InvalidInput { reason, .. } if reason.contains("reserved for the operator")),
+            Error::InvalidInput { reason, .. } if reason.contains("'@'")),
+        // --- the name grammar (docs/api.md, "Names"), where names enter
+        row!("slash in a mission id", InvalidInput,
+            |bus, env| bus.create_mission(named("a/b")),
+            Error::InvalidInput { field, reason } if field == "mission id" && reason.contains("'/'")),
+        row!("mission id '..'", InvalidInput,
+            |bus, env| bus.create_mission(named("..")),
+            Error::InvalidInput { field, reason } if field == "mission id" && reason.contains("starts with '.'")),
+        row!("'..' inside a mission id", InvalidInput,
+            |bus, env| bus.create_mission(named("a..b")),
+            Error::InvalidInput { reason, .. } if reason.contains("'..'")),
+        row!("mission id starting with '-'", InvalidInput,
+            |bus, env| bus.create_mission(named("-rf")),
+            Error::InvalidInput { reason, .. } if reason.contains("starts with '-'")),
+        row!("right-to-left override in a mission id", InvalidInput,
+            |bus, env| bus.create_mission(named("abc\u{202e}gpj")),
+            Error::InvalidInput { reason, .. } if reason.contains("U+202E")),
+        row!("slash in a participant name", InvalidInput,
+            |bus, env| bus.join("alpha", "../etc", "write", Json::null()),
+            Error::InvalidInput { field, .. } if field == "participant name"),
+        row!("participant name starting with '-'", InvalidInput,
+            |bus, env| bus.join("alpha", "-x", "write", Json::null()),
+            Error::InvalidInput { field, reason } if field == "participant name" && reason.contains("'-'")),
+        row!("right-to-left override in a participant name", InvalidInput,
+            |bus, env| bus.join("alpha", "eve\u{202e}", "write", Json::null()),
+            Error::InvalidInput { reason, .. } if reason.contains("U+202E")),
+        row!("lead name with a slash", InvalidInput,
+            |bus, env| bus.create_mission(NewMission::new("gamma", "t").lead("a/b")),
+            Error::InvalidInput { field, .. } if field == "lead"),
+        row!("metadata that is an array", InvalidInput,
+            |bus, env| bus.join("alpha", "newbie", "write", json!([1, 2]).into()),
+            Error::InvalidInput { field, reason } if field == "metadata" && reason.contains("JSON object")),
+        row!("metadata that is a string", InvalidInput,
+            |bus, env| bus.join("alpha", "newbie", "write", json!("x").into()),
+            Error::InvalidInput { field, .. } if field == "metadata"),
+        row!("nil UUID as an event id", InvalidInput,
+            |bus, env| bus.append("alpha", "ada", mission_bus::Action::Publish { topic: "t".into(), payload: Json::null() },
+                &mission_bus::AppendOptions { expected_sequence: None, event_id: Some(uuid::Uuid::nil()) }).map(|_| ()),
+            Error::InvalidInput { field, reason } if field == "event id" && reason.contains("nil")),
         row!("lead name starting with '@'", InvalidInput,
             |bus, env| bus.create_mission(NewMission::new("gamma", "t").lead("@lead")),
             Error::InvalidInput { field, .. } if field == "lead"),
@@ -690,13 +728,38 @@ fn table() -> Vec<Row> {
             |bus, env| bus.import_log(fresh_log(env, "alpha"), |_| {}),
             Error::MissionExists { .. }
         ),
-        row!("import reusing a stored event id", Conflict,
+        // (An id stored in another mission is no conflict: ids are scoped
+        // per mission, see tests/event_ids.rs.)
+        row!("import of a mission id with a slash", InvalidInput,
+            |bus, env| bus.import_log(fresh_log(env, "a/b"), |_| {}),
+            Error::InvalidInput { field, .. } if field == "mission id"),
+        row!("import of a participant name with a right-to-left override", InvalidInput,
             |bus, env| {
                 let mut log = fresh_log(env, "gamma");
-                log[4].id = env.msg_alpha;
+                let joined = log.iter_mut().find(|e| matches!(e.body, EventBody::ParticipantJoined { .. })).unwrap();
+                if let EventBody::ParticipantJoined { name, .. } = &mut joined.body {
+                    name.push('\u{202e}');
+                }
                 bus.import_log(log, |_| {})
             },
-            Error::EventIdConflict { mission, sequence: 6, .. } if mission == "alpha"),
+            Error::InvalidInput { field, reason } if field.starts_with("participant name (sequence") && reason.contains("U+202E")),
+        row!("import of participant metadata that is an array", InvalidInput,
+            |bus, env| {
+                let mut log = fresh_log(env, "gamma");
+                let joined = log.iter_mut().find(|e| matches!(e.body, EventBody::ParticipantJoined { .. })).unwrap();
+                if let EventBody::ParticipantJoined { metadata, .. } = &mut joined.body {
+                    *metadata = json!([1, 2]).into();
+                }
+                bus.import_log(log, |_| {})
+            },
+            Error::InvalidInput { field, .. } if field.starts_with("metadata (sequence")),
+        row!("import with the nil UUID as an event id", InvalidInput,
+            |bus, env| {
+                let mut log = fresh_log(env, "gamma");
+                log[4].id = Uuid::nil();
+                bus.import_log(log, |_| {})
+            },
+            Error::InvalidInput { field, .. } if field == "event id (sequence 5)"),
         row!("import with an id twice", InvalidInput,
             |bus, env| {
                 let mut log = fresh_log(env, "gamma");

@@ -93,6 +93,87 @@ pub(super) fn check_label(field: &str, s: &str, max: usize) -> Result<()> {
     Ok(())
 }
 
+/// The grammar of mission ids and participant names where they *enter* the
+/// store (creation, join, import): 1 to [`MAX_NAME_BYTES`] bytes of letters
+/// and digits (Unicode alphanumerics), `-`, `_` and `.`; not starting with `-` or `.`; no `..`. So a
+/// name is safe as a path segment, a file name, a command-line argument and
+/// in a terminal (no `/`, no control or bidirectional characters). Names
+/// already stored by earlier versions are still accepted where they are
+/// *referenced* (senders, recipients, lookups): see [`check_participant_name`].
+pub(crate) fn check_identifier(field: &str, s: &str) -> Result<()> {
+    if s.is_empty() {
+        return Err(Error::invalid(field, "is empty"));
+    }
+    if s.len() > MAX_NAME_BYTES {
+        return Err(Error::invalid(
+            field,
+            format!("is {} bytes, longer than {MAX_NAME_BYTES}", s.len()),
+        ));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        let what = if c.is_control() {
+            format!("control character U+{:04X}", c as u32)
+        } else if c.is_whitespace() {
+            format!("whitespace U+{:04X}", c as u32)
+        } else if !c.is_ascii() {
+            format!("character U+{:04X}", c as u32)
+        } else {
+            format!("'{c}'")
+        };
+        return Err(Error::invalid(
+            field,
+            format!("contains {what}; names may hold only letters, digits, '-', '_' and '.'"),
+        ));
+    }
+    if s.starts_with(['-', '.']) {
+        return Err(Error::invalid(
+            field,
+            format!("'{s}' starts with '{}'", &s[..1]),
+        ));
+    }
+    if s.contains("..") {
+        return Err(Error::invalid(field, format!("'{s}' contains '..'")));
+    }
+    Ok(())
+}
+
+/// Participant metadata: a JSON object (possibly empty), or `null` for none.
+pub(super) fn check_metadata(j: &Json) -> Result<()> {
+    // `Json` holds canonical text: an object, and only an object, starts with '{'.
+    if j.as_str().starts_with('{') || j.as_str() == "null" {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "metadata",
+            format!(
+                "must be a JSON object (or null), got {}",
+                truncated(j.as_str())
+            ),
+        ))
+    }
+}
+
+/// An event id chosen by a caller: any UUID but the nil one.
+pub(super) fn check_event_id(id: &uuid::Uuid) -> Result<()> {
+    if id.is_nil() {
+        return Err(Error::invalid(
+            "event id",
+            "the nil UUID (all zeros) is not a valid event id",
+        ));
+    }
+    Ok(())
+}
+
+fn truncated(s: &str) -> String {
+    match s.char_indices().nth(40) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 pub(super) fn check_participant_name(field: &str, s: &str) -> Result<()> {
     check_name(field, s)?;
     if s.starts_with('@') {
@@ -117,12 +198,21 @@ pub(super) fn check_json(field: &str, j: &Json, limits: Limits) -> Result<()> {
 
 pub(super) fn check_body(body: &EventBody, limits: Limits) -> Result<()> {
     let size = match body {
+        EventBody::LossAccepted { first, last, .. } => {
+            if first > last || *first == 0 {
+                return Err(Error::invalid(
+                    "loss_accepted",
+                    format!("lost range {first}..{last} is empty"),
+                ));
+            }
+            0
+        }
         EventBody::MissionCreated {
             mission_id,
             title,
             config,
         } => {
-            check_name("mission id", mission_id)?;
+            check_identifier("mission id", mission_id)?;
             check_text("title", title, MAX_TEXT_BYTES)?;
             // The config rides in the creation record: it counts too.
             title.len() + config.to_json().to_string().len()
@@ -132,9 +222,10 @@ pub(super) fn check_body(body: &EventBody, limits: Limits) -> Result<()> {
             role,
             metadata,
         } => {
-            check_participant_name("participant name", name)?;
+            check_identifier("participant name", name)?;
             check_name("role", role)?;
             check_json("metadata", metadata, limits)?;
+            check_metadata(metadata)?;
             metadata.as_str().len()
         }
         EventBody::RoleChanged { name, role } => {

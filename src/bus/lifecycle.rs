@@ -279,7 +279,7 @@ impl MissionBus {
                 mission: mission.to_string(),
                 drafts: vec![draft],
                 expected: None,
-                reply,
+                reply: super::Reply::Blocking(reply),
             });
             match result {
                 Ok(mut events) => out.append(&mut events),

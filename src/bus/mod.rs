@@ -20,11 +20,16 @@
 //! the recent-events cache) and `writer` (the single writer thread: plan,
 //! commit, publish, acknowledge).
 
+mod async_api;
+mod backup;
 mod builder;
 mod checks;
 mod consumers;
 mod filter;
+mod integrity;
 mod lifecycle;
+mod live;
+mod loss;
 mod reads;
 mod resume;
 mod shared;
@@ -33,16 +38,20 @@ mod types;
 mod writer;
 mod writes;
 
+pub use async_api::BatchItem;
+pub use backup::BackupReport;
 pub use builder::MissionBusBuilder;
 pub use consumers::{ConsumerPosition, MAX_CONSUMERS_PER_PARTICIPANT};
 pub use filter::{EventFilter, EventPage};
 pub use lifecycle::MAX_LEASE_MS;
+pub use live::{BusStats, Histogram};
 pub use tokens::token_hash;
 pub use types::{
     Action, AppendOptions, Committed, MissionSummary, NewMission, ResumePacket, ResumeSource,
     TokenOwner,
 };
 
+use async_api::Reply;
 use checks::*;
 use shared::{Cached, Directory, RecentEvents, Shared, SUBSCRIBER_BUFFER};
 use writer::Writer;
@@ -96,6 +105,7 @@ struct Inner {
     limits: Limits,
     durability: Durability,
     store_options: StoreOptions,
+    integrity: Arc<integrity::Integrity>,
 }
 
 impl Drop for Inner {
@@ -131,7 +141,7 @@ const FAST_REOPEN_AFTER_EVENTS: u64 = 10_000;
 
 /// Poll until nobody holds an exclusive lock on `path`, or `limit` passes.
 /// Returns whether the lock is free.
-fn wait_for_unlock(path: &Path, limit: std::time::Duration) -> bool {
+pub(crate) fn wait_for_unlock(path: &Path, limit: std::time::Duration) -> bool {
     let Ok(file) = std::fs::File::open(path) else {
         return false;
     };
@@ -181,6 +191,8 @@ impl MissionBus {
             flush_every_ms: Some(500),
             max_payload_bytes: 64 * 1024,
             snapshot_every: 1000,
+            create_if_missing: true,
+            commit_ledger: true,
         }
     }
 
@@ -216,6 +228,9 @@ impl MissionBus {
             .clone()
             .ok_or(Error::Closed)?;
         tx.send(make(reply)).map_err(|_| Error::Closed)?;
-        rx.recv().map_err(|_| Error::Closed)?
+        // sled's damage errors know the file's name only: add the directory.
+        rx.recv()
+            .map_err(|_| Error::Closed)?
+            .map_err(|e| e.in_dir(self.path()))
     }
 }

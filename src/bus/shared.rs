@@ -24,6 +24,8 @@ pub(super) struct Shared {
     pub(super) recent: Mutex<RecentEvents>,
     /// Events written since open.
     pub(super) written: std::sync::atomic::AtomicU64,
+    /// Token cache, head watches, writer statistics.
+    pub(super) live: super::live::Live,
 }
 
 /// Events kept for slow subscribers before they are told they lagged.

@@ -1,6 +1,6 @@
 //! Participant tokens: issued, rotated and checked; stored only as hashes.
 
-use super::{MissionBus, TokenOwner};
+use super::MissionBus;
 
 use crate::error::{Error, Result};
 use crate::store::Durability;
@@ -36,6 +36,9 @@ impl MissionBus {
         let token = format!("mb_{}", crate::store::hex(&secret));
         let store = self.inner.store();
         let revoked = store.put_token(&token_hash(&token), c.no, name, revoke_others)?;
+        if revoke_others {
+            self.inner.shared.live.forget_tokens(c.no, name);
+        }
         // A token is a credential: never acknowledge one that could be lost.
         let durability = match self.inner.durability {
             Durability::Relaxed => Durability::Flush,
@@ -45,34 +48,13 @@ impl MissionBus {
         Ok((token, revoked))
     }
 
-    /// Who `token` belongs to, if anyone. The lookup is keyed by the token's
-    /// BLAKE3 hash, so the stored hashes reveal nothing usable and the
-    /// comparison never runs over the secret itself.
-    pub fn authenticate(&self, token: &str) -> Result<Option<TokenOwner>> {
-        let Some((no, name)) = self.inner.store().token_owner(&token_hash(token))? else {
-            return Ok(None);
-        };
-        let Some(mission_id) = self.inner.shared.name_of(no) else {
-            return Ok(None);
-        };
-        // A removed participant's tokens stop working at once, whatever is
-        // left in the tokens tree.
-        if !self
-            .cached(&mission_id)?
-            .state
-            .participants
-            .contains_key(&name)
-        {
-            return Ok(None);
-        }
-        Ok(Some(TokenOwner { mission_id, name }))
-    }
-
-    /// Drop every token of `name` in `mission` (durably). Returns how many.
+    /// Drop every token of `name` in `mission` (durably), and its consumer
+    /// positions. Returns how many tokens.
     pub(crate) fn revoke_tokens(&self, mission: &str, name: &str) -> Result<u64> {
         let no = self.mission_no(mission)?;
         let store = self.inner.store();
         let n = store.revoke_tokens(no, name)?;
+        self.inner.shared.live.forget_tokens(no, name);
         store.delete_consumers(no, name, None)?;
         let durability = match self.inner.durability {
             Durability::Relaxed => Durability::Flush,

@@ -3,16 +3,18 @@
 //! then publishes and acknowledges.
 
 use super::{at_sequence, require, Cached, Committed, Draft, Job, Shared, IMPORT_CHUNK, MAX_GROUP};
-use std::collections::{HashMap, HashSet};
-use std::sync::mpsc::{self, Receiver};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::codec;
+use crate::codec::{self, Hash};
 use crate::error::{Error, Result};
 use crate::event::{now_micros, Event, EventBody, EventType, OPERATOR};
 use crate::keys::MissionNo;
+use crate::ledger::{Ledger, LedgerHead};
 use crate::profiles::Capability;
 use crate::state::MissionState;
 use crate::store::{Durability, Index, PlannedAppend, Store};
@@ -22,11 +24,18 @@ pub(super) struct Writer {
     pub(super) shared: Arc<Shared>,
     pub(super) durability: Durability,
     pub(super) snapshot_every: u64,
+    /// The commit ledger (`None` when disabled for benchmarks, or damaged:
+    /// then `integrity` refuses every write).
+    pub(super) ledger: RefCell<Option<Ledger>>,
+    /// Heads not yet in the ledger (`Durability::Relaxed` only): written
+    /// after a real flush when the writer stops.
+    pub(super) ledger_pending: RefCell<BTreeMap<String, LedgerHead>>,
+    pub(super) integrity: Arc<super::integrity::Integrity>,
 }
 
 /// One request of a commit group that passed planning.
 struct Pending {
-    reply: mpsc::Sender<Result<Vec<Event>>>,
+    reply: super::Reply<Vec<Event>>,
     outcome: Planned,
 }
 
@@ -46,8 +55,8 @@ struct Group {
     new_names: HashMap<String, MissionNo>,
     plans: Vec<PlannedAppend>,
     pending: Vec<Pending>,
-    /// Ids written by this group, with the event they belong to.
-    ids: HashMap<Uuid, (MissionNo, Event)>,
+    /// Ids written by this group, by mission, with the event they belong to.
+    ids: HashMap<(MissionNo, Uuid), Event>,
 }
 
 impl Writer {
@@ -66,9 +75,7 @@ impl Writer {
                         reply,
                     } => match self.plan(&mut group, &mission, drafts, expected) {
                         Ok(outcome) => group.pending.push(Pending { reply, outcome }),
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                        }
+                        Err(e) => reply.send(Err(e)),
                     },
                     // Jobs that need the log to stand still run alone: commit
                     // what is planned first, then run them.
@@ -83,6 +90,9 @@ impl Writer {
             }
             self.commit(group);
         }
+        if let Err(e) = self.write_pending_heads() {
+            tracing::error!(error = %e, "commit ledger: heads not recorded at close");
+        }
     }
 
     fn run_exclusive(&self, job: Job) {
@@ -93,11 +103,17 @@ impl Writer {
             }
             Job::Verify { mission, reply } => {
                 let r = match self.store.mission_no(&mission) {
-                    Ok(Some(no)) => self.store.verify(no, &mission),
+                    Ok(Some(no)) => self.store.verify(no, &mission).map(|mut r| {
+                        self.integrity.annotate(&mut r);
+                        r
+                    }),
                     Ok(None) => Err(Error::MissionNotFound { mission }),
                     Err(e) => Err(e),
                 };
                 let _ = reply.send(r);
+            }
+            Job::AcceptLoss { mission, reply } => {
+                let _ = reply.send(self.accept_loss(&mission));
             }
             Job::Import {
                 events,
@@ -105,6 +121,9 @@ impl Writer {
                 reply,
             } => {
                 let _ = reply.send(self.import(events, progress));
+            }
+            Job::Backup { to, reply } => {
+                let _ = reply.send(super::backup::run(&self.store, &to));
             }
         }
     }
@@ -177,6 +196,9 @@ impl Writer {
         drafts: Vec<Draft>,
         expected: Option<u64>,
     ) -> Result<Planned> {
+        if let Some(e) = self.integrity.refuse_write(mission) {
+            return Err(e);
+        }
         let creating = matches!(
             drafts.first().map(|d| &d.body),
             Some(EventBody::MissionCreated { .. })
@@ -210,7 +232,7 @@ impl Writer {
 
         // Idempotent retry: a caller-supplied id already stored.
         if let [Draft { id: Some(id), .. }] = drafts.as_slice() {
-            if let Some(original) = self.stored_with_id(group, id)? {
+            if let Some(original) = self.stored_with_id(group, no, id)? {
                 let (orig_no, orig) = original;
                 let d = &drafts[0];
                 return if orig_no == no && orig.sender == d.sender && orig.body == d.body {
@@ -218,10 +240,8 @@ impl Writer {
                 } else {
                     Err(Error::EventIdConflict {
                         event_id: *id,
-                        mission: self
-                            .shared
-                            .name_of(orig_no)
-                            .unwrap_or_else(|| mission.to_string()),
+                        // Scoped lookup: always this mission, never another.
+                        mission: mission.to_string(),
                         sequence: orig.sequence,
                     })
                 };
@@ -253,7 +273,7 @@ impl Writer {
             }
             // (A single event's id was checked above, as a possible retry.)
             if let (Some(id), Some(_)) = (d.id, &scratch) {
-                if !batch_ids.insert(id) || self.stored_with_id(group, &id)?.is_some() {
+                if !batch_ids.insert(id) || self.stored_with_id(group, no, &id)?.is_some() {
                     return Err(Error::invalid("event id", format!("{id} is already used")));
                 }
             }
@@ -264,8 +284,8 @@ impl Writer {
                     .any(|e: &Event| e.id == *id && e.event_type() == EventType::Checkpoint)
                     || group
                         .ids
-                        .get(id)
-                        .is_some_and(|(m, e)| *m == no && e.event_type() == EventType::Checkpoint)
+                        .get(&(no, *id))
+                        .is_some_and(|e| e.event_type() == EventType::Checkpoint)
             };
             // Lifecycle checks (lease deadlines) compare against the event's own time.
             let mut d = d;
@@ -301,10 +321,11 @@ impl Writer {
             group.new_names.insert(mission.to_string(), no);
         }
         for e in remember {
-            group.ids.insert(e.id, (no, e));
+            group.ids.insert((no, e.id), e);
         }
         group.plans.push(PlannedAppend {
             mission: no,
+            mission_id: mission.to_string(),
             register: creating.then(|| mission.to_string()),
             replace_orphan_ids: false,
             prev_seq,
@@ -315,11 +336,17 @@ impl Writer {
     }
 
     /// The event already stored (or staged in this group) under `id`.
-    fn stored_with_id(&self, group: &Group, id: &Uuid) -> Result<Option<(MissionNo, Event)>> {
-        if let Some(found) = group.ids.get(id) {
-            return Ok(Some(found.clone()));
+    /// Ids are scoped to their mission: only `no`'s index is consulted.
+    fn stored_with_id(
+        &self,
+        group: &Group,
+        no: MissionNo,
+        id: &Uuid,
+    ) -> Result<Option<(MissionNo, Event)>> {
+        if let Some(found) = group.ids.get(&(no, *id)) {
+            return Ok(Some((no, found.clone())));
         }
-        let Some((no, seq)) = self.store.lookup(Index::EventIds, id)? else {
+        let Some(seq) = self.store.lookup_event_id(no, id)? else {
             return Ok(None);
         };
         let Some(name) = self.shared.name_of(no) else {
@@ -368,6 +395,16 @@ impl Writer {
             }
         };
         match &d.body {
+            // Only the operator records an accepted loss (accept_loss, or an
+            // import of a log that holds one).
+            EventBody::LossAccepted { .. } if d.sender == OPERATOR => Ok(()),
+            EventBody::LossAccepted { .. } => Err(Error::invalid(
+                "loss_accepted",
+                format!(
+                    "only {OPERATOR} records an accepted loss, not '{}'",
+                    d.sender
+                ),
+            )),
             EventBody::MissionCreated { mission_id, .. } => {
                 if mission_id != mission {
                     return Err(Error::invalid(
@@ -466,13 +503,26 @@ impl Writer {
         let result = if group.plans.is_empty() {
             Ok(Vec::new())
         } else {
-            self.store
-                .commit(&group.plans)
-                .and_then(|heads| self.store.flush(self.durability).map(|()| heads))
+            self.store.commit(&group.plans).and_then(|heads| {
+                let began = std::time::Instant::now();
+                self.store.flush(self.durability)?;
+                // The ledger's append and fdatasync are part of making the
+                // group durable, so they count in the flush latency.
+                self.record_heads(&group.plans, &heads, &group.new_names)?;
+                let events = group.plans.iter().map(|p| p.events.len()).sum();
+                self.shared.live.stats.committed(events, began.elapsed());
+                Ok(heads)
+            })
         };
         match result {
             Ok(heads) => {
                 let mut staged = group.staged;
+                let moved: Vec<(MissionNo, u64)> = group
+                    .plans
+                    .iter()
+                    .zip(&heads)
+                    .map(|(p, (seq, _))| (p.mission, *seq))
+                    .collect();
                 for (plan, (seq, hash)) in group.plans.iter().zip(heads) {
                     if let Some(c) = staged.get_mut(&plan.mission) {
                         debug_assert!(c.state.head >= seq);
@@ -505,6 +555,10 @@ impl Writer {
                     cache.insert(no, Arc::new(c));
                 }
                 drop(cache);
+                // Watchers read the log up to the published head: after it.
+                for (mission, seq) in moved {
+                    self.shared.live.moved(mission, seq);
+                }
                 {
                     let mut recent = self.shared.recent.lock().unwrap_or_else(|p| p.into_inner());
                     for plan in &group.plans {
@@ -559,17 +613,18 @@ impl Writer {
                         Planned::Written(i) => std::mem::take(&mut written[i].1),
                         Planned::Stored(events) => events,
                     };
-                    let _ = p.reply.send(Ok(events));
+                    p.reply.send(Ok(events));
                 }
             }
             Err(e) => {
+                self.shared.live.stats.failed();
                 let mut cache = self.shared.cache.write().unwrap_or_else(|p| p.into_inner());
                 for no in group.staged.keys() {
                     cache.remove(no);
                 }
                 drop(cache);
                 for p in group.pending {
-                    let _ = p.reply.send(Err(e.clone()));
+                    p.reply.send(Err(e.clone()));
                 }
             }
         }
@@ -582,11 +637,13 @@ impl Writer {
             unreachable!("checked by import_log");
         };
         let mission = mission_id.clone();
+        if let Some(e) = self.integrity.refuse_write(&mission) {
+            return Err(e);
+        }
         if self.name_to_no(&mission).is_some() {
             return Err(Error::MissionExists { mission });
         }
         let no = self.store.allocate_mission_no()?;
-        let empty = Group::default();
         let mut state = MissionState::default();
         let mut seen = HashSet::with_capacity(events.len());
         let mut checkpoints = HashSet::new();
@@ -596,14 +653,6 @@ impl Writer {
                     "event id",
                     format!("{} appears twice (sequence {})", e.id, e.sequence),
                 ));
-            }
-            if let Some((m, orig)) = self.stored_with_id(&empty, &e.id)? {
-                let owner = self.shared.name_of(m).unwrap_or_default();
-                return Err(Error::EventIdConflict {
-                    event_id: e.id,
-                    mission: owner,
-                    sequence: orig.sequence,
-                });
             }
             let draft = Draft {
                 id: Some(e.id),
@@ -628,6 +677,7 @@ impl Writer {
             let last = chunks.peek().is_none();
             let plan = PlannedAppend {
                 mission: no,
+                mission_id: mission.clone(),
                 register: last.then(|| mission.clone()),
                 replace_orphan_ids: true,
                 prev_seq: written as u64,
@@ -638,6 +688,7 @@ impl Writer {
             written += chunk.len();
             if last {
                 self.store.flush(self.durability)?;
+                self.record_heads(std::slice::from_ref(&plan), &heads, &HashMap::new())?;
             }
             progress(written as u64);
         }
@@ -673,5 +724,161 @@ impl Writer {
                 }),
             );
         Ok(total as u64)
+    }
+}
+
+impl Writer {
+    /// Step 6b of the write path: after sled's flush, before anything is
+    /// acknowledged, append the group's new heads to the commit ledger (one
+    /// entry, fdatasync'd under `Durability::Sync`). Under `Relaxed` the
+    /// heads wait for a real flush (see `write_pending_heads`).
+    fn record_heads(
+        &self,
+        plans: &[PlannedAppend],
+        heads: &[(u64, Hash)],
+        new_names: &HashMap<String, MissionNo>,
+    ) -> Result<()> {
+        let mut ledger = self.ledger.borrow_mut();
+        let Some(l) = ledger.as_mut() else {
+            return Ok(());
+        };
+        // A mission may have several plans in a group: the last one wins.
+        let mut latest = BTreeMap::new();
+        for (plan, (sequence, hash)) in plans.iter().zip(heads) {
+            // A mission created in this group is not in the directory yet.
+            let name = plan
+                .register
+                .clone()
+                .or_else(|| self.shared.name_of(plan.mission))
+                .or_else(|| {
+                    new_names
+                        .iter()
+                        .find(|(_, no)| **no == plan.mission)
+                        .map(|(n, _)| n.clone())
+                });
+            let Some(name) = name else {
+                debug_assert!(false, "a committed plan's mission has no name");
+                continue;
+            };
+            latest.insert(
+                name,
+                LedgerHead {
+                    sequence: *sequence,
+                    hash: *hash,
+                },
+            );
+        }
+        if self.durability == Durability::Relaxed {
+            self.ledger_pending.borrow_mut().extend(latest);
+            return Ok(());
+        }
+        let items: Vec<(&str, LedgerHead)> = latest
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        l.append(&items, &[], self.durability == Durability::Sync)
+    }
+
+    /// `Durability::Relaxed`: make sled durable (flush + fsync), then record
+    /// the heads written since the last time in the ledger.
+    fn write_pending_heads(&self) -> Result<()> {
+        let pending = std::mem::take(&mut *self.ledger_pending.borrow_mut());
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut ledger = self.ledger.borrow_mut();
+        let Some(l) = ledger.as_mut() else {
+            return Ok(());
+        };
+        self.store.flush(Durability::Sync)?;
+        let items: Vec<(&str, LedgerHead)> = pending
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        l.append(&items, &[], true)
+    }
+}
+
+impl Writer {
+    /// See [`super::MissionBus::accept_loss`]. Runs alone on the writer.
+    fn accept_loss(&self, mission: &str) -> Result<Option<Event>> {
+        if let Some(d) = &self.integrity.ledger_damage {
+            return Err(d.to_error());
+        }
+        let Some(damage) = self.integrity.damage(mission) else {
+            return Err(Error::invalid(
+                "accept-loss",
+                format!("mission '{mission}' has no missing acknowledged events to accept"),
+            ));
+        };
+        let loss = crate::ledger::AcceptedLoss {
+            mission: mission.to_string(),
+            first: damage.first,
+            last: damage.last,
+            ledger_hash: damage.ledger.hash,
+            at_micros: crate::event::to_micros(now_micros()),
+        };
+        let mut ledger = self.ledger.borrow_mut();
+        let Some(l) = ledger.as_mut() else {
+            return Err(Error::invalid(
+                "accept-loss",
+                "the commit ledger is disabled",
+            ));
+        };
+        let recorded = match self.name_to_no(mission) {
+            None => {
+                l.append(&[], std::slice::from_ref(&loss), true)?;
+                None
+            }
+            Some(no) => {
+                let cached = self.load(no, mission)?;
+                let event = Event {
+                    id: Uuid::now_v7(),
+                    sequence: cached.state.head + 1,
+                    timestamp: now_micros(),
+                    sender: OPERATOR.to_string(),
+                    body: EventBody::LossAccepted {
+                        first: damage.first,
+                        last: damage.last,
+                        ledger_hash: damage.ledger.hash,
+                    },
+                };
+                let plan = PlannedAppend {
+                    mission: no,
+                    mission_id: mission.to_string(),
+                    register: None,
+                    replace_orphan_ids: false,
+                    prev_seq: cached.state.head,
+                    events: vec![event.clone()],
+                };
+                self.shared
+                    .cache
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&no);
+                let heads = self.store.commit(std::slice::from_ref(&plan))?;
+                // Whatever the configured durability, this is fsynced.
+                self.store.flush(Durability::Sync)?;
+                let (sequence, hash) = heads[0];
+                l.append(
+                    &[(mission, LedgerHead { sequence, hash })],
+                    std::slice::from_ref(&loss),
+                    true,
+                )?;
+                Some(event)
+            }
+        };
+        self.integrity
+            .damaged
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(mission);
+        tracing::warn!(
+            mission,
+            first = loss.first,
+            last = loss.last,
+            "operator accepted the loss of acknowledged events"
+        );
+        Ok(recorded)
     }
 }

@@ -1,9 +1,10 @@
 //! The public write calls. Stateless checks run here, on the caller's
 //! thread; everything else happens on the writer.
 
+use super::Reply;
 use super::{
-    at_sequence, check_body, check_name, check_participant_name, check_text, Action, AppendOptions,
-    Cached, MissionBus, NewMission, MAX_TEXT_BYTES,
+    at_sequence, check_body, check_event_id, check_identifier, check_name, check_participant_name,
+    check_text, Action, AppendOptions, Cached, MissionBus, NewMission, MAX_TEXT_BYTES,
 };
 use std::sync::mpsc::{self};
 use std::sync::Arc;
@@ -29,7 +30,7 @@ pub(super) enum Job {
         mission: String,
         drafts: Vec<Draft>,
         expected: Option<u64>,
-        reply: mpsc::Sender<Result<Vec<Event>>>,
+        reply: Reply<Vec<Event>>,
     },
     Import {
         events: Vec<Event>,
@@ -44,13 +45,21 @@ pub(super) enum Job {
         mission: String,
         reply: mpsc::Sender<Result<VerifyReport>>,
     },
+    Backup {
+        to: std::path::PathBuf,
+        reply: mpsc::Sender<Result<super::BackupReport>>,
+    },
+    AcceptLoss {
+        mission: String,
+        reply: mpsc::Sender<Result<Option<Event>>>,
+    },
 }
 
 impl MissionBus {
     /// Create a mission (and register its lead, if given) atomically.
     /// Returns the stored events: `mission_created`, then `participant_joined`.
     pub fn create_mission(&self, m: NewMission) -> Result<Vec<Event>> {
-        check_name("mission id", &m.mission_id)?;
+        check_identifier("mission id", &m.mission_id)?;
         check_text("title", &m.title, MAX_TEXT_BYTES)?;
         let sender = m.lead.clone().unwrap_or_else(|| OPERATOR.to_string());
         let mut drafts = vec![Draft {
@@ -64,7 +73,7 @@ impl MissionBus {
             },
         }];
         if let Some(lead) = m.lead {
-            check_participant_name("lead", &lead)?;
+            check_identifier("lead", &lead)?;
             drafts.push(Draft {
                 id: None,
                 timestamp: None,
@@ -80,7 +89,7 @@ impl MissionBus {
             mission: m.mission_id,
             drafts,
             expected: None,
-            reply,
+            reply: Reply::Blocking(reply),
         })
     }
 
@@ -98,7 +107,7 @@ impl MissionBus {
             mission: mission.to_string(),
             drafts: vec![draft],
             expected: opts.expected_sequence,
-            reply,
+            reply: Reply::Blocking(reply),
         })?;
         events.pop().ok_or(Error::Closed)
     }
@@ -122,7 +131,7 @@ impl MissionBus {
             mission: mission.to_string(),
             drafts,
             expected: expected_sequence,
-            reply,
+            reply: Reply::Blocking(reply),
         })
     }
 
@@ -215,13 +224,16 @@ impl MissionBus {
         if sender != OPERATOR {
             check_participant_name("sender", sender)?;
         }
+        if let Some(id) = &id {
+            check_event_id(id)?;
+        }
         let body = match action {
             Action::Join {
                 name,
                 role,
                 metadata,
             } => {
-                check_participant_name("participant name", &name)?;
+                check_identifier("participant name", &name)?;
                 check_name("role", &role)?;
                 EventBody::ParticipantJoined {
                     name,
@@ -316,7 +328,7 @@ impl MissionBus {
                 ),
             ));
         };
-        check_name("mission id", mission_id)?;
+        check_identifier("mission id", mission_id)?;
         check_text("title", title, MAX_TEXT_BYTES)?;
         for (i, e) in events.iter().enumerate() {
             if e.sequence != i as u64 + 1 {
@@ -329,6 +341,7 @@ impl MissionBus {
                     ),
                 ));
             }
+            check_event_id(&e.id).map_err(|err| at_sequence(err, e.sequence))?;
             if e.sender != OPERATOR {
                 check_participant_name("sender", &e.sender)
                     .map_err(|err| at_sequence(err, e.sequence))?;

@@ -175,6 +175,17 @@ pub(crate) enum Command {
         /// Mission id; every mission when omitted.
         mission: Option<String>,
     },
+    /// Accept, on the record, that acknowledged events of a mission are lost
+    /// (as `verify` reports them), so that writes to it resume. Writes a
+    /// `loss_accepted` event into the mission's log and an entry into the
+    /// commit ledger. Try `mission-bus salvage` first.
+    AcceptLoss {
+        /// Mission id.
+        mission: String,
+        /// Confirm: the lost events will not come back through this store.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Run the HTTP/JSON bus server on the data directory.
     Serve {
         /// Address to listen on.
@@ -183,9 +194,36 @@ pub(crate) enum Command {
         /// Where the admin token is read from or written to (default DATA/admin.token).
         #[arg(long, value_name = "FILE")]
         admin_token_file: Option<PathBuf>,
+        /// Log filter on stderr: a level (error, warn, info, debug, trace) or
+        /// a `tracing` filter such as `mission_bus=debug,warn`.
+        #[arg(long, value_name = "FILTER", default_value = "info")]
+        log_level: String,
+        /// Log line format on stderr.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormatArg,
     },
     /// Tell a mission's story end to end on the data directory.
     Demo,
+    /// Copy the whole store, consistently, into a new directory that opens
+    /// as a store (run while no server holds the data directory; a running
+    /// server has POST /v1/admin/backup).
+    Backup {
+        /// Where the copy goes: must not exist or be empty.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
+    /// Recover every intact event of a damaged store into a new store,
+    /// reading the raw files (never through sled). Exit 0 when everything
+    /// came back and matches the ledger, 6 when anything was lost (the
+    /// report on stdout says what), 4 when DAMAGED_DIR holds no store.
+    /// DAMAGED_DIR is never written.
+    Salvage {
+        /// The damaged data directory.
+        damaged: PathBuf,
+        /// Where the recovered store goes: must not exist or be empty.
+        #[arg(long, value_name = "NEW_DIR")]
+        to: PathBuf,
+    },
     /// Accept a handoff addressed to you; you hold a lease until it lapses.
     Accept(Step),
     /// Extend the lease of a handoff you hold.
@@ -358,6 +396,15 @@ pub(crate) struct Guard {
     /// the stored event instead of writing twice.
     #[arg(long, value_name = "UUID")]
     pub event_id: Option<String>,
+}
+
+/// Log line formats of `serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Document formats of export and import.

@@ -11,7 +11,7 @@ use mission_bus::{EventFilter, EventType, MissionBus, OPERATOR};
 use serde_json::json;
 
 use super::args::{Command, FilterArgs, Step};
-use super::commands::{open, parse_uuid, print_event};
+use super::commands::{open, open_existing, parse_uuid, print_event};
 use super::{CliResult, Failure};
 
 /// Run one of the commands defined for this API.
@@ -44,7 +44,7 @@ pub(crate) fn run(cmd: Command, data: &Path, out: &mut dyn Write) -> CliResult {
             Ok(())
         }
         Command::Handoffs { mission, recipient } => {
-            let bus = open(data)?;
+            let bus = open_existing(data)?;
             for h in bus.handoffs(&mission, recipient.as_deref())? {
                 writeln!(out, "{}", handoff_info_to_json(&h))?;
             }
@@ -58,7 +58,7 @@ pub(crate) fn run(cmd: Command, data: &Path, out: &mut dyn Write) -> CliResult {
             id,
             latest,
         } => {
-            let bus = open(data)?;
+            let bus = open_existing(data)?;
             if let Some(id) = id {
                 let id = parse_uuid("--id", &id)?;
                 return print_event(out, &bus.checkpoint_in(&mission, &id)?);
@@ -138,7 +138,7 @@ pub(crate) fn run(cmd: Command, data: &Path, out: &mut dyn Write) -> CliResult {
             mission,
             participant,
         } => {
-            let bus = open(data)?;
+            let bus = open_existing(data)?;
             for c in bus.consumers(&mission, participant.as_deref())? {
                 writeln!(
                     out,

@@ -8,22 +8,35 @@
 //! writes is the token's owner. The endpoints and their status codes are
 //! described in `docs/api.md`.
 //!
-//! The handlers are async, but every `MissionBus` call blocks (on the
-//! writer thread or on sled), so each request does its store work in one
-//! `spawn_blocking` task. Resources are bounded: open connections, blocking
-//! work in flight, open event streams and the request body size all have
-//! limits ([`Limits`]); nothing queues without bound. A 201 means the event
-//! is durable: the bus acknowledges only after its flush.
+//! The append path costs little more than the library's: the token is
+//! checked from memory, the request goes straight from the async handler to
+//! the writer's next commit group and its answer comes back on a oneshot
+//! (`MissionBus::append_async`), with no thread blocked per request. Other
+//! store work (reads, token issue, verify) runs in one `spawn_blocking` task
+//! each, bounded by a semaphore. Resources are bounded: connections in all
+//! and per client address, the time to read a request's headers and body,
+//! blocking work in flight, event streams in all, per mission and per token,
+//! and the request body size ([`Limits`], `limits.rs`); nothing queues
+//! without bound. A 201 means the event is durable: the bus acknowledges
+//! only after its flush. HTTP/1.1 keep-alive is on by default.
+//!
+//! `GET /metrics` serves Prometheus metrics; every request is logged with
+//! `tracing` ([`init_logging`]).
 //!
 //! Shutdown (SIGINT/SIGTERM, or the future given to [`run`]): stop
 //! accepting, end event streams, let in-flight requests finish (up to
 //! [`Limits::shutdown_grace`]), then close the bus, which drains its writer.
 
 mod auth;
+mod backup;
+mod batch;
 mod console;
 mod error;
 mod lifecycle;
+mod limits;
 mod listener;
+mod logging;
+mod metrics;
 mod routes;
 mod stream;
 mod views;
@@ -39,6 +52,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 pub use auth::load_or_create_admin_token;
+pub use logging::{init_logging, LogFormat};
+pub use stream::{STREAM_CHUNK_BYTES, STREAM_CHUNK_EVENTS};
 
 use crate::error::{Error, Result};
 use crate::MissionBus;
@@ -65,11 +80,27 @@ pub struct Limits {
     /// Open connections; further clients wait in the listen backlog. By
     /// default 512.
     pub max_connections: usize,
+    /// Open connections from one client IP address; further ones are closed
+    /// as soon as they are accepted. By default 128.
+    pub max_connections_per_address: usize,
+    /// Time for a request's headers to arrive, from their first byte (from
+    /// the accept for a new connection). Fixed when it starts: trickled
+    /// bytes do not extend it. The connection is closed when it passes. By
+    /// default 10 s.
+    pub header_timeout: Duration,
+    /// Time for a request's body to arrive once its headers are in (fixed
+    /// likewise); 408 and the connection closed when it passes. By default
+    /// 10 s.
+    pub body_timeout: Duration,
     /// Requests doing store work at once (blocking threads in use); others
     /// wait for a slot. By default 64.
     pub max_blocking: usize,
-    /// Open event streams; further ones get 503. By default 256.
+    /// Open event streams in all; further ones get 503. By default 256.
     pub max_streams: usize,
+    /// Open event streams of one mission. By default 64.
+    pub max_streams_per_mission: usize,
+    /// Open event streams opened with one token. By default 16.
+    pub max_streams_per_token: usize,
     /// How long a shutdown waits for in-flight requests. By default 10 s.
     pub shutdown_grace: Duration,
     /// A connection that moves no byte either way for this long while the
@@ -84,8 +115,13 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 256 * 1024,
             max_connections: 512,
+            max_connections_per_address: 128,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
             max_blocking: 64,
             max_streams: 256,
+            max_streams_per_mission: 64,
+            max_streams_per_token: 16,
             shutdown_grace: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
         }
@@ -102,6 +138,36 @@ impl Limits {
     /// Set [`Limits::max_connections`].
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n;
+        self
+    }
+
+    /// Set [`Limits::max_connections_per_address`].
+    pub fn max_connections_per_address(mut self, n: usize) -> Self {
+        self.max_connections_per_address = n;
+        self
+    }
+
+    /// Set [`Limits::header_timeout`].
+    pub fn header_timeout(mut self, d: Duration) -> Self {
+        self.header_timeout = d;
+        self
+    }
+
+    /// Set [`Limits::body_timeout`].
+    pub fn body_timeout(mut self, d: Duration) -> Self {
+        self.body_timeout = d;
+        self
+    }
+
+    /// Set [`Limits::max_streams_per_mission`].
+    pub fn max_streams_per_mission(mut self, n: usize) -> Self {
+        self.max_streams_per_mission = n;
+        self
+    }
+
+    /// Set [`Limits::max_streams_per_token`].
+    pub fn max_streams_per_token(mut self, n: usize) -> Self {
+        self.max_streams_per_token = n;
         self
     }
 
@@ -137,8 +203,11 @@ pub(crate) struct App {
     limits: Limits,
     /// Permits for blocking store work.
     blocking: Arc<Semaphore>,
-    /// Permits for open event streams.
-    streams: Arc<Semaphore>,
+    /// Open event streams, in all, per mission and per token.
+    streams: Arc<limits::Streams>,
+    /// Open connections, per client address.
+    connections: Arc<limits::Connections>,
+    metrics: metrics::Metrics,
     /// Turns true when the server starts shutting down.
     stop: watch::Receiver<bool>,
     /// Latest verify outcome per mission, for the console's missions list.
@@ -250,20 +319,23 @@ pub async fn run_with_limits(
         bus,
         auth: auth::Authenticator::new(admin_token.trim()),
         blocking: Arc::new(Semaphore::new(limits.max_blocking.max(1))),
-        streams: Arc::new(Semaphore::new(limits.max_streams)),
+        streams: Arc::new(limits::Streams::default()),
+        connections: limits::Connections::new(limits.max_connections_per_address),
+        metrics: metrics::Metrics::default(),
         limits: limits.clone(),
         stop: stop_rx.clone(),
         verified: views::LastVerified::default(),
     });
     lifecycle::spawn_lease_timer(&app);
+    let listener = listener::LimitedListener::new(listener, &limits, Arc::clone(&app.connections));
     let router = routes::router(app);
     let mut stopping = stop_rx;
     let graceful = async move {
         let _ = stopping.wait_for(|s| *s).await;
     };
     let server = axum::serve(
-        listener::LimitedListener::new(listener, limits.max_connections, limits.idle_timeout),
-        router,
+        listener,
+        router.into_make_service_with_connect_info::<limits::Conn>(),
     )
     .with_graceful_shutdown(graceful)
     .into_future();

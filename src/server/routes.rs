@@ -1,7 +1,8 @@
-//! The JSON endpoints. Each handler parses and checks its input on the
-//! async side, then does all store work (authentication included) in one
-//! blocking task, because `MissionBus` methods block on the writer thread
-//! and on sled.
+//! The JSON endpoints. Each handler parses and checks its input and the
+//! caller's token (from memory) on the async side. Appends then go to the
+//! writer's next commit group and are awaited without blocking a thread
+//! (`MissionBus::append_async`); other store work (reads, token issue) runs
+//! in one blocking task, bounded by the blocking-work semaphore.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -81,9 +83,20 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/missions/{m}/verify", get(verify))
         .merge(super::views::routes())
         .merge(super::console::routes())
+        .route("/v1/admin/backup", post(super::backup::admin_backup))
+        .route("/v1/missions/{m}/batch", post(super::batch::post_batch))
+        .route("/metrics", get(super::metrics::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(from_fn_with_state(
+            Arc::clone(&app),
+            super::limits::read_body,
+        ))
+        .layer(from_fn_with_state(
+            Arc::clone(&app),
+            super::metrics::observe,
+        ))
         .with_state(app)
 }
 
@@ -103,6 +116,13 @@ async fn health() -> Json<Value> {
     Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
 }
 
+/// Who is calling: the bearer token, checked from memory (the bus caches
+/// token hashes it has seen; a miss costs one store lookup).
+pub(crate) fn identify(app: &App, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let token = bearer(headers)?;
+    app.auth.identify(&app.bus, &token)
+}
+
 /// Authenticate, then run `f` on a blocking thread (bounded by the
 /// blocking-work semaphore). The permit moves into the task, so a client
 /// that hangs up cannot free a slot while its work still runs.
@@ -111,7 +131,7 @@ where
     T: Send + 'static,
     F: FnOnce(&App, Caller) -> Result<T, ApiError> + Send + 'static,
 {
-    let token = bearer(headers)?;
+    let caller = identify(app, headers)?;
     let permit = Arc::clone(&app.blocking)
         .acquire_owned()
         .await
@@ -119,7 +139,6 @@ where
     let app = Arc::clone(app);
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let caller = app.auth.identify(&app.bus, &token)?;
         f(&app, caller)
     })
     .await
@@ -127,7 +146,7 @@ where
 }
 
 /// Parse a JSON body; 413 over the body limit, 400 for anything malformed.
-fn body<T: DeserializeOwned>(raw: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+pub(crate) fn body<T: DeserializeOwned>(raw: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let bytes = raw.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -153,7 +172,7 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiErro
         .map_err(|r| ApiError::bad_request("invalid_query", r.body_text()))
 }
 
-fn created(v: Value) -> Response {
+pub(crate) fn created(v: Value) -> Response {
     (StatusCode::CREATED, Json(v)).into_response()
 }
 
@@ -326,7 +345,9 @@ struct PostHandoff {
     sender: Option<String>,
 }
 
-/// Append `action` as the token's owner; 201 with the stored event.
+/// Append `action` as the token's owner; 201 with the stored event. The
+/// fast path: no blocking thread, the token checked from memory, the
+/// request fed to the writer's next commit group and awaited.
 async fn append(
     app: Arc<App>,
     headers: HeaderMap,
@@ -335,14 +356,27 @@ async fn append(
     action: Action,
     opts: AppendOptions,
 ) -> ApiResult {
-    call(&app, &headers, move |app, caller| {
-        let actor = caller.in_mission(&mission)?;
+    let result = async {
+        let actor = identify(&app, &headers)?.in_mission(&mission)?;
         actor.check_claimed_sender(claimed_sender.as_deref())?;
         let sender = actor.participant()?;
-        let event = app.bus.append(&mission, sender, action, &opts)?;
-        Ok(created(event_to_json(&event)))
-    })
-    .await
+        Ok::<_, ApiError>(
+            app.bus
+                .append_async(&mission, sender, action, &opts)
+                .await?,
+        )
+    }
+    .await;
+    match result {
+        Ok(event) => {
+            app.metrics.append("ok", 1);
+            Ok(created(event_to_json(&event)))
+        }
+        Err(e) => {
+            app.metrics.append(e.code, 0);
+            Err(e)
+        }
+    }
 }
 
 async fn post_message(

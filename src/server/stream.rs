@@ -1,22 +1,27 @@
 //! `GET /v1/missions/{m}/events/stream`: Server-Sent Events, catch-up from
 //! the log, then live, with no gap and no duplicate.
 //!
-//! The subscriber joins the bus's broadcast of durable events *before* it
-//! reads the log, then:
-//! 1. reads the log from its next sequence in chunks until it reaches the
-//!    head (catch-up);
-//! 2. sends live events of its mission whose sequence is exactly the next
-//!    one expected, skipping those already sent from the log;
-//! 3. if the broadcast says it lagged (it fell more than the channel's
-//!    capacity behind), or a live event skips ahead of the next expected
-//!    sequence, it goes back to step 1.
+//! A stream keeps no events of its own beyond one chunk: it watches the
+//! mission's durable head (`MissionBus::watch_head`, a single integer) and
+//! reads whatever lies between the last event it sent and the head from the
+//! log, in chunks of at most [`STREAM_CHUNK_EVENTS`] events and about
+//! [`STREAM_CHUNK_BYTES`] bytes of event JSON. So:
+//! 1. it notes the head's version, then reads the log from its next
+//!    sequence up to the published head, one chunk at a time;
+//! 2. when a read comes back empty it waits for the head to move (a move
+//!    after the version it noted wakes it at once, so nothing is missed);
+//! 3. `read` is checked again before every read of the log: a reader that
+//!    loses it is cut off at the next event.
 //!
-//! Nothing is buffered per subscriber beyond one chunk: a stalled client
-//! simply stops being polled, its broadcast receiver lags, and writers and
-//! other subscribers never wait for it. The stream ends when the server
-//! shuts down, or when the reader loses the `read` capability (checked again
-//! before every log read and after a role change of the reader); clients
-//! resume with `Last-Event-ID`.
+//! Memory is bounded in bytes and returned when readers leave: a stalled
+//! client stops being polled and holds at most one chunk (plus hyper's
+//! write buffer, at most about 400 KiB, and the kernel's socket buffer,
+//! which is not the process's); nothing is retained per mission for it,
+//! and writers and other readers never wait for it. With the default limits
+//! the bound for all streams together is `max_streams` x (chunk + write
+//! buffer), about 256 x 0.6 MiB = 150 MiB (docs/api.md, "Limits"). The
+//! stream ends when the server shuts down; clients resume with
+//! `Last-Event-ID`.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -28,19 +33,22 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Semaphore};
 
-use super::auth::Actor;
+use super::auth::{bearer, Actor};
 use super::error::ApiError;
+use super::limits::StreamSlot;
 use super::routes::{call, path, require};
 use super::App;
-use crate::bus::Committed;
 use crate::document::event_to_json;
-use crate::{Capability, Event, EventBody, MissionBus};
+use crate::{Capability, MissionBus};
 
-/// Events read from the log per blocking call during catch-up.
-const CATCH_UP_CHUNK: u64 = 256;
+/// Most events read from the log per blocking call.
+pub const STREAM_CHUNK_EVENTS: u64 = 256;
+/// A chunk stops growing once its event JSON passes this many bytes (it
+/// always holds at least one event, at most about 700 KiB of JSON for the
+/// largest record).
+pub const STREAM_CHUNK_BYTES: usize = 64 * 1024;
 /// How often an idle stream sends a comment, so dead peers are noticed.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -60,6 +68,7 @@ pub(crate) async fn events_stream(
         ));
     }
     let q = fq.filter.clone();
+    let (filter, consumer) = (fq.filter, fq.consumer);
     // A reconnecting EventSource sends the last id it saw: continue after it.
     let start = match headers.get("last-event-id") {
         Some(v) => v
@@ -72,16 +81,7 @@ pub(crate) async fn events_stream(
             .saturating_add(1),
         None => q.from.unwrap_or(1).max(1),
     };
-    let filter = fq.filter;
-    let consumer = fq.consumer;
-    let slot = Arc::clone(&app.streams).try_acquire_owned().map_err(|_| {
-        ApiError::unavailable(
-            "too_many_streams",
-            "too many event streams are open; retry later",
-        )
-    })?;
-    // Subscribe before the first log read, so nothing falls between the two.
-    let live = app.bus.subscribe_mission(&mission);
+    let token_hash = crate::token_hash(&bearer(&headers)?);
     let checked = mission.clone();
     let (actor, start) = call(&app, &headers, move |app, caller| {
         let actor = caller.in_mission(&checked)?;
@@ -102,6 +102,8 @@ pub(crate) async fn events_stream(
         Ok((actor, start))
     })
     .await?;
+    let slot = app.streams.admit(&app.limits, &mission, token_hash)?;
+    let head = app.bus.watch_head(&mission)?;
     let reader = match actor {
         Actor::Operator => None,
         Actor::Participant(name) => Some(name),
@@ -112,11 +114,10 @@ pub(crate) async fn events_stream(
         mission,
         reader,
         next: start,
-        live,
+        head,
         backlog: VecDeque::new(),
-        catching_up: true,
         stop: app.stop.clone(),
-        filter,
+        filter: Arc::new(filter),
         _slot: slot,
     };
     let events = futures_util::stream::unfold(tail, Tail::next_event);
@@ -135,15 +136,15 @@ struct Tail {
     reader: Option<String>,
     /// The next sequence to send: everything before it has been sent.
     next: u64,
-    live: broadcast::Receiver<Arc<Committed>>,
-    /// Events read from the log (or taken live) and not yet sent.
-    backlog: VecDeque<Event>,
-    catching_up: bool,
+    head: watch::Receiver<u64>,
+    /// One chunk read from the log and not yet sent: (sequence, JSON).
+    /// Events read and not yet sent: `None` for one the filter skips (it
+    /// still advances `next`, so delivery stays exactly-once and in order).
+    backlog: VecDeque<(u64, Option<String>)>,
     stop: watch::Receiver<bool>,
-    /// Only matching events are sent; the others still advance `next`, so
-    /// delivery stays exactly-once and in order. The stream ends after `to`.
-    filter: crate::EventFilter,
-    _slot: OwnedSemaphorePermit,
+    /// Only matching events are sent; the stream ends after `filter.to`.
+    filter: Arc<crate::EventFilter>,
+    _slot: StreamSlot,
 }
 
 impl Tail {
@@ -152,76 +153,48 @@ impl Tail {
             if *self.stop.borrow() || self.filter.to.is_some_and(|t| self.next > t) {
                 return None;
             }
-            if let Some(e) = self.backlog.pop_front() {
-                if e.sequence != self.next {
+            if let Some((seq, data)) = self.backlog.pop_front() {
+                if seq != self.next {
                     // A gap in the log itself: `verify` will name it. Never
                     // send events out of order; end and let the client retry.
                     tracing::error!(
                         mission = %self.mission,
                         expected = self.next,
-                        got = e.sequence,
+                        got = seq,
                         "event stream found a gap in the log"
                     );
                     return None;
                 }
-                self.next = e.sequence + 1;
-                if !self.filter.matches(&e) {
-                    continue;
-                }
-                let data = event_to_json(&e).to_string();
-                let sse = SseEvent::default().id(e.sequence.to_string()).data(data);
+                self.next = seq + 1;
+                let Some(data) = data else { continue };
+                let sse = SseEvent::default().id(seq.to_string()).data(data);
                 return Some((Ok(sse), self));
             }
-            if self.catching_up {
-                match self.read_log().await {
-                    Ok(events) if events.is_empty() => self.catching_up = false,
-                    Ok(events) => self.backlog.extend(events),
-                    Err(e) => {
-                        // Ends the stream; the client resumes with Last-Event-ID.
-                        tracing::warn!(mission = %self.mission, error = %e, "event stream catch-up failed");
-                        return None;
-                    }
+            // Note the head's version first: a move after this wakes us.
+            self.head.borrow_and_update();
+            match self.read_log().await {
+                Ok(chunk) if !chunk.is_empty() => {
+                    self.backlog = chunk;
+                    continue;
                 }
-                continue;
+                Ok(_) => {}
+                Err(e) => {
+                    // Ends the stream; the client resumes with Last-Event-ID.
+                    tracing::warn!(mission = %self.mission, error = %e, "event stream read failed");
+                    return None;
+                }
             }
-            let Tail {
-                live,
-                stop,
-                mission,
-                reader,
-                next,
-                backlog,
-                catching_up,
-                ..
-            } = &mut self;
+            let Tail { head, stop, .. } = &mut self;
             tokio::select! {
-                received = live.recv() => match received {
-                    Ok(c) if c.mission_id == *mission => {
-                        let seq = c.event.sequence;
-                        if seq == *next {
-                            backlog.push_back(c.event.clone());
-                        } else if seq > *next {
-                            // Cannot happen while we keep up; the log is the truth.
-                            *catching_up = true;
-                        } // seq < next: already sent from the log
-                        if let EventBody::RoleChanged { name, .. } | EventBody::ParticipantRemoved { name } = &c.event.body {
-                            if reader.as_deref() == Some(name.as_str()) {
-                                // Re-check `read` (in `read_log`) before going on.
-                                *catching_up = true;
-                            }
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => *catching_up = true,
-                    Err(RecvError::Closed) => return None,
-                },
+                moved = head.changed() => if moved.is_err() { return None },
                 _ = stop.wait_for(|s| *s) => return None,
             }
         }
     }
 
-    /// The next chunk of the log from `self.next`, up to the durable head.
-    async fn read_log(&self) -> crate::Result<Vec<Event>> {
+    /// The next chunk of the log from `self.next`, up to the durable head,
+    /// rendered as event JSON.
+    async fn read_log(&self) -> crate::Result<VecDeque<(u64, Option<String>)>> {
         let permit = Arc::clone(&self.blocking)
             .acquire_owned()
             .await
@@ -230,13 +203,31 @@ impl Tail {
         let mission = self.mission.clone();
         let reader = self.reader.clone();
         let from = self.next;
-        let to = from.saturating_add(CATCH_UP_CHUNK - 1);
+        let to = from
+            .saturating_add(STREAM_CHUNK_EVENTS - 1)
+            .min(self.filter.to.unwrap_or(u64::MAX));
+        let filter = Arc::clone(&self.filter);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             if let Some(name) = &reader {
                 bus.require(&mission, name, Capability::Read)?;
             }
-            bus.events(&mission, from, to)?.collect()
+            let mut chunk = VecDeque::new();
+            let mut bytes = 0;
+            for e in bus.events(&mission, from, to)? {
+                let e = e?;
+                if !filter.matches(&e) {
+                    chunk.push_back((e.sequence, None));
+                    continue;
+                }
+                let data = event_to_json(&e).to_string();
+                bytes += data.len();
+                chunk.push_back((e.sequence, Some(data)));
+                if bytes >= STREAM_CHUNK_BYTES {
+                    break;
+                }
+            }
+            Ok(chunk)
         })
         .await
         .map_err(|_| crate::Error::Closed)?
