@@ -125,7 +125,10 @@ pub(crate) fn check_identifier(field: &str, s: &str) -> Result<()> {
         };
         return Err(Error::invalid(
             field,
-            format!("contains {what}; names may hold only letters, digits, '-', '_' and '.'"),
+            format!(
+                "'{}' contains {what}; names may hold only letters, digits, '-', '_' and '.'",
+                s.escape_debug()
+            ),
         ));
     }
     if s.starts_with(['-', '.']) {
