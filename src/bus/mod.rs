@@ -24,6 +24,7 @@ mod async_api;
 mod backup;
 mod builder;
 mod checks;
+mod durable;
 mod integrity;
 mod live;
 mod loss;
