@@ -4,18 +4,21 @@
 //! sled recovers its log to the last intact message and silently drops what
 //! follows a damaged region, heads included, so the store alone cannot tell
 //! "nothing happened after sequence 40" from "sequences 41..60 were
-//! acknowledged and then lost". Before a commit group is acknowledged, the
-//! writer appends each touched mission's new head (last sequence, chain hash)
-//! to the ledger file `DATA/ledger`, after sled's flush: sled commit → sled
-//! flush (+ fsync) → ledger append (+ fdatasync) → acknowledge. A crash can
-//! therefore leave the ledger behind sled, never ahead of it, unless the disk
-//! lost acknowledged data; on open every mission's head in sled is checked
-//! against it (see `MissionBus` open and `docs/architecture.md`).
+//! acknowledged and then lost". For each commit group the writer writes a
+//! step entry (each touched mission's head before and after the group) to
+//! the ledger file `DATA/ledger`, `fdatasync`s it on another thread while
+//! sled flushes and fsyncs, then appends a confirmation record (plain
+//! `write`, no sync) and only then acknowledges (`src/bus/durable.rs`). A
+//! crash can therefore leave the ledger ahead of sled only by its last,
+//! unconfirmed step entry, whose group was never acknowledged; on open every
+//! mission's head in sled is checked against the confirmed heads, and the
+//! unconfirmed tail is judged against the heads before and after it (see
+//! `src/bus/integrity.rs` and `docs/architecture.md`, Recovery).
 //!
 //! Layout (all integers big-endian; drawn in `docs/format.md`):
 //!
 //! ```text
-//! header  [0..8] "MBLEDGER"  [8..12] version (1)  [12..16] CRC-32 of [0..12]
+//! header  [0..8] "MBLEDGER"  [8..12] version (2; 1 is read)  [12..16] CRC-32 of [0..12]
 //! entry   [0..4] body length L (1..=64 MiB)
 //!         [4..8] CRC-32 of the body
 //!         [8..12] CRC-32 of bytes [0..8] (the entry header itself)
@@ -24,11 +27,14 @@
 //!         kind 1 (head):          [sequence u64] [chain hash 32]
 //!         kind 2 (accepted loss): [first lost u64] [last lost u64]
 //!                                 [ledger's head hash 32] [time, µs since epoch, i64]
+//!         kind 3 (step):          [sequence u64] [chain hash 32]
+//!                                 [previous sequence u64] [previous chain hash 32]
+//!         kind 4 (confirmation, empty id): [offset of the step entry u64]
 //! ```
 //!
-//! One entry per commit group; a later head for a mission replaces an
-//! earlier one. When the file outgrows a few times its compacted size it is
-//! rewritten (new file, fsync, rename, fsync of the directory) as one entry
+//! A step entry counts once its confirmation or any later entry follows it.
+//! A later head for a mission replaces an earlier one. When the file
+//! outgrows a few times its compacted size it is rewritten (new file, fsync, rename, fsync of the directory) as one entry
 //! holding every head and accepted loss.
 //!
 //! Torn tail versus damage: appends only ever add one entry at the end, so a
@@ -41,8 +47,9 @@
 //! append. Anything else (a bad header followed by data, a bad body followed
 //! by another entry, a malformed body, a bad file header) is damage, reported
 //! with the file and offset. A flipped bit inside the last entry's body is
-//! indistinguishable from a torn append: the ledger then lags by one group,
-//! which weakens the check for that group but never reports false damage.
+//! indistinguishable from a torn append: a torn confirmation leaves its step
+//! entry unconfirmed, a torn plain entry makes the ledger lag by one group;
+//! either weakens the check for that group but never reports false damage.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
