@@ -4,18 +4,21 @@
 //! sled recovers its log to the last intact message and silently drops what
 //! follows a damaged region, heads included, so the store alone cannot tell
 //! "nothing happened after sequence 40" from "sequences 41..60 were
-//! acknowledged and then lost". Before a commit group is acknowledged, the
-//! writer appends each touched mission's new head (last sequence, chain hash)
-//! to the ledger file `DATA/ledger`, after sled's flush: sled commit → sled
-//! flush (+ fsync) → ledger append (+ fdatasync) → acknowledge. A crash can
-//! therefore leave the ledger behind sled, never ahead of it, unless the disk
-//! lost acknowledged data; on open every mission's head in sled is checked
-//! against it (see `MissionBus` open and `docs/architecture.md`).
+//! acknowledged and then lost". For each commit group the writer writes a
+//! step entry (each touched mission's head before and after the group) to
+//! the ledger file `DATA/ledger`, `fdatasync`s it on another thread while
+//! sled flushes and fsyncs, then appends a confirmation record (plain
+//! `write`, no sync) and only then acknowledges (`src/bus/durable.rs`). A
+//! crash can therefore leave the ledger ahead of sled only by its last,
+//! unconfirmed step entry, whose group was never acknowledged; on open every
+//! mission's head in sled is checked against the confirmed heads, and the
+//! unconfirmed tail is judged against the heads before and after it (see
+//! `src/bus/integrity.rs` and `docs/architecture.md`, Recovery).
 //!
 //! Layout (all integers big-endian; drawn in `docs/format.md`):
 //!
 //! ```text
-//! header  [0..8] "MBLEDGER"  [8..12] version (1)  [12..16] CRC-32 of [0..12]
+//! header  [0..8] "MBLEDGER"  [8..12] version (2; 1 is read)  [12..16] CRC-32 of [0..12]
 //! entry   [0..4] body length L (1..=64 MiB)
 //!         [4..8] CRC-32 of the body
 //!         [8..12] CRC-32 of bytes [0..8] (the entry header itself)
@@ -24,11 +27,14 @@
 //!         kind 1 (head):          [sequence u64] [chain hash 32]
 //!         kind 2 (accepted loss): [first lost u64] [last lost u64]
 //!                                 [ledger's head hash 32] [time, µs since epoch, i64]
+//!         kind 3 (step):          [sequence u64] [chain hash 32]
+//!                                 [previous sequence u64] [previous chain hash 32]
+//!         kind 4 (confirmation, empty id): [offset of the step entry u64]
 //! ```
 //!
-//! One entry per commit group; a later head for a mission replaces an
-//! earlier one. When the file outgrows a few times its compacted size it is
-//! rewritten (new file, fsync, rename, fsync of the directory) as one entry
+//! A step entry counts once its confirmation or any later entry follows it.
+//! A later head for a mission replaces an earlier one. When the file
+//! outgrows a few times its compacted size it is rewritten (new file, fsync, rename, fsync of the directory) as one entry
 //! holding every head and accepted loss.
 //!
 //! Torn tail versus damage: appends only ever add one entry at the end, so a
@@ -41,13 +47,15 @@
 //! append. Anything else (a bad header followed by data, a bad body followed
 //! by another entry, a malformed body, a bad file header) is damage, reported
 //! with the file and offset. A flipped bit inside the last entry's body is
-//! indistinguishable from a torn append: the ledger then lags by one group,
-//! which weakens the check for that group but never reports false damage.
+//! indistinguishable from a torn append: a torn confirmation leaves its step
+//! entry unconfirmed, a torn plain entry makes the ledger lag by one group;
+//! either weakens the check for that group but never reports false damage.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind as IoKind, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::codec::Hash;
 use crate::error::{Error, Result};
@@ -56,12 +64,17 @@ use crate::error::{Error, Result};
 pub(crate) const FILE_NAME: &str = "ledger";
 const TMP_NAME: &str = "ledger.tmp";
 const MAGIC: &[u8; 8] = b"MBLEDGER";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// Version-1 files (no step or confirmation items) are still read; opening
+/// one for appending rewrites it as version 2.
+const OLD_VERSION: u32 = 1;
 const FILE_HEADER: usize = 16;
 const ENTRY_HEADER: usize = 12;
 const MAX_BODY: u32 = 64 << 20;
 const ITEM_HEAD: u8 = 1;
 const ITEM_LOSS: u8 = 2;
+const ITEM_STEP: u8 = 3;
+const ITEM_CONFIRM: u8 = 4;
 /// Rewrite the file once it is larger than this many times its compacted
 /// size (and at least `COMPACT_MIN` bytes).
 const COMPACT_FACTOR: u64 = 4;
@@ -129,9 +142,48 @@ pub(crate) struct Scan {
     /// Bytes after `intact_len` that a crash left (tolerated).
     pub(crate) torn_bytes: u64,
     pub(crate) damage: Option<LedgerDamage>,
+    /// The last entry, when it is a group's step entry that no later record
+    /// confirms (its group may never have been acknowledged). Its heads are
+    /// NOT in `heads`.
+    pub(crate) tail: Option<Tail>,
+    /// The file's format version.
+    pub(crate) version: u32,
+}
+
+/// An unconfirmed last step entry: where it starts and, per mission, the
+/// head before its group and the head after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Tail {
+    pub(crate) offset: u64,
+    pub(crate) steps: Vec<Step>,
+}
+
+/// One mission's move in a commit group written in parallel with sled's
+/// flush: its head before the group and after it. A `prev` with sequence 0
+/// means the mission did not exist before the group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Step {
+    pub(crate) mission: String,
+    pub(crate) prev: LedgerHead,
+    pub(crate) new: LedgerHead,
+}
+
+impl Scan {
+    /// Count the unconfirmed tail as confirmed (its heads join `heads`).
+    pub(crate) fn confirm_tail(&mut self) {
+        if let Some(t) = self.tail.take() {
+            for s in t.steps {
+                self.heads.insert(s.mission, s.new);
+            }
+        }
+    }
 }
 
 /// Read the ledger of the store at `dir` (never creates anything).
+/// The heads returned are the confirmed ones: an unconfirmed last step
+/// entry (a group that was written in parallel with sled's flush and may
+/// never have been acknowledged) is left out, so salvage never reports
+/// its events as acknowledged and lost.
 /// Ok(None): the directory has no ledger file (an older store).
 /// Err(Error with kind Integrity): the ledger itself is damaged, naming the file and offset.
 #[allow(dead_code)] // the contract with `salvage`, which reads heads without sled
@@ -178,7 +230,8 @@ fn parse(path: &Path, bytes: &[u8]) -> Scan {
         return scan;
     }
     let version = be32(&bytes[8..12]);
-    if version != VERSION {
+    scan.version = version;
+    if version != VERSION && version != OLD_VERSION {
         scan.damage = Some(damage(
             8,
             format!("ledger version {version}; this build reads version {VERSION}"),
@@ -219,7 +272,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Scan {
             ));
             return scan;
         }
-        if let Err(reason) = parse_body(body, &mut scan) {
+        if let Err(reason) = parse_body(body, off as u64, &mut scan) {
             scan.damage = Some(damage(off, format!("malformed entry: {reason}")));
             return scan;
         }
@@ -261,9 +314,16 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn parse_body(body: &[u8], scan: &mut Scan) -> std::result::Result<(), String> {
+/// Apply one entry (at byte `offset`) to the scan. A step entry becomes
+/// the pending tail; any later record confirms it (a confirmation record
+/// must name it).
+fn parse_body(body: &[u8], offset: u64, scan: &mut Scan) -> std::result::Result<(), String> {
     let mut c = Cursor(body);
     let count = be32(c.take(4)?);
+    let mut steps = Vec::new();
+    let mut confirms = None;
+    let mut plain = 0u32;
+    let pending = scan.tail.as_ref().map(|t| t.offset);
     for _ in 0..count {
         let kind = c.take(1)?[0];
         let id_len = u16::from_be_bytes(c.take(2)?.try_into().expect("2 bytes"));
@@ -271,32 +331,78 @@ fn parse_body(body: &[u8], scan: &mut Scan) -> std::result::Result<(), String> {
             .map_err(|_| "mission id is not UTF-8".to_string())?
             .to_string();
         match kind {
-            ITEM_HEAD => {
+            ITEM_HEAD | ITEM_LOSS if plain == 0 => {
+                plain += 1;
+                // Any later record confirms a pending step entry.
+                scan.confirm_tail();
+                parse_plain(kind, mission, &mut c, scan)?;
+            }
+            ITEM_HEAD | ITEM_LOSS => parse_plain(kind, mission, &mut c, scan)?,
+            ITEM_STEP => {
                 let sequence = c.u64()?;
                 let hash = c.hash()?;
-                scan.heads.insert(mission, LedgerHead { sequence, hash });
-            }
-            ITEM_LOSS => {
-                let first = c.u64()?;
-                let last = c.u64()?;
-                let ledger_hash = c.hash()?;
-                let at_micros = c.u64()? as i64;
-                let loss = AcceptedLoss {
+                let prev_sequence = c.u64()?;
+                let prev_hash = c.hash()?;
+                steps.push(Step {
                     mission,
-                    first,
-                    last,
-                    ledger_hash,
-                    at_micros,
-                };
-                loss.apply(&mut scan.heads);
-                scan.losses.push(loss);
+                    prev: LedgerHead {
+                        sequence: prev_sequence,
+                        hash: prev_hash,
+                    },
+                    new: LedgerHead { sequence, hash },
+                });
             }
+            ITEM_CONFIRM if mission.is_empty() => confirms = Some(c.u64()?),
             k => return Err(format!("unknown item kind {k}")),
         }
     }
     if !c.0.is_empty() {
         return Err(format!("{} bytes after the last item", c.0.len()));
     }
+    let kinds =
+        usize::from(plain > 0) + usize::from(!steps.is_empty()) + usize::from(confirms.is_some());
+    if kinds > 1 || (confirms.is_some() && count != 1) {
+        return Err("mixes step, confirmation and plain items".into());
+    }
+    if let Some(confirmed) = confirms {
+        if pending != Some(confirmed) {
+            return Err(format!(
+                "confirms the entry at byte offset {confirmed}, which is not the step entry just before it"
+            ));
+        }
+        scan.confirm_tail();
+    } else if !steps.is_empty() {
+        scan.confirm_tail();
+        scan.tail = Some(Tail { offset, steps });
+    }
+    Ok(())
+}
+
+fn parse_plain(
+    kind: u8,
+    mission: String,
+    c: &mut Cursor<'_>,
+    scan: &mut Scan,
+) -> std::result::Result<(), String> {
+    if kind == ITEM_HEAD {
+        let sequence = c.u64()?;
+        let hash = c.hash()?;
+        scan.heads.insert(mission, LedgerHead { sequence, hash });
+        return Ok(());
+    }
+    let first = c.u64()?;
+    let last = c.u64()?;
+    let ledger_hash = c.hash()?;
+    let at_micros = c.u64()? as i64;
+    let loss = AcceptedLoss {
+        mission,
+        first,
+        last,
+        ledger_hash,
+        at_micros,
+    };
+    loss.apply(&mut scan.heads);
+    scan.losses.push(loss);
     Ok(())
 }
 
@@ -317,12 +423,42 @@ fn encode_entry(heads: &[(&str, &LedgerHead)], losses: &[&AcceptedLoss]) -> Vec<
         body.extend_from_slice(&head.sequence.to_be_bytes());
         body.extend_from_slice(&head.hash);
     }
+    frame(&body)
+}
+
+/// A step entry: per mission, the new head and the head before the group.
+fn encode_steps(steps: &[Step]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(4 + steps.len() * 100);
+    body.extend_from_slice(&(steps.len() as u32).to_be_bytes());
+    for s in steps {
+        body.push(ITEM_STEP);
+        put_id(&mut body, &s.mission);
+        body.extend_from_slice(&s.new.sequence.to_be_bytes());
+        body.extend_from_slice(&s.new.hash);
+        body.extend_from_slice(&s.prev.sequence.to_be_bytes());
+        body.extend_from_slice(&s.prev.hash);
+    }
+    frame(&body)
+}
+
+/// The confirmation of the step entry at `offset` (27 bytes in all).
+fn encode_confirm(offset: u64) -> Vec<u8> {
+    let mut body = Vec::with_capacity(15);
+    body.extend_from_slice(&1u32.to_be_bytes());
+    body.push(ITEM_CONFIRM);
+    put_id(&mut body, "");
+    body.extend_from_slice(&offset.to_be_bytes());
+    frame(&body)
+}
+
+/// Header (length, body CRC, header CRC) then the body.
+fn frame(body: &[u8]) -> Vec<u8> {
     let mut entry = Vec::with_capacity(ENTRY_HEADER + body.len());
     entry.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    entry.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+    entry.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
     let hcrc = crc32fast::hash(&entry[..8]);
     entry.extend_from_slice(&hcrc.to_be_bytes());
-    entry.extend_from_slice(&body);
+    entry.extend_from_slice(body);
     entry
 }
 
@@ -348,8 +484,10 @@ fn file_header() -> [u8; FILE_HEADER] {
 pub(crate) struct Ledger {
     dir: PathBuf,
     path: PathBuf,
-    file: File,
+    file: Arc<File>,
     len: u64,
+    /// Where the last step entry starts, until it is confirmed.
+    unconfirmed: Option<u64>,
     heads: BTreeMap<String, LedgerHead>,
     losses: Vec<AcceptedLoss>,
 }
@@ -391,7 +529,8 @@ impl Ledger {
         Ok(Ledger {
             dir: dir.to_path_buf(),
             path,
-            file,
+            file: Arc::new(file),
+            unconfirmed: None,
             len: bytes.len() as u64,
             heads,
             losses,
@@ -400,9 +539,29 @@ impl Ledger {
 
     /// Open an intact ledger for appending, cutting off a torn tail first
     /// (and making the cut durable) so new entries never follow garbage.
-    pub(crate) fn open(dir: &Path, scan: Scan) -> Result<Ledger> {
+    /// With `drop_tail`, the unconfirmed last step entry is cut off too (the
+    /// open-time check found its group never reached sled); otherwise it
+    /// counts as confirmed. A version-1 file is rewritten as version 2.
+    pub(crate) fn open(dir: &Path, mut scan: Scan, drop_tail: bool) -> Result<Ledger> {
         debug_assert!(scan.damage.is_none());
         let path = dir.join(FILE_NAME);
+        let mut keep = scan.intact_len;
+        let mut confirm_now = None;
+        match scan.tail.as_ref() {
+            Some(t) if drop_tail => {
+                keep = t.offset;
+                scan.tail = None;
+            }
+            Some(t) => {
+                // The check found its group in the store: confirm it.
+                confirm_now = Some(t.offset);
+                scan.confirm_tail();
+            }
+            None => {}
+        }
+        if scan.version != VERSION {
+            return Ledger::create(dir, scan.heads, scan.losses);
+        }
         let file = OpenOptions::new()
             .append(true)
             .open(&path)
@@ -414,18 +573,86 @@ impl Ledger {
                 bytes = scan.torn_bytes,
                 "commit ledger: cutting off a torn last entry left by a crash"
             );
-            file.set_len(scan.intact_len)
+        }
+        if keep < scan.intact_len + scan.torn_bytes {
+            file.set_len(keep)
                 .and_then(|()| file.sync_all())
                 .map_err(|e| Error::io(&path, e))?;
+        }
+        if let Some(offset) = confirm_now {
+            let rec = encode_confirm(offset);
+            (&file).write_all(&rec).map_err(|e| Error::io(&path, e))?;
+            keep += rec.len() as u64;
         }
         Ok(Ledger {
             dir: dir.to_path_buf(),
             path,
-            file,
-            len: scan.intact_len,
+            file: Arc::new(file),
+            unconfirmed: None,
+            len: keep,
             heads: scan.heads,
             losses: scan.losses,
         })
+    }
+
+    /// The file, for a thread that `fdatasync`s it while the writer flushes
+    /// sled (see [`Ledger::write_step`]).
+    pub(crate) fn handle(&self) -> Arc<File> {
+        Arc::clone(&self.file)
+    }
+
+    /// The path of the file (for errors).
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Write a commit group's step entry (one `write`, no sync): the caller
+    /// syncs [`Ledger::handle`] in parallel with sled's flush, then calls
+    /// [`Ledger::confirm`] before acknowledging. Returns the entry's offset.
+    pub(crate) fn write_step(&mut self, steps: &[Step]) -> Result<u64> {
+        let entry = encode_steps(steps);
+        let offset = self.len;
+        if let Err(e) = (&*self.file).write_all(&entry) {
+            let _ = self.file.set_len(self.len);
+            return Err(Error::io(&self.path, e));
+        }
+        self.len += entry.len() as u64;
+        self.unconfirmed = Some(offset);
+        for s in steps {
+            self.heads.insert(s.mission.clone(), s.new.clone());
+        }
+        Ok(offset)
+    }
+
+    /// The group of the step entry just written was not made durable: cut
+    /// the entry off (best effort; the next open judges what is left).
+    pub(crate) fn abandon_step(&mut self, offset: u64, before: &[Step]) {
+        if self.unconfirmed == Some(offset) && self.file.set_len(offset).is_ok() {
+            self.len = offset;
+            self.unconfirmed = None;
+            for s in before {
+                if s.prev.sequence == 0 {
+                    self.heads.remove(&s.mission);
+                } else {
+                    self.heads.insert(s.mission.clone(), s.prev.clone());
+                }
+            }
+        }
+    }
+
+    /// Append the confirmation of the step entry at `offset`: a plain
+    /// `write`, never synced (it survives a process crash, not necessarily
+    /// a power cut; the next step entry's `fdatasync` carries it to disk).
+    pub(crate) fn confirm(&mut self, offset: u64) -> Result<()> {
+        debug_assert_eq!(self.unconfirmed, Some(offset));
+        let rec = encode_confirm(offset);
+        if let Err(e) = (&*self.file).write_all(&rec) {
+            let _ = self.file.set_len(self.len);
+            return Err(Error::io(&self.path, e));
+        }
+        self.len += rec.len() as u64;
+        self.unconfirmed = None;
+        self.compact_if_large()
     }
 
     /// Append one entry (one `write`), then `fdatasync` it if `sync`.
@@ -442,10 +669,13 @@ impl Ledger {
         let refs: Vec<(&str, &LedgerHead)> = heads.iter().map(|(m, h)| (*m, h)).collect();
         let loss_refs: Vec<&AcceptedLoss> = losses.iter().collect();
         let entry = encode_entry(&refs, &loss_refs);
-        let written =
-            self.file
-                .write_all(&entry)
-                .and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
+        let written = (&*self.file).write_all(&entry).and_then(|()| {
+            if sync {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = written {
             // A partial entry may be in the file: cut it off (a later append
             // must not follow it), or leave it for the next open to judge.
@@ -460,6 +690,11 @@ impl Ledger {
             self.heads.insert((*m).to_string(), h.clone());
         }
         self.losses.extend_from_slice(losses);
+        self.unconfirmed = None;
+        self.compact_if_large()
+    }
+
+    fn compact_if_large(&mut self) -> Result<()> {
         if self.len > COMPACT_MIN.max(COMPACT_FACTOR * self.compacted_size()) {
             let fresh = Ledger::create(
                 &self.dir,
@@ -498,119 +733,4 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn head(sequence: u64, b: u8) -> LedgerHead {
-        LedgerHead {
-            sequence,
-            hash: [b; 32],
-        }
-    }
-
-    #[test]
-    fn heads_round_trip_and_later_entries_win() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read_heads(dir.path()).unwrap(), None);
-        let mut l = Ledger::create(dir.path(), BTreeMap::new(), Vec::new()).unwrap();
-        l.append(&[("a", head(1, 1)), ("b", head(2, 2))], &[], true)
-            .unwrap();
-        l.append(&[("a", head(5, 5))], &[], false).unwrap();
-        let heads = read_heads(dir.path()).unwrap().unwrap();
-        assert_eq!(heads["a"], head(5, 5));
-        assert_eq!(heads["b"], head(2, 2));
-        assert_eq!(heads.len(), 2);
-    }
-
-    #[test]
-    fn torn_tails_are_tolerated_and_cut() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut l = Ledger::create(dir.path(), BTreeMap::new(), Vec::new()).unwrap();
-        l.append(&[("a", head(1, 1))], &[], true).unwrap();
-        let good = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
-        l.append(&[("a", head(2, 2))], &[], true).unwrap();
-        let full = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
-        let path = dir.path().join(FILE_NAME);
-        // Every cut inside the last entry, and zeros in place of its tail.
-        for cut in good.len() + 1..full.len() {
-            std::fs::write(&path, &full[..cut]).unwrap();
-            let s = scan(dir.path()).unwrap().unwrap();
-            assert!(s.damage.is_none(), "cut at {cut}: {:?}", s.damage);
-            assert_eq!(s.heads["a"], head(1, 1));
-            let mut zeroed = full[..cut].to_vec();
-            zeroed.resize(full.len() + 100, 0);
-            std::fs::write(&path, &zeroed).unwrap();
-            let s = scan(dir.path()).unwrap().unwrap();
-            assert!(s.damage.is_none(), "zeroed from {cut}: {:?}", s.damage);
-            assert_eq!(s.intact_len, good.len() as u64);
-        }
-        // Opening cuts the torn bytes off; appending then works.
-        std::fs::write(&path, &full[..full.len() - 3]).unwrap();
-        let mut l = Ledger::open(dir.path(), scan(dir.path()).unwrap().unwrap()).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), good.len() as u64);
-        l.append(&[("a", head(3, 3))], &[], true).unwrap();
-        assert_eq!(read_heads(dir.path()).unwrap().unwrap()["a"], head(3, 3));
-    }
-
-    #[test]
-    fn damage_before_the_tail_is_reported_with_offset() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut l = Ledger::create(dir.path(), BTreeMap::new(), Vec::new()).unwrap();
-        l.append(&[("a", head(1, 1))], &[], true).unwrap();
-        l.append(&[("a", head(2, 2))], &[], true).unwrap();
-        let path = dir.path().join(FILE_NAME);
-        let full = std::fs::read(&path).unwrap();
-        let first_entry = FILE_HEADER;
-        // Every single-bit flip outside the last entry is damage; the
-        // offset named is the entry (or header) holding the flipped byte.
-        let last_entry = full.len() - (full.len() - FILE_HEADER) / 2;
-        for byte in 0..last_entry {
-            for bit in [0, 7] {
-                let mut b = full.clone();
-                b[byte] ^= 1 << bit;
-                std::fs::write(&path, &b).unwrap();
-                let err = read_heads(dir.path()).unwrap_err();
-                assert_eq!(err.kind(), crate::ErrorKind::Integrity);
-                let s = scan(dir.path()).unwrap().unwrap();
-                let d = s.damage.unwrap();
-                let expect = if byte < first_entry {
-                    d.offset <= 8
-                } else {
-                    d.offset == first_entry as u64
-                };
-                assert!(expect, "flip at {byte}: {d:?}");
-                assert!(
-                    err.to_string().contains(&path.display().to_string()),
-                    "{err}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn compaction_keeps_every_head_and_loss() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut l = Ledger::create(dir.path(), BTreeMap::new(), Vec::new()).unwrap();
-        let loss = AcceptedLoss {
-            mission: "m0".into(),
-            first: 3,
-            last: 4,
-            ledger_hash: [9; 32],
-            at_micros: 42,
-        };
-        l.append(&[], std::slice::from_ref(&loss), false).unwrap();
-        for i in 0..40_000u64 {
-            let m = format!("m{}", i % 10);
-            l.append(&[(m.as_str(), head(i, i as u8))], &[], false)
-                .unwrap();
-        }
-        let size = std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len();
-        assert!(size <= COMPACT_MIN + 200, "compacted: {size}");
-        let s = scan(dir.path()).unwrap().unwrap();
-        assert!(s.damage.is_none());
-        assert_eq!(s.heads.len(), 10);
-        assert_eq!(s.heads["m9"], head(39_999, 39_999u64 as u8));
-        assert_eq!(s.losses, vec![loss]);
-        assert!(!dir.path().join(TMP_NAME).exists());
-    }
-}
+mod tests;

@@ -31,8 +31,9 @@ mod side;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Durability {
-    /// The default: flush sled's log, `fdatasync` its data file, then append
-    /// the group's heads to the commit ledger and `fdatasync` it, before
+    /// The default: flush sled's log and `fdatasync` its data file while the
+    /// group's heads are written to the commit ledger and `fdatasync`ed on
+    /// another thread, then confirm them in the ledger (plain write), before
     /// acknowledging. An acknowledged event survives a process crash
     /// (kill -9) and a power cut (if the disk honours flushes). Group commit
     /// shares the two syncs among every request of a commit group.

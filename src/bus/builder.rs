@@ -125,6 +125,7 @@ impl MissionBusBuilder {
             snapshot_every: self.snapshot_every,
             ledger: std::cell::RefCell::new(ledger),
             ledger_pending: std::cell::RefCell::new(Default::default()),
+            ledger_sync: Default::default(),
             integrity: Arc::clone(&integrity),
         };
         let handle = std::thread::Builder::new()

@@ -119,7 +119,7 @@ impl MissionDamage {
 pub(super) fn check_at_open(store: &Store, dir: &Path) -> Result<(Option<Ledger>, Integrity)> {
     let missions: BTreeMap<String, u64> = store.missions()?.into_iter().collect();
     let mut integrity = Integrity::default();
-    let scan = match ledger::scan(dir)? {
+    let mut scan = match ledger::scan(dir)? {
         Some(scan) => {
             if !store.has_ledger()? {
                 store.mark_ledger()?;
@@ -148,6 +148,7 @@ pub(super) fn check_at_open(store: &Store, dir: &Path) -> Result<(Option<Ledger>
             return Ok((Some(l), integrity));
         }
     };
+    let drop_tail = judge_tail(store, &missions, &mut scan);
     let mut damaged = BTreeMap::new();
     for (name, lh) in &scan.heads {
         if let Some(d) = check_mission(store, &missions, name, lh) {
@@ -161,7 +162,53 @@ pub(super) fn check_at_open(store: &Store, dir: &Path) -> Result<(Option<Ledger>
         integrity.ledger_damage = Some(d);
         return Ok((None, integrity));
     }
-    Ok((Some(Ledger::open(dir, scan)?), integrity))
+    Ok((Some(Ledger::open(dir, scan, drop_tail)?), integrity))
+}
+
+/// An unconfirmed last step entry (its group was synced in parallel with
+/// sled's flush, and the process or machine stopped before acknowledging
+/// it): if the store holds the group, it counts as confirmed; if every one
+/// of its missions is exactly at the head it had before the group, the
+/// group never reached sled and was never acknowledged: tolerated, and the
+/// entry is dropped (returns true). Anything else is checked like a
+/// confirmed entry (so a loss is reported).
+fn judge_tail(store: &Store, missions: &BTreeMap<String, u64>, scan: &mut ledger::Scan) -> bool {
+    let Some(tail) = &scan.tail else {
+        return false;
+    };
+    let landed = tail
+        .steps
+        .iter()
+        .all(|s| check_mission(store, missions, &s.mission, &s.new).is_none());
+    let before = tail
+        .steps
+        .iter()
+        .all(|s| at_head(store, missions, &s.mission, &s.prev));
+    if !landed && before {
+        tracing::info!(
+            offset = tail.offset,
+            missions = tail.steps.len(),
+            "commit ledger: the last group was never confirmed and is not in the store \
+             (it was never acknowledged); ignoring it"
+        );
+        // Ledger::open cuts the file at the tail's offset.
+        return true;
+    }
+    scan.confirm_tail();
+    false
+}
+
+/// Whether the store's head of `name` is exactly `head` (sequence 0: the
+/// mission is absent or empty).
+fn at_head(store: &Store, missions: &BTreeMap<String, u64>, name: &str, head: &LedgerHead) -> bool {
+    let Some(&no) = missions.get(name) else {
+        return head.sequence == 0;
+    };
+    match store.head(no, name) {
+        Ok((0, _)) => head.sequence == 0,
+        Ok((seq, hash)) => seq == head.sequence && hash == head.hash,
+        Err(_) => false,
+    }
 }
 
 fn check_mission(

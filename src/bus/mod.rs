@@ -25,6 +25,7 @@ mod backup;
 mod builder;
 mod checks;
 mod consumers;
+mod durable;
 mod filter;
 mod integrity;
 mod lifecycle;

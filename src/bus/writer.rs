@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::codec::{self, Hash};
+use crate::codec;
 use crate::error::{Error, Result};
 use crate::event::{now_micros, Event, EventBody, EventType, OPERATOR};
 use crate::keys::MissionNo;
@@ -30,6 +30,9 @@ pub(super) struct Writer {
     /// Heads not yet in the ledger (`Durability::Relaxed` only): written
     /// after a real flush when the writer stops.
     pub(super) ledger_pending: RefCell<BTreeMap<String, LedgerHead>>,
+    /// The thread that syncs the ledger while the writer syncs sled
+    /// (started with the first group under `Durability::Sync`).
+    pub(super) ledger_sync: std::cell::OnceCell<super::durable::Syncer>,
     pub(super) integrity: Arc<super::integrity::Integrity>,
 }
 
@@ -57,6 +60,8 @@ struct Group {
     pending: Vec<Pending>,
     /// Ids written by this group, by mission, with the event they belong to.
     ids: HashMap<(MissionNo, Uuid), Event>,
+    /// Each touched mission's head before the group (for the ledger).
+    prev: super::durable::PrevHeads,
 }
 
 impl Writer {
@@ -229,6 +234,11 @@ impl Writer {
             }
         };
         let no = cached.no;
+        // The first time the group touches the mission: its committed head.
+        group
+            .prev
+            .entry(no)
+            .or_insert((cached.state.head, cached.hash));
 
         // Idempotent retry: a caller-supplied id already stored.
         if let [Draft { id: Some(id), .. }] = drafts.as_slice() {
@@ -505,10 +515,10 @@ impl Writer {
         } else {
             self.store.commit(&group.plans).and_then(|heads| {
                 let began = std::time::Instant::now();
-                self.store.flush(self.durability)?;
-                // The ledger's append and fdatasync are part of making the
-                // group durable, so they count in the flush latency.
-                self.record_heads(&group.plans, &heads, &group.new_names)?;
+                // The ledger's append and fdatasync (in parallel with
+                // sled's) are part of making the group durable, so they
+                // count in the flush latency.
+                self.make_durable(&group.plans, &heads, &group.new_names, &group.prev)?;
                 let events = group.plans.iter().map(|p| p.events.len()).sum();
                 self.shared.live.stats.committed(events, began.elapsed());
                 Ok(heads)
@@ -687,8 +697,9 @@ impl Writer {
             hash = heads[0].1;
             written += chunk.len();
             if last {
-                self.store.flush(self.durability)?;
-                self.record_heads(std::slice::from_ref(&plan), &heads, &HashMap::new())?;
+                // The mission did not exist before the import.
+                let prev = HashMap::from([(no, (0, codec::GENESIS))]);
+                self.make_durable(std::slice::from_ref(&plan), &heads, &HashMap::new(), &prev)?;
             }
             progress(written as u64);
         }
@@ -724,78 +735,6 @@ impl Writer {
                 }),
             );
         Ok(total as u64)
-    }
-}
-
-impl Writer {
-    /// Step 6b of the write path: after sled's flush, before anything is
-    /// acknowledged, append the group's new heads to the commit ledger (one
-    /// entry, fdatasync'd under `Durability::Sync`). Under `Relaxed` the
-    /// heads wait for a real flush (see `write_pending_heads`).
-    fn record_heads(
-        &self,
-        plans: &[PlannedAppend],
-        heads: &[(u64, Hash)],
-        new_names: &HashMap<String, MissionNo>,
-    ) -> Result<()> {
-        let mut ledger = self.ledger.borrow_mut();
-        let Some(l) = ledger.as_mut() else {
-            return Ok(());
-        };
-        // A mission may have several plans in a group: the last one wins.
-        let mut latest = BTreeMap::new();
-        for (plan, (sequence, hash)) in plans.iter().zip(heads) {
-            // A mission created in this group is not in the directory yet.
-            let name = plan
-                .register
-                .clone()
-                .or_else(|| self.shared.name_of(plan.mission))
-                .or_else(|| {
-                    new_names
-                        .iter()
-                        .find(|(_, no)| **no == plan.mission)
-                        .map(|(n, _)| n.clone())
-                });
-            let Some(name) = name else {
-                debug_assert!(false, "a committed plan's mission has no name");
-                continue;
-            };
-            latest.insert(
-                name,
-                LedgerHead {
-                    sequence: *sequence,
-                    hash: *hash,
-                },
-            );
-        }
-        if self.durability == Durability::Relaxed {
-            self.ledger_pending.borrow_mut().extend(latest);
-            return Ok(());
-        }
-        let items: Vec<(&str, LedgerHead)> = latest
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
-            .collect();
-        l.append(&items, &[], self.durability == Durability::Sync)
-    }
-
-    /// `Durability::Relaxed`: make sled durable (flush + fsync), then record
-    /// the heads written since the last time in the ledger.
-    fn write_pending_heads(&self) -> Result<()> {
-        let pending = std::mem::take(&mut *self.ledger_pending.borrow_mut());
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let mut ledger = self.ledger.borrow_mut();
-        let Some(l) = ledger.as_mut() else {
-            return Ok(());
-        };
-        self.store.flush(Durability::Sync)?;
-        let items: Vec<(&str, LedgerHead)> = pending
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
-            .collect();
-        l.append(&items, &[], true)
     }
 }
 
