@@ -169,6 +169,20 @@ impl MissionBus {
             .ok_or_else(|| Error::corruption(mission, Some(sequence), "record missing"))
     }
 
+    /// The chain hash of the record at `sequence` (BLAKE3 over its key and
+    /// bytes, the value the next record carries as its previous hash), after
+    /// checking its checksum. `None` for a sequence past the head, or a
+    /// record that is missing or damaged (`verify` says which). Sequence 0
+    /// is the genesis hash (all zeros), the previous hash of record 1.
+    pub fn record_hash(&self, mission: &str, sequence: u64) -> Result<Option<[u8; 32]>> {
+        let c = self.cached(mission)?;
+        match sequence {
+            0 => Ok(Some(crate::codec::GENESIS)),
+            s if s > c.state.head => Ok(None),
+            s => self.inner.store().record_hash(c.no, s),
+        }
+    }
+
     /// Find a checkpoint or handoff by id through its index (one `get` on
     /// the index, one on the log): (mission id, event).
     pub(super) fn by_index(&self, index: Index, id: &Uuid) -> Result<Option<(String, Event)>> {

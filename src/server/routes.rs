@@ -52,6 +52,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/missions/{m}/verify", get(verify))
         .route("/v1/missions/{m}/batch", post(super::batch::post_batch))
         .route("/metrics", get(super::metrics::metrics))
+        .merge(super::views::routes())
+        .merge(super::console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -539,6 +541,7 @@ async fn verify(
         let actor = caller.in_mission(&mission)?;
         require(app, &mission, &actor, Capability::Audit)?;
         let report = app.bus.verify(&mission)?;
+        app.verified.record(&report);
         Ok(Json(report.to_json()).into_response())
     })
     .await
