@@ -1170,7 +1170,11 @@ fn console_in_a_real_browser() {
     );
     assert!(max_limit.as_u64().unwrap() <= 1000, "{max_limit}");
     let ms = |v: &Value| v["ms"].as_f64().unwrap();
-    writeln!(timings, "1M-event mission, missions list after sign-in: {list_ms:.0} ms").unwrap();
+    writeln!(
+        timings,
+        "1M-event mission, missions list after sign-in: {list_ms:.0} ms"
+    )
+    .unwrap();
     writeln!(
         timings,
         "1M-event mission, timeline open at the tail (200 events): {:.0} ms",

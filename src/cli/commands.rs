@@ -10,20 +10,29 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use mission_bus::document::{self, event_to_json};
-use mission_bus::{
-    Action, AppendOptions, Event, EventType, Json, MissionBus, MissionConfig, NewMission,
-};
+use mission_bus::document;
+use mission_bus::{Action, AppendOptions, Event, EventType, Json, MissionBus, MissionConfig};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::args::{Cli, Command, Format, Guard};
-use super::progress::Progress;
-use super::{demo, CliResult, Failure, EXIT_INTEGRITY, EXIT_NOT_FOUND};
+use super::backend::{Backend, Local};
+use super::remote::Remote;
+use super::{demo, CliResult, Failure, EXIT_INTEGRITY};
 
-/// Run one parsed command line.
+/// Run one parsed command line, on the data directory or, with
+/// `--server`, against that server.
 pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
     let data = cli.data.as_path();
+    let server = cli.server.clone();
+    // The backend is opened only once the arguments are known to be good,
+    // so a usage error never waits on the store or the network.
+    let backend = || -> CliResult<Box<dyn Backend>> {
+        match &server {
+            Some(url) => Ok(Box::new(Remote::new(url, cli.token.as_deref())?)),
+            None => Ok(Box::new(Local::open(data)?)),
+        }
+    };
     match cli.command {
         Command::Create {
             mission,
@@ -35,11 +44,8 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
                 Some(path) => load_profiles(&path)?,
                 None => MissionConfig::default(),
             };
-            let bus = open(data)?;
-            let events =
-                bus.create_mission(NewMission::new(mission, title).config(config).lead(lead))?;
-            for e in &events {
-                print_event(out, e)?;
+            for e in backend()?.create(&mission, &title, &lead, config)? {
+                writeln!(out, "{e}")?;
             }
             Ok(())
         }
@@ -50,9 +56,9 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             metadata,
         } => {
             let metadata = Json::parse("--metadata", &metadata)?;
-            let bus = open(data)?;
-            let e = bus.join(&mission, &name, &role, metadata)?;
-            print_event(out, &e)
+            let e = backend()?.join(&mission, &name, &role, metadata)?;
+            writeln!(out, "{e}")?;
+            Ok(())
         }
         Command::Publish {
             mission,
@@ -63,7 +69,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
         } => {
             let payload = Json::parse("--payload", &payload)?;
             let action = Action::Publish { topic, payload };
-            append(data, out, &mission, &actor.name, action, &guard)
+            append(&backend, out, &mission, &actor.name, action, &guard)
         }
         Command::Checkpoint {
             mission,
@@ -79,7 +85,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
                 state,
                 artifacts,
             };
-            append(data, out, &mission, &actor.name, action, &guard)
+            append(&backend, out, &mission, &actor.name, action, &guard)
         }
         Command::Handoff {
             mission,
@@ -95,7 +101,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
                 checkpoint_id,
                 note,
             };
-            append(data, out, &mission, &actor.name, action, &guard)
+            append(&backend, out, &mission, &actor.name, action, &guard)
         }
         Command::Resume {
             mission,
@@ -103,9 +109,8 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             recipient,
         } => {
             let handoff = handoff.map(|h| parse_uuid("--handoff", &h)).transpose()?;
-            let bus = open(data)?;
-            let packet = resume(&bus, &mission, handoff, recipient.as_deref())?;
-            writeln!(out, "{}", document::resume_packet_to_json(&packet))?;
+            let packet = backend()?.resume(&mission, handoff, recipient.as_deref())?;
+            writeln!(out, "{packet}")?;
             Ok(())
         }
         Command::Replay {
@@ -118,7 +123,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             let types = types
                 .iter()
                 .map(|t| {
-                    EventType::parse(t).map_err(|_| {
+                    EventType::parse(t).map(|t| t.as_str()).map_err(|_| {
                         Failure::usage(format!(
                             "invalid --type '{t}': expected one of {}",
                             type_names()
@@ -131,23 +136,20 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
                     return Err(Failure::usage(format!("--to {to} is before --from {from}")));
                 }
             }
-            let bus = open(data)?;
-            replay(&bus, out, &mission, &reader, from, to, &types)
+            backend()?.replay(&mission, &reader, from, to, &mut |e| {
+                let kind = e["event_type"].as_str().unwrap_or("");
+                if types.is_empty() || types.contains(&kind) {
+                    writeln!(out, "{e}")?;
+                }
+                Ok(())
+            })
         }
-        Command::Export { mission, format } => {
-            let bus = open(data)?;
-            export(&bus, out, &mission, format)
-        }
+        Command::Export { mission, format } => backend()?.export(out, &mission, format),
         Command::Import { file, format } => {
             let text = read_input(&file)?;
             let events = parse_log(&text, format, &file)?;
-            let bus = open(data)?;
-            let progress = Progress::new("import", events.len() as u64);
             let mission = events.first().map(mission_of).unwrap_or_default();
-            let bar = progress.clone();
-            let result = bus.import_log(events, move |done| bar.set(done));
-            progress.finish();
-            let count = result?;
+            let count = backend()?.import(events)?;
             writeln!(
                 out,
                 "{}",
@@ -156,25 +158,26 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             Ok(())
         }
         Command::Missions => {
-            let bus = open(data)?;
-            for m in bus.missions()? {
+            for (mission_id, title, head) in backend()?.missions()? {
                 writeln!(
                     out,
                     "{}",
                     json!({
-                        "mission_id": m.mission_id,
-                        "title": m.title,
-                        "events": m.head_sequence,
-                        "head_sequence": m.head_sequence,
+                        "mission_id": mission_id,
+                        "title": title,
+                        "events": head,
+                        "head_sequence": head,
                     })
                 )?;
             }
             Ok(())
         }
-        Command::Verify { mission } => {
-            let bus = open(data)?;
-            verify(&bus, out, mission.as_deref())
-        }
+        Command::Verify { mission } => verify(&*backend()?, out, mission.as_deref()),
+        Command::Mcp => super::mcp::run(server.as_deref(), cli.token.as_deref(), data),
+        Command::Serve { .. } | Command::Demo if server.is_some() => Err(Failure::usage(
+            "this command works on a data directory and cannot use --server \
+             (run it where the data directory is, with --data)",
+        )),
         Command::Serve {
             listen,
             admin_token_file,
@@ -199,12 +202,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
 }
 
 pub(crate) fn open(data: &Path) -> CliResult<MissionBus> {
-    Ok(MissionBus::open(data)?)
-}
-
-pub(crate) fn print_event(out: &mut dyn Write, e: &Event) -> CliResult {
-    writeln!(out, "{}", event_to_json(e))?;
-    Ok(())
+    Ok(Local::open(data)?.bus().clone())
 }
 
 fn type_names() -> String {
@@ -229,7 +227,7 @@ fn load_profiles(path: &Path) -> CliResult<MissionConfig> {
 }
 
 fn append(
-    data: &Path,
+    backend: &dyn Fn() -> CliResult<Box<dyn Backend>>,
     out: &mut dyn Write,
     mission: &str,
     sender: &str,
@@ -244,93 +242,9 @@ fn append(
             .map(|s| parse_uuid("--event-id", s))
             .transpose()?,
     };
-    let bus = open(data)?;
-    let e = bus.append(mission, sender, action, &opts)?;
-    print_event(out, &e)
-}
-
-fn resume(
-    bus: &MissionBus,
-    mission: &str,
-    handoff: Option<Uuid>,
-    recipient: Option<&str>,
-) -> CliResult<mission_bus::ResumePacket> {
-    // Name a missing mission as such, whichever way the handoff is asked for.
-    bus.state(mission)?;
-    match (handoff, recipient) {
-        (Some(id), _) => {
-            let packet = bus.resume_packet(&id)?;
-            if packet.mission_id != mission {
-                return Err(Failure::new(
-                    EXIT_NOT_FOUND,
-                    format!(
-                        "handoff not found: {id} in mission '{mission}' (it belongs to mission '{}')",
-                        packet.mission_id
-                    ),
-                ));
-            }
-            Ok(packet)
-        }
-        (None, Some(name)) => Ok(bus.latest_resume_packet(mission, name)?),
-        (None, None) => Err(Failure::usage("give --handoff ID or --for NAME")),
-    }
-}
-
-fn replay(
-    bus: &MissionBus,
-    out: &mut dyn Write,
-    mission: &str,
-    reader: &str,
-    from: u64,
-    to: Option<u64>,
-    types: &[EventType],
-) -> CliResult {
-    // Checks `read` before anything is printed.
-    let events = bus.replay(mission, reader, from)?;
-    let head = bus.state(mission)?.head;
-    let last = to.unwrap_or(head).min(head);
-    let progress = Progress::new("replay", (last + 1).saturating_sub(from));
-    let result = (|| {
-        for e in events {
-            let e = e?;
-            if e.sequence > last {
-                break;
-            }
-            progress.inc();
-            if types.is_empty() || types.contains(&e.event_type()) {
-                print_event(out, &e)?;
-            }
-        }
-        Ok(())
-    })();
-    progress.finish();
-    result
-}
-
-fn export(bus: &MissionBus, out: &mut dyn Write, mission: &str, format: Format) -> CliResult {
-    let state = bus.state(mission)?;
-    let progress = Progress::new("export", state.head);
-    let events = bus
-        .events(mission, 1, state.head)?
-        .inspect(|_| progress.inc());
-    let result = match format {
-        Format::Seed => document::seed_document(&state, events)
-            .map_err(Failure::from)
-            .and_then(|doc| {
-                serde_json::to_writer_pretty(&mut *out, &doc)
-                    .map_err(|e| Failure::from(std::io::Error::from(e)))?;
-                writeln!(out)?;
-                Ok(())
-            }),
-        Format::Jsonl => (|| {
-            for e in events {
-                print_event(out, &e?)?;
-            }
-            Ok(())
-        })(),
-    };
-    progress.finish();
-    result
+    let e = backend()?.append(mission, sender, action, &opts)?;
+    writeln!(out, "{e}")?;
+    Ok(())
 }
 
 fn read_input(file: &Path) -> CliResult<String> {
@@ -377,19 +291,21 @@ fn mission_of(e: &Event) -> String {
     }
 }
 
-fn verify(bus: &MissionBus, out: &mut dyn Write, mission: Option<&str>) -> CliResult {
-    let missions = match mission {
-        Some(m) => vec![m.to_string()],
-        None => bus.mission_ids(),
-    };
+fn verify(backend: &dyn Backend, out: &mut dyn Write, mission: Option<&str>) -> CliResult {
     let mut failed = Vec::new();
-    for m in &missions {
-        let report = bus.verify(m)?;
-        writeln!(out, "{}", report.to_json())?;
-        if let Some(p) = report.first_problem() {
+    backend.verify(mission, &mut |report| {
+        writeln!(out, "{report}")?;
+        if let Some(p) = report["problems"].as_array().and_then(|p| p.first()) {
+            let what = p["problem"].as_str().unwrap_or("");
+            let p = match p["sequence"].as_u64() {
+                Some(s) => format!("sequence {s}: {what}"),
+                None => what.to_string(),
+            };
+            let m = report["mission_id"].as_str().unwrap_or("");
             failed.push(format!("mission '{m}' failed verification: {p}"));
         }
-    }
+        Ok(())
+    })?;
     // The reports are the auditor's answer even when verification fails:
     // get them out before the failure discards unflushed output.
     out.flush()?;

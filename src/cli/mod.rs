@@ -11,9 +11,12 @@
 //!   mid-stream ends the output there (exit 6, the error names the sequence).
 
 mod args;
+mod backend;
 mod commands;
 mod demo;
+mod mcp;
 mod progress;
+mod remote;
 
 use std::ffi::OsString;
 use std::io::{self, Write};

@@ -54,6 +54,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(super::metrics::metrics))
         .merge(super::views::routes())
         .merge(super::console::routes())
+        .merge(super::admin::routes())
+        .route("/v1/openapi.json", get(super::openapi::document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
