@@ -66,6 +66,16 @@ impl Failure {
     pub(crate) fn other(message: impl Into<String>) -> Self {
         Self::new(EXIT_OTHER, message)
     }
+
+    /// The exit code.
+    pub(crate) fn code(&self) -> i32 {
+        self.code
+    }
+
+    /// The message, without the `error: ` prefix.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl From<Error> for Failure {
