@@ -173,7 +173,8 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             Ok(())
         }
         Command::Verify { mission } => verify(&*backend()?, out, mission.as_deref()),
-        Command::Mcp => super::mcp::run(server.as_deref(), cli.token.as_deref(), data),
+        // Run by `cli::run` before stdout is locked (MCP owns stdout).
+        Command::Mcp => Err(Failure::other("mcp must run before the output is set up")),
         Command::Serve { .. } | Command::Demo if server.is_some() => Err(Failure::usage(
             "this command works on a data directory and cannot use --server \
              (run it where the data directory is, with --data)",

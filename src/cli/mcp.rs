@@ -42,6 +42,9 @@ pub(crate) fn run(server: Option<&str>, token: Option<&str>, data: &Path) -> Cli
         .enable_all()
         .build()
         .map_err(|e| Failure::other(format!("starting the MCP runtime: {e}")))?;
+    if let Ok(level) = std::env::var("MISSION_BUS_MCP_LOG") {
+        mission_bus::server::init_logging(&level, mission_bus::server::LogFormat::Text)?;
+    }
     runtime.block_on(async move {
         let service = Mcp { backend }
             .serve(rmcp::transport::stdio())
@@ -272,7 +275,13 @@ fn call(backend: &dyn Backend, tool: &str, args: &Map<String, Value>) -> CliResu
             backend.append(&a.str("mission")?, &a.str("as")?, action, &a.opts()?)
         }
         "checkpoint" => {
-            a.only(&[&["mission", "as", "summary", "state", "artifacts"][..], &GUARD].concat())?;
+            a.only(
+                &[
+                    &["mission", "as", "summary", "state", "artifacts"][..],
+                    &GUARD,
+                ]
+                .concat(),
+            )?;
             let artifacts = match args.get("artifacts") {
                 None | Some(Value::Null) => Vec::new(),
                 Some(Value::Array(items)) => items
@@ -297,7 +306,13 @@ fn call(backend: &dyn Backend, tool: &str, args: &Map<String, Value>) -> CliResu
             backend.append(&a.str("mission")?, &a.str("as")?, action, &a.opts()?)
         }
         "handoff" => {
-            a.only(&[&["mission", "as", "to", "checkpoint_id", "note"][..], &GUARD].concat())?;
+            a.only(
+                &[
+                    &["mission", "as", "to", "checkpoint_id", "note"][..],
+                    &GUARD,
+                ]
+                .concat(),
+            )?;
             let checkpoint_id = a
                 .uuid("checkpoint_id")?
                 .ok_or_else(|| Failure::usage("missing argument 'checkpoint_id'"))?;
@@ -328,10 +343,16 @@ fn call(backend: &dyn Backend, tool: &str, args: &Map<String, Value>) -> CliResu
             }
             let mut events = Vec::new();
             let to = from.saturating_add(limit - 1);
-            backend.replay(&a.str("mission")?, &a.str("as")?, from, Some(to), &mut |e| {
-                events.push(e);
-                Ok(())
-            })?;
+            backend.replay(
+                &a.str("mission")?,
+                &a.str("as")?,
+                from,
+                Some(to),
+                &mut |e| {
+                    events.push(e);
+                    Ok(())
+                },
+            )?;
             let next = events
                 .last()
                 .and_then(|e| e["sequence"].as_u64())

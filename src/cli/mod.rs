@@ -112,6 +112,16 @@ where
         Ok(cli) => cli,
         Err(e) => return clap_failure(e),
     };
+    if matches!(cli.command, args::Command::Mcp) {
+        // MCP owns stdout (the protocol's channel): no lock held here.
+        return match mcp::run(cli.server.as_deref(), cli.token.as_deref(), &cli.data) {
+            Ok(()) => EXIT_OK,
+            Err(f) => {
+                let _ = writeln!(io::stderr().lock(), "error: {}", one_line(&f.message));
+                f.code
+            }
+        };
+    }
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let result = commands::run(cli, &mut out).and_then(|()| out.flush().map_err(Failure::from));
