@@ -125,7 +125,12 @@ pub(crate) fn check_identifier(field: &str, s: &str) -> Result<()> {
         };
         return Err(Error::invalid(
             field,
-            format!("contains {what}; names may hold only letters, digits, '-', '_' and '.'"),
+            // Escaped, so a bidirectional or control character in the name
+            // cannot reorder or hide the message around it.
+            format!(
+                "'{}' contains {what}; names may hold only letters, digits, '-', '_' and '.'",
+                s.escape_default()
+            ),
         ));
     }
     if s.starts_with(['-', '.']) {
@@ -198,6 +203,15 @@ pub(super) fn check_json(field: &str, j: &Json, limits: Limits) -> Result<()> {
 
 pub(super) fn check_body(body: &EventBody, limits: Limits) -> Result<()> {
     let size = match body {
+        EventBody::LossAccepted { first, last, .. } => {
+            if first > last || *first == 0 {
+                return Err(Error::invalid(
+                    "loss_accepted",
+                    format!("lost range {first}..{last} is empty"),
+                ));
+            }
+            0
+        }
         EventBody::MissionCreated {
             mission_id,
             title,

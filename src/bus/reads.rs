@@ -304,9 +304,16 @@ impl MissionBus {
     }
 
     /// Verify one mission: checksums, hash chain, contiguous sequences, head,
-    /// and every index entry in both directions. Runs on the writer, so the
+    /// every index entry in both directions, and that no event the commit
+    /// ledger recorded as acknowledged is missing (a mission the store lost
+    /// entirely still gets a report, naming the lost range). Runs on the writer, so the
     /// log does not move underneath it (appends wait meanwhile).
     pub fn verify(&self, mission: &str) -> Result<VerifyReport> {
+        if self.inner.shared.no_of(mission).is_none() {
+            if let Some(report) = self.inner.integrity.report_for_missing(mission) {
+                return Ok(report);
+            }
+        }
         self.mission_no(mission)?;
         self.send(|reply| Job::Verify {
             mission: mission.to_string(),

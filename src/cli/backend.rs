@@ -61,6 +61,9 @@ pub(crate) trait Backend {
     fn missions(&self) -> CliResult<Vec<(String, String, u64)>>;
     /// Verify one mission, or all; `each` gets every report as it is made.
     fn verify(&self, mission: Option<&str>, each: &mut dyn FnMut(Value) -> CliResult) -> CliResult;
+    /// Copy the whole store, consistently, into `to` (on the machine that
+    /// holds the store); the backup report.
+    fn backup(&self, to: &Path) -> CliResult<Value>;
 }
 
 /// The data directory, opened by this process.
@@ -71,8 +74,13 @@ pub(crate) struct Local {
 impl Local {
     /// Open the data directory. When a server holds it, the error says
     /// where that server listens.
-    pub(crate) fn open(data: &Path) -> CliResult<Local> {
-        match MissionBus::open(data) {
+    /// `create_if_missing: false` is for commands that only read: a
+    /// directory without a store is "not found" (exit 4), nothing created.
+    pub(crate) fn open(data: &Path, create_if_missing: bool) -> CliResult<Local> {
+        match MissionBus::builder(data)
+            .create_if_missing(create_if_missing)
+            .open()
+        {
             Ok(bus) => Ok(Local { bus }),
             Err(e @ mission_bus::Error::DataDirInUse { .. }) => {
                 let url = std::fs::read_to_string(data.join(mission_bus::server::SERVER_URL_FILE))
@@ -234,6 +242,10 @@ impl Backend for Local {
             each(self.bus.verify(m)?.to_json())?;
         }
         Ok(())
+    }
+
+    fn backup(&self, to: &Path) -> CliResult<Value> {
+        Ok(self.bus.backup(to)?.to_json())
     }
 }
 

@@ -27,12 +27,17 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
     let server = cli.server.clone();
     // The backend is opened only once the arguments are known to be good,
     // so a usage error never waits on the store or the network.
-    let backend = || -> CliResult<Box<dyn Backend>> {
+    let token = cli.token.clone();
+    let connect = |create_if_missing: bool| -> CliResult<Box<dyn Backend>> {
         match &server {
-            Some(url) => Ok(Box::new(Remote::new(url, cli.token.as_deref())?)),
-            None => Ok(Box::new(Local::open(data)?)),
+            Some(url) => Ok(Box::new(Remote::new(url, token.as_deref())?)),
+            None => Ok(Box::new(Local::open(data, create_if_missing)?)),
         }
     };
+    // Writes create the store; commands that only read (or copy) need an
+    // existing one: without it they exit 4 and create nothing.
+    let backend = || connect(true);
+    let existing = || connect(false);
     match cli.command {
         Command::Create {
             mission,
@@ -109,7 +114,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             recipient,
         } => {
             let handoff = handoff.map(|h| parse_uuid("--handoff", &h)).transpose()?;
-            let packet = backend()?.resume(&mission, handoff, recipient.as_deref())?;
+            let packet = existing()?.resume(&mission, handoff, recipient.as_deref())?;
             writeln!(out, "{packet}")?;
             Ok(())
         }
@@ -136,7 +141,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
                     return Err(Failure::usage(format!("--to {to} is before --from {from}")));
                 }
             }
-            backend()?.replay(&mission, &reader, from, to, &mut |e| {
+            existing()?.replay(&mission, &reader, from, to, &mut |e| {
                 let kind = e["event_type"].as_str().unwrap_or("");
                 if types.is_empty() || types.contains(&kind) {
                     writeln!(out, "{e}")?;
@@ -144,7 +149,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
                 Ok(())
             })
         }
-        Command::Export { mission, format } => backend()?.export(out, &mission, format),
+        Command::Export { mission, format } => existing()?.export(out, &mission, format),
         Command::Import { file, format } => {
             let text = read_input(&file)?;
             let events = parse_log(&text, format, &file)?;
@@ -158,7 +163,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             Ok(())
         }
         Command::Missions => {
-            for (mission_id, title, head) in backend()?.missions()? {
+            for (mission_id, title, head) in existing()?.missions()? {
                 writeln!(
                     out,
                     "{}",
@@ -172,13 +177,46 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             }
             Ok(())
         }
-        Command::Verify { mission } => verify(&*backend()?, out, mission.as_deref()),
+        Command::Verify { mission } => verify(&*existing()?, out, mission.as_deref()),
         // Run by `cli::run` before stdout is locked (MCP owns stdout).
         Command::Mcp => Err(Failure::other("mcp must run before the output is set up")),
-        Command::Serve { .. } | Command::Demo if server.is_some() => Err(Failure::usage(
-            "this command works on a data directory and cannot use --server \
+        Command::Backup { to } => {
+            let report = existing()?.backup(&to)?;
+            writeln!(out, "{report}")?;
+            Ok(())
+        }
+        Command::Serve { .. }
+        | Command::Demo
+        | Command::Salvage { .. }
+        | Command::AcceptLoss { .. }
+            if server.is_some() =>
+        {
+            Err(Failure::usage(
+                "this command works on a data directory and cannot use --server \
              (run it where the data directory is, with --data)",
-        )),
+            ))
+        }
+        Command::AcceptLoss { mission, yes } => {
+            if !yes {
+                return Err(Failure::usage(format!(
+                    "accept-loss records that acknowledged events of mission '{mission}' are \
+                     gone for good; run `mission-bus verify {mission}` and consider \
+                     `mission-bus salvage` first, then repeat with --yes"
+                )));
+            }
+            let bus = open_existing(data)?;
+            match bus.accept_loss(&mission)? {
+                Some(e) => print_event(out, &e),
+                None => {
+                    writeln!(
+                        out,
+                        "{}",
+                        json!({"mission_id": mission, "loss_accepted": true, "log": null})
+                    )?;
+                    Ok(())
+                }
+            }
+        }
         Command::Serve {
             listen,
             admin_token_file,
@@ -199,11 +237,78 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             Ok(())
         }
         Command::Demo => demo::run(data, out),
+        Command::Salvage { damaged, to } => salvage(out, &damaged, &to),
     }
 }
 
+/// `mission-bus salvage`: the report always goes to stdout (flushed before
+/// failing, so a lossy salvage still shows what it recovered).
+fn salvage(out: &mut dyn Write, damaged: &Path, to: &Path) -> CliResult {
+    if !mission_bus::salvage::holds_store(damaged) {
+        return Err(Failure::new(
+            super::EXIT_NOT_FOUND,
+            format!("{} holds no store (no sled `db` file)", damaged.display()),
+        ));
+    }
+    let report = mission_bus::salvage::salvage(damaged, to)?;
+    writeln!(out, "{}", report.to_json())?;
+    out.flush()?;
+    if report.is_complete() {
+        return Ok(());
+    }
+    let mut what: Vec<String> = Vec::new();
+    match &report.ledger {
+        Err(e) => what.push(format!("the ledger is damaged ({e})")),
+        Ok(false) => what.push(
+            "no commit ledger (an older store): completeness cannot be proven, \
+             and version-1 records cannot be salvaged"
+                .to_string(),
+        ),
+        Ok(true) => {}
+    }
+    for m in report.missions.iter().filter(|m| !m.is_complete()) {
+        let lost: Vec<String> = m.lost.iter().map(|(a, b)| format!("{a}..={b}")).collect();
+        let mut s = format!(
+            "mission '{}': recovered 1..={}",
+            m.mission_id, m.recovered_to
+        );
+        if !lost.is_empty() {
+            s.push_str(&format!(", lost {}", lost.join(", ")));
+        }
+        if m.after_gaps > 0 {
+            s.push_str(&format!(
+                ", {} events after a gap kept in {}/salvage/after-gaps.jsonl",
+                m.after_gaps,
+                to.display()
+            ));
+        }
+        if m.matches_ledger == Some(false) {
+            s.push_str(", head does not match the ledger");
+        }
+        if let Some(e) = &m.error {
+            s.push_str(&format!(", {e}"));
+        }
+        what.push(s);
+    }
+    Err(Failure::new(
+        super::EXIT_INTEGRITY,
+        format!("salvage incomplete: {}", what.join("; ")),
+    ))
+}
+
 pub(crate) fn open(data: &Path) -> CliResult<MissionBus> {
-    Ok(Local::open(data)?.bus().clone())
+    Ok(Local::open(data, true)?.bus().clone())
+}
+
+/// For commands that only read: a directory without a store is "not
+/// found" (exit 4), and nothing is created.
+pub(crate) fn open_existing(data: &Path) -> CliResult<MissionBus> {
+    Ok(Local::open(data, false)?.bus().clone())
+}
+
+pub(crate) fn print_event(out: &mut dyn Write, e: &Event) -> CliResult {
+    writeln!(out, "{}", mission_bus::document::event_to_json(e))?;
+    Ok(())
 }
 
 fn type_names() -> String {
@@ -315,7 +420,7 @@ fn verify(backend: &dyn Backend, out: &mut dyn Write, mission: Option<&str>) -> 
         1 => Err(Failure::new(EXIT_INTEGRITY, failed.remove(0))),
         n => Err(Failure::new(
             EXIT_INTEGRITY,
-            format!("{} (and {} more missions)", failed.remove(0), n - 1),
+            format!("{} (and {} more problems)", failed.remove(0), n - 1),
         )),
     }
 }

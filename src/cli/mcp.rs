@@ -35,7 +35,7 @@ const MAX_READ: u64 = 1000;
 pub(crate) fn run(server: Option<&str>, token: Option<&str>, data: &Path) -> CliResult {
     let backend: Arc<dyn Backend + Send + Sync> = match server {
         Some(url) => Arc::new(Remote::new(url, token)?),
-        None => Arc::new(Local::open(data)?),
+        None => Arc::new(Local::open(data, false)?),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -168,6 +168,14 @@ fn guard_fields(body: &mut Value, opts: &AppendOptions) {
 }
 
 impl Backend for Remote {
+    fn backup(&self, to: &std::path::Path) -> CliResult<Value> {
+        // The path is on the server's machine; the server requires it absolute.
+        let to = to
+            .to_str()
+            .ok_or_else(|| Failure::usage(format!("--to {}: not valid UTF-8", to.display())))?;
+        self.json(self.post("/v1/admin/backup", &[], json!({ "to": to }).to_string())?)
+    }
+
     fn create(
         &self,
         mission: &str,

@@ -29,6 +29,7 @@
 
 mod admin;
 mod auth;
+mod backup;
 mod batch;
 mod console;
 mod error;

@@ -28,6 +28,12 @@
     'message', 'checkpoint', 'handoff',
   ];
 
+  /** Type labels under the marks when there is room. */
+  const SHORT = {
+    mission_created: 'created', participant_joined: 'joined', role_changed: 'role',
+    message: 'message', checkpoint: 'checkpoint', handoff: 'handoff',
+  };
+
   const $ = (id) => document.getElementById(id);
 
   let token = sessionStorage.getItem(TOKEN_KEY);
@@ -187,6 +193,11 @@
       showLogin();
       return;
     }
+    if (!caller) {
+      // A token kept for the tab (reload): say whose it is, whatever page
+      // opens (a refused mission would not tell).
+      api('/v1/missions').then((d) => { if (token && !caller) setCaller(d.caller); }, () => {});
+    }
     const parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
     if (parts[0] === 'm' && parts[1]) {
       const seq = parts[2] ? Number(parts[2]) : null;
@@ -279,7 +290,12 @@
       rows.push(tr);
     }
     body.replaceChildren(...rows);
-    $('missions-empty').hidden = rows.length > 0;
+    const empty = $('missions-empty');
+    empty.hidden = rows.length > 0;
+    empty.textContent = missions.length ? 'No mission matches.'
+      : caller && caller.kind === 'participant'
+        ? 'This token may not read its mission (its role lacks the read capability).'
+        : 'No missions yet.';
   }
 
   $('missions-body').addEventListener('click', (ev) => {
@@ -430,25 +446,54 @@
     const tl = $('timeline');
     tl.setAttribute('data-state', 'loading');
     $('timeline-status').textContent = 'loading…';
-    let events = [];
-    try {
+    const fetchRange = async (from, n) => {
       const pages = [];
-      for (let f = v.from; f < v.from + count; f += MAX_PAGE) {
-        const limit = Math.min(MAX_PAGE, v.from + count - f);
+      for (let f = from; f < from + n; f += MAX_PAGE) {
+        const limit = Math.min(MAX_PAGE, from + n - f);
         pages.push(api('/v1/missions/' + enc(v.mission) + '/events?from=' + f + '&limit=' + limit,
           v.abort.signal));
       }
-      for (const page of await Promise.all(pages)) events = events.concat(page.events);
+      let got = [];
+      for (const page of await Promise.all(pages)) got = got.concat(page.events);
+      return got;
+    };
+    let events = [];
+    let damage = null;
+    try {
+      events = await fetchRange(v.from, count);
     } catch (e) {
       if (view !== v || load !== v.loads || e.name === 'AbortError') return;
-      v.events = [];
-      render();
-      tl.setAttribute('data-state', 'error');
-      $('timeline-status').textContent = 'Cannot read events ' + v.from + '–' +
-        (v.from + count - 1) + ': ' + e.message;
-      return;
+      damage = e;
+      // The server reads pages on the chain-checked path and names the first
+      // record out of place; the records before the one it links to are
+      // sound, so show those rather than nothing.
+      // Past that record, reading can resume (its successor links to it).
+      const at = e.code === 'corruption' && /at sequence (\d+)/.exec(e.message);
+      const bad = at ? Number(at[1]) : 0;
+      const end = v.from + count - 1;
+      const parts = [];
+      if (bad - 2 >= v.from) parts.push(fetchRange(v.from, Math.min(bad - 2, end) - v.from + 1));
+      if (bad && bad + 1 <= end && bad + 1 > v.from) parts.push(fetchRange(bad + 1, end - bad));
+      for (const part of parts) {
+        try {
+          events = events.concat(await part);
+        } catch (_) {
+          // Further damage: verify lists it.
+        }
+      }
+      v.gap = bad ? [Math.max(v.from, bad - 1), bad] : null;
     }
     if (view !== v || load !== v.loads) return;
+    if (damage) {
+      v.events = events;
+      render();
+      tl.setAttribute('data-state', 'error');
+      $('timeline-status').textContent = (v.gap
+        ? 'Cannot read events ' + v.gap[0] + '–' + v.gap[1] + ': '
+        : 'Cannot read these events: ') + damage.message +
+        (events.length ? ' (showing the readable events around it)' : '');
+      return;
+    }
     v.events = events;
     // Live events that arrived while this page was in flight.
     if (v.follow && v.pending) {
@@ -598,7 +643,7 @@
 
     const arrows = svg('g', { class: 'arrows' });
     const marks = svg('g', { class: 'marks' });
-    const labels = step >= 48;
+    const labels = step >= 36;
     for (const e of v.events) {
       const type = e.event_type;
       const row = laneOf.has(e.sender) ? laneOf.get(e.sender) : 0;
@@ -648,7 +693,7 @@
       mark.append(svg('title', null, tip));
       marks.append(mark);
       if (labels) {
-        marks.append(svg('text', { x: cx, y: cy + r + 12, class: 'ev-label' }, type));
+        marks.append(svg('text', { x: cx, y: cy + r + 12, class: 'ev-label' }, SHORT[type] || type));
       }
     }
     frag.append(arrows, marks);
