@@ -124,11 +124,12 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             from,
             to,
             types,
+            filter,
         } => {
             let types = types
                 .iter()
                 .map(|t| {
-                    EventType::parse(t).map(|t| t.as_str()).map_err(|_| {
+                    EventType::parse(t).map_err(|_| {
                         Failure::usage(format!(
                             "invalid --type '{t}': expected one of {}",
                             type_names()
@@ -141,9 +142,23 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
                     return Err(Failure::usage(format!("--to {to} is before --from {from}")));
                 }
             }
+            if filter.any() {
+                if server.is_some() {
+                    return Err(Failure::usage(
+                        "replay's lifecycle filters work on the data directory only \
+                         (over a server, use GET .../events with its filters)",
+                    ));
+                }
+                let bus = open_existing(data)?;
+                let range = (from, to);
+                return super::lifecycle::filtered_replay(
+                    &bus, out, &mission, &reader, range, types, &filter,
+                );
+            }
+            let names: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
             existing()?.replay(&mission, &reader, from, to, &mut |e| {
                 let kind = e["event_type"].as_str().unwrap_or("");
-                if types.is_empty() || types.contains(&kind) {
+                if names.is_empty() || names.contains(&kind) {
                     writeln!(out, "{e}")?;
                 }
                 Ok(())
@@ -152,13 +167,13 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
         Command::Export { mission, format } => existing()?.export(out, &mission, format),
         Command::Import { file, format } => {
             let text = read_input(&file)?;
-            let events = parse_log(&text, format, &file)?;
+            let (events, filled) = parse_log(&text, format, &file)?;
             let mission = events.first().map(mission_of).unwrap_or_default();
             let count = backend()?.import(events)?;
             writeln!(
                 out,
                 "{}",
-                json!({"mission_id": mission, "imported": count, "head_sequence": count})
+                json!({"mission_id": mission, "imported": count, "head_sequence": count, "filled": filled})
             )?;
             Ok(())
         }
@@ -238,6 +253,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
         }
         Command::Demo => demo::run(data, out),
         Command::Salvage { damaged, to } => salvage(out, &damaged, &to),
+        other => super::lifecycle::run(other, data, out),
     }
 }
 
@@ -319,7 +335,7 @@ fn type_names() -> String {
         .join(", ")
 }
 
-fn parse_uuid(flag: &str, s: &str) -> CliResult<Uuid> {
+pub(crate) fn parse_uuid(flag: &str, s: &str) -> CliResult<Uuid> {
     Uuid::parse_str(s)
         .map_err(|e| Failure::usage(format!("invalid {flag}: '{s}' is not a UUID ({e})")))
 }
@@ -368,26 +384,37 @@ fn read_input(file: &Path) -> CliResult<String> {
 
 /// Parse an import. Without `--format`, a single JSON object that is not an
 /// event is a seed document; anything else is read as JSON Lines.
-fn parse_log(text: &str, format: Option<Format>, file: &Path) -> CliResult<Vec<Event>> {
+/// The log to import, and what a lenient seed parse filled in.
+fn parse_log(
+    text: &str,
+    format: Option<Format>,
+    file: &Path,
+) -> CliResult<(Vec<Event>, Vec<String>)> {
     let name = file.display();
     let whole = || -> CliResult<Value> {
         serde_json::from_str(text)
             .map_err(|e| Failure::usage(format!("{name}: not a JSON seed document: {e}")))
     };
-    let events = match format {
-        Some(Format::Seed) => document::log_from_seed(&whole()?)?,
-        Some(Format::Jsonl) => document::log_from_jsonl(text)?,
+    let seed = |doc: &Value| -> CliResult<(Vec<Event>, Vec<String>)> {
+        let s = document::log_from_seed_lenient(doc)?;
+        Ok((s.events, s.filled))
+    };
+    let (events, filled) = match format {
+        Some(Format::Seed) => seed(&whole()?)?,
+        Some(Format::Jsonl) => (document::log_from_jsonl(text)?, Vec::new()),
         None => match serde_json::from_str::<Value>(text) {
-            Ok(doc @ Value::Object(_)) if doc.get("event_type").is_none() => {
-                document::log_from_seed(&doc)?
+            Ok(doc @ Value::Object(_))
+                if doc.get("event_type").is_none() && doc.get("eventType").is_none() =>
+            {
+                seed(&doc)?
             }
-            _ => document::log_from_jsonl(text)?,
+            _ => (document::log_from_jsonl(text)?, Vec::new()),
         },
     };
     if events.is_empty() {
         return Err(Failure::usage(format!("{name}: no events to import")));
     }
-    Ok(events)
+    Ok((events, filled))
 }
 
 fn mission_of(e: &Event) -> String {
