@@ -32,6 +32,22 @@ pub(crate) struct Cli {
     )]
     pub data: PathBuf,
 
+    /// Run the command against the `mission-bus serve` at URL
+    /// (http://HOST:PORT) instead of opening the data directory.
+    #[arg(long, global = true, value_name = "URL", env = "MISSION_BUS_URL")]
+    pub server: Option<String>,
+
+    /// Bearer token for --server: the admin token acts as the operator (as
+    /// the CLI does on the files), so `--as NAME` is checked against NAME's role.
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        env = "MISSION_BUS_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -204,6 +220,10 @@ pub(crate) enum Command {
     },
     /// Tell a mission's story end to end on the data directory.
     Demo,
+    /// Serve the Model Context Protocol on stdio: tools to publish,
+    /// checkpoint, hand off, resume, read and verify, against --server
+    /// (token from MISSION_BUS_TOKEN) or the data directory.
+    Mcp,
     /// Copy the whole store, consistently, into a new directory that opens
     /// as a store (run while no server holds the data directory; a running
     /// server has POST /v1/admin/backup).

@@ -10,20 +10,34 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use mission_bus::document::{self, event_to_json};
-use mission_bus::{
-    Action, AppendOptions, Event, EventType, Json, MissionBus, MissionConfig, NewMission,
-};
+use mission_bus::document;
+use mission_bus::{Action, AppendOptions, Event, EventType, Json, MissionBus, MissionConfig};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::args::{Cli, Command, Format, Guard};
-use super::progress::Progress;
-use super::{demo, CliResult, Failure, EXIT_INTEGRITY, EXIT_NOT_FOUND};
+use super::backend::{Backend, Local};
+use super::remote::Remote;
+use super::{demo, CliResult, Failure, EXIT_INTEGRITY};
 
-/// Run one parsed command line.
+/// Run one parsed command line, on the data directory or, with
+/// `--server`, against that server.
 pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
     let data = cli.data.as_path();
+    let server = cli.server.clone();
+    // The backend is opened only once the arguments are known to be good,
+    // so a usage error never waits on the store or the network.
+    let token = cli.token.clone();
+    let connect = |create_if_missing: bool| -> CliResult<Box<dyn Backend>> {
+        match &server {
+            Some(url) => Ok(Box::new(Remote::new(url, token.as_deref())?)),
+            None => Ok(Box::new(Local::open(data, create_if_missing)?)),
+        }
+    };
+    // Writes create the store; commands that only read (or copy) need an
+    // existing one: without it they exit 4 and create nothing.
+    let backend = || connect(true);
+    let existing = || connect(false);
     match cli.command {
         Command::Create {
             mission,
@@ -35,11 +49,8 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
                 Some(path) => load_profiles(&path)?,
                 None => MissionConfig::default(),
             };
-            let bus = open(data)?;
-            let events =
-                bus.create_mission(NewMission::new(mission, title).config(config).lead(lead))?;
-            for e in &events {
-                print_event(out, e)?;
+            for e in backend()?.create(&mission, &title, &lead, config)? {
+                writeln!(out, "{e}")?;
             }
             Ok(())
         }
@@ -50,9 +61,9 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             metadata,
         } => {
             let metadata = Json::parse("--metadata", &metadata)?;
-            let bus = open(data)?;
-            let e = bus.join(&mission, &name, &role, metadata)?;
-            print_event(out, &e)
+            let e = backend()?.join(&mission, &name, &role, metadata)?;
+            writeln!(out, "{e}")?;
+            Ok(())
         }
         Command::Publish {
             mission,
@@ -63,7 +74,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
         } => {
             let payload = Json::parse("--payload", &payload)?;
             let action = Action::Publish { topic, payload };
-            append(data, out, &mission, &actor.name, action, &guard)
+            append(&backend, out, &mission, &actor.name, action, &guard)
         }
         Command::Checkpoint {
             mission,
@@ -79,7 +90,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
                 state,
                 artifacts,
             };
-            append(data, out, &mission, &actor.name, action, &guard)
+            append(&backend, out, &mission, &actor.name, action, &guard)
         }
         Command::Handoff {
             mission,
@@ -95,7 +106,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
                 checkpoint_id,
                 note,
             };
-            append(data, out, &mission, &actor.name, action, &guard)
+            append(&backend, out, &mission, &actor.name, action, &guard)
         }
         Command::Resume {
             mission,
@@ -103,9 +114,8 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             recipient,
         } => {
             let handoff = handoff.map(|h| parse_uuid("--handoff", &h)).transpose()?;
-            let bus = open_existing(data)?;
-            let packet = resume(&bus, &mission, handoff, recipient.as_deref())?;
-            writeln!(out, "{}", document::resume_packet_to_json(&packet))?;
+            let packet = existing()?.resume(&mission, handoff, recipient.as_deref())?;
+            writeln!(out, "{packet}")?;
             Ok(())
         }
         Command::Replay {
@@ -132,29 +142,34 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
                     return Err(Failure::usage(format!("--to {to} is before --from {from}")));
                 }
             }
-            let bus = open_existing(data)?;
             if filter.any() {
+                if server.is_some() {
+                    return Err(Failure::usage(
+                        "replay's lifecycle filters work on the data directory only \
+                         (over a server, use GET .../events with its filters)",
+                    ));
+                }
+                let bus = open_existing(data)?;
                 let range = (from, to);
                 return super::lifecycle::filtered_replay(
                     &bus, out, &mission, &reader, range, types, &filter,
                 );
             }
-            replay(&bus, out, &mission, &reader, from, to, &types)
+            let names: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
+            existing()?.replay(&mission, &reader, from, to, &mut |e| {
+                let kind = e["event_type"].as_str().unwrap_or("");
+                if names.is_empty() || names.contains(&kind) {
+                    writeln!(out, "{e}")?;
+                }
+                Ok(())
+            })
         }
-        Command::Export { mission, format } => {
-            let bus = open_existing(data)?;
-            export(&bus, out, &mission, format)
-        }
+        Command::Export { mission, format } => existing()?.export(out, &mission, format),
         Command::Import { file, format } => {
             let text = read_input(&file)?;
             let (events, filled) = parse_log(&text, format, &file)?;
-            let bus = open(data)?;
-            let progress = Progress::new("import", events.len() as u64);
             let mission = events.first().map(mission_of).unwrap_or_default();
-            let bar = progress.clone();
-            let result = bus.import_log(events, move |done| bar.set(done));
-            progress.finish();
-            let count = result?;
+            let count = backend()?.import(events)?;
             writeln!(
                 out,
                 "{}",
@@ -163,20 +178,38 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             Ok(())
         }
         Command::Missions => {
-            let bus = open_existing(data)?;
-            for m in bus.missions()? {
+            for (mission_id, title, head) in existing()?.missions()? {
                 writeln!(
                     out,
                     "{}",
                     json!({
-                        "mission_id": m.mission_id,
-                        "title": m.title,
-                        "events": m.head_sequence,
-                        "head_sequence": m.head_sequence,
+                        "mission_id": mission_id,
+                        "title": title,
+                        "events": head,
+                        "head_sequence": head,
                     })
                 )?;
             }
             Ok(())
+        }
+        Command::Verify { mission } => verify(&*existing()?, out, mission.as_deref()),
+        // Run by `cli::run` before stdout is locked (MCP owns stdout).
+        Command::Mcp => Err(Failure::other("mcp must run before the output is set up")),
+        Command::Backup { to } => {
+            let report = existing()?.backup(&to)?;
+            writeln!(out, "{report}")?;
+            Ok(())
+        }
+        Command::Serve { .. }
+        | Command::Demo
+        | Command::Salvage { .. }
+        | Command::AcceptLoss { .. }
+            if server.is_some() =>
+        {
+            Err(Failure::usage(
+                "this command works on a data directory and cannot use --server \
+             (run it where the data directory is, with --data)",
+            ))
         }
         Command::AcceptLoss { mission, yes } => {
             if !yes {
@@ -199,10 +232,6 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
                 }
             }
         }
-        Command::Verify { mission } => {
-            let bus = open_existing(data)?;
-            verify(&bus, out, mission.as_deref())
-        }
         Command::Serve {
             listen,
             admin_token_file,
@@ -223,12 +252,6 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             Ok(())
         }
         Command::Demo => demo::run(data, out),
-        Command::Backup { to } => {
-            let bus = open_existing(data)?;
-            let report = bus.backup(&to)?;
-            writeln!(out, "{}", report.to_json())?;
-            Ok(())
-        }
         Command::Salvage { damaged, to } => salvage(out, &damaged, &to),
         other => super::lifecycle::run(other, data, out),
     }
@@ -290,17 +313,17 @@ fn salvage(out: &mut dyn Write, damaged: &Path, to: &Path) -> CliResult {
 }
 
 pub(crate) fn open(data: &Path) -> CliResult<MissionBus> {
-    Ok(MissionBus::open(data)?)
+    Ok(Local::open(data, true)?.bus().clone())
 }
 
 /// For commands that only read: a directory without a store is "not
 /// found" (exit 4), and nothing is created.
 pub(crate) fn open_existing(data: &Path) -> CliResult<MissionBus> {
-    Ok(MissionBus::builder(data).create_if_missing(false).open()?)
+    Ok(Local::open(data, false)?.bus().clone())
 }
 
 pub(crate) fn print_event(out: &mut dyn Write, e: &Event) -> CliResult {
-    writeln!(out, "{}", event_to_json(e))?;
+    writeln!(out, "{}", mission_bus::document::event_to_json(e))?;
     Ok(())
 }
 
@@ -326,7 +349,7 @@ fn load_profiles(path: &Path) -> CliResult<MissionConfig> {
 }
 
 fn append(
-    data: &Path,
+    backend: &dyn Fn() -> CliResult<Box<dyn Backend>>,
     out: &mut dyn Write,
     mission: &str,
     sender: &str,
@@ -341,93 +364,9 @@ fn append(
             .map(|s| parse_uuid("--event-id", s))
             .transpose()?,
     };
-    let bus = open(data)?;
-    let e = bus.append(mission, sender, action, &opts)?;
-    print_event(out, &e)
-}
-
-fn resume(
-    bus: &MissionBus,
-    mission: &str,
-    handoff: Option<Uuid>,
-    recipient: Option<&str>,
-) -> CliResult<mission_bus::ResumePacket> {
-    // Name a missing mission as such, whichever way the handoff is asked for.
-    bus.state(mission)?;
-    match (handoff, recipient) {
-        (Some(id), _) => {
-            let packet = bus.resume_packet(&id)?;
-            if packet.mission_id != mission {
-                return Err(Failure::new(
-                    EXIT_NOT_FOUND,
-                    format!(
-                        "handoff not found: {id} in mission '{mission}' (it belongs to mission '{}')",
-                        packet.mission_id
-                    ),
-                ));
-            }
-            Ok(packet)
-        }
-        (None, Some(name)) => Ok(bus.latest_resume_packet(mission, name)?),
-        (None, None) => Err(Failure::usage("give --handoff ID or --for NAME")),
-    }
-}
-
-fn replay(
-    bus: &MissionBus,
-    out: &mut dyn Write,
-    mission: &str,
-    reader: &str,
-    from: u64,
-    to: Option<u64>,
-    types: &[EventType],
-) -> CliResult {
-    // Checks `read` before anything is printed.
-    let events = bus.replay(mission, reader, from)?;
-    let head = bus.state(mission)?.head;
-    let last = to.unwrap_or(head).min(head);
-    let progress = Progress::new("replay", (last + 1).saturating_sub(from));
-    let result = (|| {
-        for e in events {
-            let e = e?;
-            if e.sequence > last {
-                break;
-            }
-            progress.inc();
-            if types.is_empty() || types.contains(&e.event_type()) {
-                print_event(out, &e)?;
-            }
-        }
-        Ok(())
-    })();
-    progress.finish();
-    result
-}
-
-fn export(bus: &MissionBus, out: &mut dyn Write, mission: &str, format: Format) -> CliResult {
-    let state = bus.state(mission)?;
-    let progress = Progress::new("export", state.head);
-    let events = bus
-        .events(mission, 1, state.head)?
-        .inspect(|_| progress.inc());
-    let result = match format {
-        Format::Seed => document::seed_document(&state, events)
-            .map_err(Failure::from)
-            .and_then(|doc| {
-                serde_json::to_writer_pretty(&mut *out, &doc)
-                    .map_err(|e| Failure::from(std::io::Error::from(e)))?;
-                writeln!(out)?;
-                Ok(())
-            }),
-        Format::Jsonl => (|| {
-            for e in events {
-                print_event(out, &e?)?;
-            }
-            Ok(())
-        })(),
-    };
-    progress.finish();
-    result
+    let e = backend()?.append(mission, sender, action, &opts)?;
+    writeln!(out, "{e}")?;
+    Ok(())
 }
 
 fn read_input(file: &Path) -> CliResult<String> {
@@ -485,40 +424,21 @@ fn mission_of(e: &Event) -> String {
     }
 }
 
-fn verify(bus: &MissionBus, out: &mut dyn Write, mission: Option<&str>) -> CliResult {
-    let missions = match mission {
-        Some(m) => vec![m.to_string()],
-        None => bus.verify_ids(),
-    };
+fn verify(backend: &dyn Backend, out: &mut dyn Write, mission: Option<&str>) -> CliResult {
     let mut failed = Vec::new();
-    if let Some(e) = bus.ledger_problem() {
-        writeln!(
-            out,
-            "{}",
-            json!({"ledger": "damaged", "intact": false, "problem": e.to_string()})
-        )?;
-        failed.push(e.to_string());
-    }
-    for m in &missions {
-        // One mission the store cannot read must not hide the others.
-        let report = match bus.verify(m) {
-            Ok(r) => r,
-            Err(e) if e.kind() == mission_bus::ErrorKind::Integrity => {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({"mission_id": m, "intact": false, "error": e.to_string()})
-                )?;
-                failed.push(format!("mission '{m}' failed verification: {e}"));
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        writeln!(out, "{}", report.to_json())?;
-        if let Some(p) = report.first_problem() {
+    backend.verify(mission, &mut |report| {
+        writeln!(out, "{report}")?;
+        if let Some(p) = report["problems"].as_array().and_then(|p| p.first()) {
+            let what = p["problem"].as_str().unwrap_or("");
+            let p = match p["sequence"].as_u64() {
+                Some(s) => format!("sequence {s}: {what}"),
+                None => what.to_string(),
+            };
+            let m = report["mission_id"].as_str().unwrap_or("");
             failed.push(format!("mission '{m}' failed verification: {p}"));
         }
-    }
+        Ok(())
+    })?;
     // The reports are the auditor's answer even when verification fails:
     // get them out before the failure discards unflushed output.
     out.flush()?;

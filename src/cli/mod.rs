@@ -11,10 +11,13 @@
 //!   mid-stream ends the output there (exit 6, the error names the sequence).
 
 mod args;
+mod backend;
 mod commands;
 mod demo;
 mod lifecycle;
+mod mcp;
 mod progress;
+mod remote;
 
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -64,6 +67,16 @@ impl Failure {
     pub(crate) fn other(message: impl Into<String>) -> Self {
         Self::new(EXIT_OTHER, message)
     }
+
+    /// The exit code.
+    pub(crate) fn code(&self) -> i32 {
+        self.code
+    }
+
+    /// The message, without the `error: ` prefix.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl From<Error> for Failure {
@@ -100,6 +113,16 @@ where
         Ok(cli) => cli,
         Err(e) => return clap_failure(e),
     };
+    if matches!(cli.command, args::Command::Mcp) {
+        // MCP owns stdout (the protocol's channel): no lock held here.
+        return match mcp::run(cli.server.as_deref(), cli.token.as_deref(), &cli.data) {
+            Ok(()) => EXIT_OK,
+            Err(f) => {
+                let _ = writeln!(io::stderr().lock(), "error: {}", one_line(&f.message));
+                f.code
+            }
+        };
+    }
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let result = commands::run(cli, &mut out).and_then(|()| out.flush().map_err(Failure::from));

@@ -230,7 +230,7 @@ pub(crate) async fn read_body(State(app): State<Arc<App>>, req: Request, next: N
         conn.phase.store(PHASE_PROCESSING, Ordering::Relaxed);
     }
     let (parts, body) = req.into_parts();
-    let limit = app.limits.max_body_bytes;
+    let limit = super::admin::body_limit(parts.uri.path(), app.limits.max_body_bytes);
     let read = tokio::time::timeout(
         app.limits.body_timeout,
         axum::body::to_bytes(body, limit.saturating_add(1)),

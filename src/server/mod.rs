@@ -27,6 +27,7 @@
 //! accepting, end event streams, let in-flight requests finish (up to
 //! [`Limits::shutdown_grace`]), then close the bus, which drains its writer.
 
+mod admin;
 mod auth;
 mod backup;
 mod batch;
@@ -37,6 +38,7 @@ mod limits;
 mod listener;
 mod logging;
 mod metrics;
+mod openapi;
 mod routes;
 mod stream;
 mod views;
@@ -214,6 +216,11 @@ pub(crate) struct App {
     verified: views::LastVerified,
 }
 
+/// File in the data directory holding `http://ADDR` while `serve` runs on
+/// it (written after binding, removed at shutdown), so a CLI that finds the
+/// directory in use can say `use --server http://ADDR`.
+pub const SERVER_URL_FILE: &str = "server.url";
+
 /// Run the server until SIGINT/SIGTERM; returns after a graceful shutdown.
 ///
 /// Opens the bus at `opts.data`, reads or creates the admin token file,
@@ -250,7 +257,12 @@ pub fn serve_blocking(opts: ServeOptions) -> Result<()> {
             let _ = writeln!(out, "admin token: {}", token_path.display());
             let _ = out.flush();
         }
-        run_with_limits(listener, bus.clone(), admin_token, limits, shutdown).await
+        // Tells a CLI that finds the directory held where to reach it.
+        let url_file = opts.data.join(SERVER_URL_FILE);
+        let _ = std::fs::write(&url_file, format!("http://{addr}\n"));
+        let served = run_with_limits(listener, bus.clone(), admin_token, limits, shutdown).await;
+        let _ = std::fs::remove_file(&url_file);
+        served
     });
     // Waits for blocking tasks still running; they finish their bus calls.
     runtime.shutdown_timeout(Duration::from_secs(30));

@@ -86,6 +86,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/admin/backup", post(super::backup::admin_backup))
         .route("/v1/missions/{m}/batch", post(super::batch::post_batch))
         .route("/metrics", get(super::metrics::metrics))
+        .merge(super::admin::routes())
+        .route("/v1/openapi.json", get(super::openapi::document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -4,9 +4,10 @@
 
 #![allow(dead_code)] // each test crate uses a different subset
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
@@ -14,14 +15,64 @@ use serde_json::Value;
 /// so the default data dir is `./mission-bus-data` in here.
 pub struct Dir {
     tmp: tempfile::TempDir,
+    /// Run commands against a `mission-bus serve` on the data dir, started
+    /// on first use, instead of on the files (`tests/cli_remote.rs`).
+    remote: bool,
+    server: OnceLock<Server>,
+}
+
+/// A `mission-bus serve` on a [`Dir`]'s data dir: its URL and admin token.
+struct Server {
+    child: Child,
+    url: String,
+    token: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// True in the `cli_remote` test binary: there every [`Dir::new`] runs its
+/// commands with `--server` (the same cases as tests/cli.rs, over HTTP).
+pub fn remote_mode() -> bool {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .is_some_and(|n| n.starts_with("cli_remote"))
 }
 
 impl Dir {
-    /// A fresh empty directory.
+    /// A fresh empty directory; in the `cli_remote` binary, its commands go
+    /// through a server (see [`remote_mode`]).
     pub fn new() -> Dir {
         Dir {
             tmp: tempfile::tempdir().expect("create temp dir"),
+            remote: remote_mode(),
+            server: OnceLock::new(),
         }
+    }
+
+    /// A fresh empty directory whose commands always open the files (for
+    /// cases about the files themselves).
+    pub fn local() -> Dir {
+        Dir {
+            remote: false,
+            ..Dir::new()
+        }
+    }
+
+    /// Whether commands here go through a server.
+    pub fn is_remote(&self) -> bool {
+        self.remote
+    }
+
+    /// The server's URL and admin token (started on first use).
+    pub fn server(&self) -> (String, String) {
+        let s = self.server.get_or_init(|| start_server(&self.data()));
+        (s.url.clone(), s.token.clone())
     }
 
     /// Its path.
@@ -47,12 +98,54 @@ impl Dir {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mission-bus"));
         cmd.current_dir(self.path())
             .env_remove("MISSION_BUS_DATA")
+            .env_remove("MISSION_BUS_URL")
+            .env_remove("MISSION_BUS_TOKEN")
             .args(args);
+        if self.remote {
+            let (url, token) = self.server();
+            cmd.env("MISSION_BUS_URL", url)
+                .env("MISSION_BUS_TOKEN", token);
+        }
         TestCommand {
             cmd,
             stdin: None,
             shown: format!("mission-bus {}", args.join(" ")),
         }
+    }
+}
+
+/// Start `mission-bus serve --listen 127.0.0.1:0` on `data`; wait for its
+/// "listening on" line and read the admin token it wrote.
+fn start_server(data: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mission-bus"))
+        .args(["--data", data.to_str().expect("UTF-8 path")])
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "error"])
+        .env_remove("MISSION_BUS_URL")
+        .env_remove("MISSION_BUS_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn mission-bus serve");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout pipe")).lines();
+    let first = lines
+        .next()
+        .and_then(|l| l.ok())
+        .expect("serve exited before listening");
+    let addr = first
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_string();
+    let _ = lines.next(); // "admin token: PATH"
+    std::thread::spawn(move || for _ in lines {}); // keep the pipe drained
+    let token = std::fs::read_to_string(data.join("admin.token"))
+        .expect("read admin.token")
+        .trim()
+        .to_string();
+    Server {
+        child,
+        url: format!("http://{addr}"),
+        token,
     }
 }
 

@@ -1,0 +1,375 @@
+//! `mission-bus mcp`: the Model Context Protocol over stdio (the official
+//! Rust SDK, `rmcp`), so agents reach the bus as tools. It runs on the same
+//! [`Backend`] as the other commands: a running server (`--server URL`,
+//! admin token in `MISSION_BUS_TOKEN`) or the data directory (`--data`).
+//!
+//! Tools: `publish`, `checkpoint`, `handoff`, `resume`, `read`, `verify`.
+//! Writes and reads name the acting participant (`as`), checked against
+//! its role as the CLI's `--as` is. A failure is a tool error
+//! (`isError: true`) whose text is the CLI's `error: ...` line and whose
+//! structured content is `{error, exit_code}`, never a protocol failure.
+//! (`accept` waits for the handoff lifecycle, which the bus does not
+//! record yet.)
+
+use std::path::Path;
+use std::sync::Arc;
+
+use mission_bus::{Action, AppendOptions, Json};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use super::backend::{Backend, Local};
+use super::remote::Remote;
+use super::{CliResult, Failure};
+
+/// Most events one `read` call returns.
+const MAX_READ: u64 = 1000;
+
+/// Serve MCP on stdin/stdout until the client closes it.
+pub(crate) fn run(server: Option<&str>, token: Option<&str>, data: &Path) -> CliResult {
+    let backend: Arc<dyn Backend + Send + Sync> = match server {
+        Some(url) => Arc::new(Remote::new(url, token)?),
+        None => Arc::new(Local::open(data, false)?),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::other(format!("starting the MCP runtime: {e}")))?;
+    if let Ok(level) = std::env::var("MISSION_BUS_MCP_LOG") {
+        mission_bus::server::init_logging(&level, mission_bus::server::LogFormat::Text)?;
+    }
+    runtime.block_on(async move {
+        let service = Mcp { backend }
+            .serve(rmcp::transport::stdio())
+            .await
+            .map_err(|e| Failure::other(format!("MCP initialization failed: {e}")))?;
+        service
+            .waiting()
+            .await
+            .map_err(|e| Failure::other(format!("MCP service failed: {e}")))?;
+        Ok(())
+    })
+}
+
+#[derive(Clone)]
+struct Mcp {
+    backend: Arc<dyn Backend + Send + Sync>,
+}
+
+impl ServerHandler for Mcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new(
+                "mission-bus",
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .with_instructions(
+                "A durable, append-only log for a mission of agents: publish messages, \
+                 save checkpoints, hand work over, resume from a handoff, read the log, \
+                 verify its hash chain. Name yourself with `as`.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(tools()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let backend = Arc::clone(&self.backend);
+        let name = request.name.to_string();
+        let args = request.arguments.unwrap_or_default();
+        // The backend blocks (the store, or an HTTP call).
+        let result = tokio::task::spawn_blocking(move || call(&*backend, &name, &args))
+            .await
+            .unwrap_or_else(|e| Err(Failure::other(format!("tool worker failed: {e}"))));
+        Ok(match result {
+            Ok(v) => {
+                let mut r = CallToolResult::structured(v.clone());
+                r.content = vec![ContentBlock::text(v.to_string())];
+                r
+            }
+            Err(f) => {
+                let message = f.message().replace(['\n', '\r'], " ");
+                let mut r = CallToolResult::structured_error(
+                    json!({"error": message, "exit_code": f.code()}),
+                );
+                r.content = vec![ContentBlock::text(format!("error: {message}"))];
+                r
+            }
+        }
+        .into())
+    }
+}
+
+fn schema(properties: Value, required: &[&str]) -> Arc<Map<String, Value>> {
+    let v = json!({
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false,
+    });
+    match v {
+        Value::Object(m) => Arc::new(m),
+        _ => unreachable!("a JSON object literal"),
+    }
+}
+
+/// The tools and their input schemas.
+fn tools() -> Vec<Tool> {
+    let mission = json!({"type": "string", "description": "Mission id, e.g. mission-883."});
+    let actor = json!({"type": "string", "description": "The acting participant (checked against its role)."});
+    let guard_seq = json!({"type": "integer", "minimum": 0,
+        "description": "Write nothing unless the mission's head sequence is this (conflict otherwise)."});
+    let event_id = json!({"type": "string", "format": "uuid",
+        "description": "Caller-chosen event id: a retry with the same id and content returns the stored event."});
+    vec![
+        Tool::new(
+            "publish",
+            "Publish a message on a topic (capability `publish`). Returns the stored event.",
+            schema(
+                json!({"mission": mission, "as": actor, "topic": {"type": "string"},
+                       "payload": {"description": "Any JSON value."},
+                       "expected_sequence": guard_seq, "event_id": event_id}),
+                &["mission", "as", "topic"],
+            ),
+        ),
+        Tool::new(
+            "checkpoint",
+            "Save a checkpoint: a summary and the state to resume from (capability `checkpoint`). Returns the stored event, with its checkpoint_id.",
+            schema(
+                json!({"mission": mission, "as": actor, "summary": {"type": "string"},
+                       "state": {"description": "Any JSON value."},
+                       "artifacts": {"type": "array", "items": {"type": "string"}},
+                       "expected_sequence": guard_seq, "event_id": event_id}),
+                &["mission", "as", "summary"],
+            ),
+        ),
+        Tool::new(
+            "handoff",
+            "Hand work to a participant, pointing at a checkpoint (capability `handoff`). Returns the stored event, with its handoff_id.",
+            schema(
+                json!({"mission": mission, "as": actor,
+                       "to": {"type": "string", "description": "The recipient."},
+                       "checkpoint_id": {"type": "string", "format": "uuid"},
+                       "note": {"type": "string"},
+                       "expected_sequence": guard_seq, "event_id": event_id}),
+                &["mission", "as", "to", "checkpoint_id"],
+            ),
+        ),
+        Tool::new(
+            "resume",
+            "The resume packet of a handoff: give handoff_id, or `for` (the latest handoff to that participant).",
+            schema(
+                json!({"mission": mission,
+                       "handoff_id": {"type": "string", "format": "uuid"},
+                       "for": {"type": "string", "description": "A recipient's name."}}),
+                &["mission"],
+            ),
+        ),
+        Tool::new(
+            "read",
+            "Read the mission's events in order, as a participant with `read`. Returns {events, next}; call again with from = next for more.",
+            schema(
+                json!({"mission": mission, "as": actor,
+                       "from": {"type": "integer", "minimum": 1, "default": 1},
+                       "limit": {"type": "integer", "minimum": 1, "maximum": MAX_READ, "default": 100}}),
+                &["mission", "as"],
+            ),
+        ),
+        Tool::new(
+            "verify",
+            "Verify the mission's checksums, hash chain and indexes. Returns the report; `intact` says whether it passed.",
+            schema(json!({"mission": mission}), &["mission"]),
+        ),
+    ]
+}
+
+/// The arguments of one call, with errors that name the argument.
+struct Args<'a>(&'a Map<String, Value>);
+
+impl Args<'_> {
+    fn str(&self, key: &str) -> CliResult<String> {
+        self.opt_str(key)?
+            .ok_or_else(|| Failure::usage(format!("missing argument '{key}'")))
+    }
+
+    fn opt_str(&self, key: &str) -> CliResult<Option<String>> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(v) => Err(Failure::usage(format!(
+                "argument '{key}' must be a string, got {v}"
+            ))),
+        }
+    }
+
+    fn opt_u64(&self, key: &str) -> CliResult<Option<u64>> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                Failure::usage(format!(
+                    "argument '{key}' must be a non-negative integer, got {v}"
+                ))
+            }),
+        }
+    }
+
+    fn json(&self, key: &str) -> Json {
+        Json::from_value(self.0.get(key).unwrap_or(&Value::Null))
+    }
+
+    fn uuid(&self, key: &str) -> CliResult<Option<Uuid>> {
+        self.opt_str(key)?
+            .map(|s| {
+                Uuid::parse_str(&s).map_err(|e| {
+                    Failure::usage(format!("argument '{key}': '{s}' is not a UUID ({e})"))
+                })
+            })
+            .transpose()
+    }
+
+    fn opts(&self) -> CliResult<AppendOptions> {
+        Ok(AppendOptions {
+            expected_sequence: self.opt_u64("expected_sequence")?,
+            event_id: self.uuid("event_id")?,
+        })
+    }
+
+    fn only(&self, allowed: &[&str]) -> CliResult {
+        match self.0.keys().find(|k| !allowed.contains(&k.as_str())) {
+            Some(k) => Err(Failure::usage(format!(
+                "unknown argument '{k}' (expected: {})",
+                allowed.join(", ")
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Run one tool.
+fn call(backend: &dyn Backend, tool: &str, args: &Map<String, Value>) -> CliResult<Value> {
+    let a = Args(args);
+    const GUARD: [&str; 2] = ["expected_sequence", "event_id"];
+    match tool {
+        "publish" => {
+            a.only(&[&["mission", "as", "topic", "payload"][..], &GUARD].concat())?;
+            let action = Action::Publish {
+                topic: a.str("topic")?,
+                payload: a.json("payload"),
+            };
+            backend.append(&a.str("mission")?, &a.str("as")?, action, &a.opts()?)
+        }
+        "checkpoint" => {
+            a.only(
+                &[
+                    &["mission", "as", "summary", "state", "artifacts"][..],
+                    &GUARD,
+                ]
+                .concat(),
+            )?;
+            let artifacts = match args.get("artifacts") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|i| {
+                        i.as_str().map(str::to_string).ok_or_else(|| {
+                            Failure::usage(format!("argument 'artifacts': {i} is not a string"))
+                        })
+                    })
+                    .collect::<CliResult<_>>()?,
+                Some(v) => {
+                    return Err(Failure::usage(format!(
+                        "argument 'artifacts' must be a list of strings, got {v}"
+                    )))
+                }
+            };
+            let action = Action::Checkpoint {
+                summary: a.str("summary")?,
+                state: a.json("state"),
+                artifacts,
+            };
+            backend.append(&a.str("mission")?, &a.str("as")?, action, &a.opts()?)
+        }
+        "handoff" => {
+            a.only(
+                &[
+                    &["mission", "as", "to", "checkpoint_id", "note"][..],
+                    &GUARD,
+                ]
+                .concat(),
+            )?;
+            let checkpoint_id = a
+                .uuid("checkpoint_id")?
+                .ok_or_else(|| Failure::usage("missing argument 'checkpoint_id'"))?;
+            let action = Action::Handoff {
+                recipient: a.str("to")?,
+                checkpoint_id,
+                note: a.opt_str("note")?.unwrap_or_default(),
+            };
+            backend.append(&a.str("mission")?, &a.str("as")?, action, &a.opts()?)
+        }
+        "resume" => {
+            a.only(&["mission", "handoff_id", "for"])?;
+            let handoff = a.uuid("handoff_id")?;
+            let recipient = a.opt_str("for")?;
+            if handoff.is_none() && recipient.is_none() {
+                return Err(Failure::usage("give 'handoff_id' or 'for'"));
+            }
+            backend.resume(&a.str("mission")?, handoff, recipient.as_deref())
+        }
+        "read" => {
+            a.only(&["mission", "as", "from", "limit"])?;
+            let from = a.opt_u64("from")?.unwrap_or(1).max(1);
+            let limit = a.opt_u64("limit")?.unwrap_or(100);
+            if limit == 0 || limit > MAX_READ {
+                return Err(Failure::usage(format!(
+                    "argument 'limit' must be 1..={MAX_READ}, got {limit}"
+                )));
+            }
+            let mut events = Vec::new();
+            let to = from.saturating_add(limit - 1);
+            backend.replay(
+                &a.str("mission")?,
+                &a.str("as")?,
+                from,
+                Some(to),
+                &mut |e| {
+                    events.push(e);
+                    Ok(())
+                },
+            )?;
+            let next = events
+                .last()
+                .and_then(|e| e["sequence"].as_u64())
+                .map_or(from, |s| s + 1);
+            Ok(json!({"events": events, "next": next}))
+        }
+        "verify" => {
+            a.only(&["mission"])?;
+            let mut report = Value::Null;
+            backend.verify(Some(&a.str("mission")?), &mut |r| {
+                report = r;
+                Ok(())
+            })?;
+            Ok(report)
+        }
+        other => Err(Failure::usage(format!(
+            "unknown tool '{other}' (expected: publish, checkpoint, handoff, resume, read, verify)"
+        ))),
+    }
+}

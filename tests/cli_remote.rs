@@ -1,0 +1,97 @@
+//! The CLI as a client of a running server: every case of tests/cli.rs, run
+//! again with `--server URL --token ADMIN` (through `MISSION_BUS_URL` and
+//! `MISSION_BUS_TOKEN`) against a `mission-bus serve` on the test's data
+//! dir, so outputs and exit codes are compared with the local mode rather
+//! than re-typed. Cases about the files themselves (`Dir::local`) run on
+//! the files here too. Plus what only the remote mode has.
+
+#[path = "cli.rs"]
+mod cases;
+
+use cases::util::Dir;
+
+/// `mission-bus serve` holds the data dir: the local CLI says where the
+/// server listens, and `--server` with that URL then works.
+#[test]
+fn data_dir_held_by_a_server_names_its_url() {
+    let dir = Dir::local();
+    let (url, token) = dir.server();
+    let err = dir.mb(&["missions"]).fails(1);
+    assert!(err.contains("in use"), "{err}");
+    assert!(err.contains(&format!("use --server {url}")), "{err}");
+    dir.mb(&[
+        "--server", &url, "--token", &token, "create", "m1", "--title", "t", "--lead", "l",
+    ])
+    .json_lines();
+    let listed = dir
+        .mb(&["missions"])
+        .env("MISSION_BUS_URL", &url)
+        .env("MISSION_BUS_TOKEN", &token)
+        .json();
+    assert_eq!(listed["mission_id"], "m1");
+    assert_eq!(listed["head_sequence"], 2);
+}
+
+/// What only the remote mode can get wrong: no token, a bad token, a
+/// participant's token on the operator's commands, no server, and
+/// commands that need the files.
+#[test]
+fn remote_failures_exit_with_the_cli_codes() {
+    let dir = Dir::local();
+    let (url, token) = dir.server();
+    let create = ["create", "m1", "--title", "t", "--lead", "l"];
+    let with = |args: &[&str], token: &str| {
+        let mut full = vec!["--server", url.as_str(), "--token", token];
+        full.extend_from_slice(args);
+        dir.mb(&full)
+    };
+    let err = dir
+        .mb(&[&["--server", url.as_str()][..], &create[..]].concat())
+        .fails(2);
+    assert!(err.contains("MISSION_BUS_TOKEN"), "{err}");
+    let err = with(&create, "mb_not-a-token").fails(3);
+    assert!(err.contains("token"), "{err}");
+    with(&create, &token).json_lines();
+    // A participant token is not the operator's.
+    let v: serde_json::Value = ureq::post(format!("{url}/v1/missions/m1/participants/l/token"))
+        .header("Authorization", format!("Bearer {token}"))
+        .send_empty()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    let lead_token = v["token"].as_str().unwrap();
+    let err = with(&["export", "m1"], lead_token).fails(3);
+    assert!(err.contains("admin"), "{err}");
+    let err = with(
+        &[
+            "publish",
+            "m1",
+            "--as",
+            "l",
+            "--topic",
+            "t",
+            "--payload",
+            "1",
+        ],
+        lead_token,
+    )
+    .fails(3);
+    assert!(err.contains("admin"), "{err}");
+    // Commands that need the files say so.
+    for cmd in [&["demo"][..], &["serve"][..]] {
+        let err = with(cmd, &token).fails(2);
+        assert!(err.contains("--server"), "{err}");
+    }
+    // Nothing listening: exit 1, naming the URL.
+    let gone = "http://127.0.0.1:9";
+    let err = dir
+        .mb(&["--server", gone, "--token", &token, "missions"])
+        .fails(1);
+    assert!(err.contains(gone), "{err}");
+    // Bad URL: usage.
+    let err = dir
+        .mb(&["--server", "ftp://x", "--token", &token, "missions"])
+        .fails(2);
+    assert!(err.contains("--server"), "{err}");
+}

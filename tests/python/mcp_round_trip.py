@@ -1,0 +1,92 @@
+"""MCP round trip with the official Python `mcp` client (run by tests/mcp.rs).
+
+Starts `mission-bus mcp` over stdio (its command line in MB_MCP_ARGS, a JSON
+list), initializes, lists the tools and calls each: successes return the
+stored event / packet / report as structured content, failures are tool
+errors (is_error) carrying the CLI's message and exit code. Prints one JSON
+line with what it saw; any failed expectation raises (exit 1).
+"""
+
+import asyncio
+import json
+import os
+import sys
+
+from mcp import ClientSession, StdioServerParameters, stdio_client
+
+M = os.environ["MB_MISSION"]
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+async def main():
+    args = json.loads(os.environ["MB_MCP_ARGS"])
+    params = StdioServerParameters(command=args[0], args=args[1:], env=dict(os.environ))
+    seen = {}
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            init = await session.initialize()
+            seen["server"] = init.server_info.name
+            tools = (await session.list_tools()).tools
+            names = sorted(t.name for t in tools)
+            seen["tools"] = names
+            for t in tools:
+                check(t.input_schema.get("type") == "object", f"{t.name}: schema type")
+                check("mission" in t.input_schema["required"], f"{t.name}: mission required")
+                check(t.description, f"{t.name}: no description")
+
+            async def ok(name, arguments):
+                r = await session.call_tool(name, arguments)
+                check(not r.is_error, f"{name} {arguments}: {r.content}")
+                check(r.structured_content is not None, f"{name}: no structured content")
+                check(json.loads(r.content[0].text) == r.structured_content, f"{name}: text != structured")
+                return r.structured_content
+
+            async def fails(name, arguments, code, needle):
+                r = await session.call_tool(name, arguments)
+                check(r.is_error, f"{name} {arguments} should fail: {r.structured_content}")
+                text = r.content[0].text
+                check(text.startswith("error: "), f"{name}: {text}")
+                check(needle in text, f"{name}: '{needle}' not in {text}")
+                check(r.structured_content["exit_code"] == code, f"{name}: {r.structured_content}")
+                return text
+
+            msg = await ok("publish", {"mission": M, "as": "ada", "topic": "status", "payload": {"step": 1}})
+            check(msg["event_type"] == "message" and msg["payload"] == {"step": 1}, f"publish: {msg}")
+            cp = await ok("checkpoint", {"mission": M, "as": "ada", "summary": "lexer done",
+                                         "state": {"next": "parser"}, "artifacts": ["src/lexer.rs"]})
+            check(cp["event_type"] == "checkpoint", f"checkpoint: {cp}")
+            ho = await ok("handoff", {"mission": M, "as": "ada", "to": "bob",
+                                      "checkpoint_id": cp["checkpoint_id"], "note": "over to you"})
+            check(ho["event_type"] == "handoff", f"handoff: {ho}")
+            packet = await ok("resume", {"mission": M, "for": "bob"})
+            check(packet["handoff_id"] == ho["handoff_id"], f"resume: {packet}")
+            check(packet["checkpoint"]["state"] == {"next": "parser"}, f"resume: {packet}")
+            by_id = await ok("resume", {"mission": M, "handoff_id": ho["handoff_id"]})
+            check(by_id == packet, "resume by id differs")
+            page = await ok("read", {"mission": M, "as": "rita", "from": 1, "limit": 2})
+            check([e["sequence"] for e in page["events"]] == [1, 2] and page["next"] == 3, f"read: {page}")
+            rest = await ok("read", {"mission": M, "as": "rita", "from": page["next"]})
+            check(rest["events"][-1]["sequence"] == ho["sequence"], f"read rest: {rest}")
+            report = await ok("verify", {"mission": M})
+            check(report["intact"] is True and report["head_sequence"] == ho["sequence"], f"verify: {report}")
+            seen["head"] = ho["sequence"]
+
+            # Clear tool errors, not protocol failures.
+            await fails("publish", {"mission": M, "as": "rita", "topic": "t", "payload": 1}, 3, "permission denied")
+            await fails("publish", {"mission": "m-none", "as": "ada", "topic": "t"}, 4, "m-none")
+            await fails("publish", {"mission": M, "as": "ada", "topic": "t", "expected_sequence": 1}, 5, "sequence")
+            await fails("handoff", {"mission": M, "as": "ada", "to": "bob", "checkpoint_id": "nope"}, 2, "checkpoint_id")
+            await fails("publish", {"mission": M, "as": "ada"}, 2, "topic")
+            await fails("read", {"mission": M, "as": "rita", "limit": 0}, 2, "limit")
+            await fails("resume", {"mission": M}, 2, "for")
+            await fails("verify", {"mission": M, "colour": "red"}, 2, "colour")
+            await fails("accept", {"mission": M}, 2, "accept")
+            seen["errors"] = 9
+    print(json.dumps(seen))
+
+
+asyncio.run(main())
