@@ -23,6 +23,7 @@ bytes (it is append-only).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -78,6 +79,8 @@ class MissionBusSaver(BaseCheckpointSaver[str]):
         self._views: dict[str, ThreadView] = {}
         self._tokens: dict[str, str] = {}
         self._lock = threading.RLock()
+        self._ensure_lock = threading.Lock()
+        self._aensure_lock: asyncio.Lock | None = None
 
     # -- plumbing ------------------------------------------------------------
 
@@ -114,10 +117,19 @@ class MissionBusSaver(BaseCheckpointSaver[str]):
         return mission_for_thread(thread_id), title[:TITLE_MAX]
 
     def _ensure(self, thread_id: str) -> str:
-        """The thread's mission, created if needed, with a token to write."""
+        """The thread's mission, created if needed, with a token to write.
+
+        One at a time: LangGraph writes from several threads at once, and two
+        tokens issued for one name would revoke each other."""
         mission, title = self._create_args(thread_id)
         if mission in self._tokens:
             return mission
+        with self._ensure_lock:
+            if mission in self._tokens:
+                return mission
+            return self._ensure_locked(thread_id, mission, title)
+
+    def _ensure_locked(self, thread_id: str, mission: str, title: str) -> str:
         meta = {"langgraph_thread_id": str(thread_id)}
         try:
             created = self._admin.create_mission(mission, title, LEAD)
@@ -136,6 +148,14 @@ class MissionBusSaver(BaseCheckpointSaver[str]):
         mission, title = self._create_args(thread_id)
         if mission in self._tokens:
             return mission
+        if self._aensure_lock is None:
+            self._aensure_lock = asyncio.Lock()
+        async with self._aensure_lock:
+            if mission in self._tokens:
+                return mission
+            return await self._aensure_locked(thread_id, mission, title)
+
+    async def _aensure_locked(self, thread_id: str, mission: str, title: str) -> str:
         meta = {"langgraph_thread_id": str(thread_id)}
         try:
             created = await self._aadmin.create_mission(mission, title, LEAD)
