@@ -84,3 +84,15 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a Python child process that must import the
+    same `mission_bus` as this one (the source tree under test, not some
+    other installed copy)."""
+    import mission_bus
+
+    src = str(Path(mission_bus.__file__).resolve().parents[1])
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    return env

@@ -21,6 +21,8 @@ from langgraph.checkpoint.base import empty_checkpoint  # noqa: E402
 from langgraph.checkpoint.base.id import uuid6  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
 
+from mbserver import child_env  # noqa: E402
+
 from mission_bus import Client  # noqa: E402
 from mission_bus._lgstate import mission_for_thread  # noqa: E402
 from mission_bus.langgraph import MissionBusSaver  # noqa: E402
@@ -156,8 +158,7 @@ async def test_a_graph_runs_async(server):
 
 
 def test_example_killed_mid_run_resumes_in_a_new_process(server):
-    env = dict(os.environ, MISSION_BUS_URL=server.url,
-               MISSION_BUS_ADMIN_TOKEN=server.admin_token)
+    env = child_env(MISSION_BUS_URL=server.url, MISSION_BUS_ADMIN_TOKEN=server.admin_token)
     run = subprocess.run([sys.executable, str(EXAMPLE)], env=env, capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 0, run.stderr
