@@ -86,7 +86,7 @@ def test_every_endpoint_round_trip(server, admin, mission):
     assert Client(server.url, new.token).publish(mid, "status", 2).sender == "ada"
 
 
-def test_async_generated_id_and_explicit_id(server, admin, mission):
+def test_explicit_event_id_is_idempotent(server, admin, mission):
     mid, lead_token = mission
     lead = Client(server.url, lead_token)
     fixed = str(uuid.uuid4())
