@@ -7,7 +7,7 @@
 //!   and handoff indexes, head), one multi-tree transaction per append or
 //!   batch, then `Db::flush`, with a plain bincode record (no checksum, no
 //!   hash chain, no permission checks, no reducer, no writer thread);
-//! - SQLite (bundled, WAL, `synchronous=FULL`): one table keyed by
+//! - SQLite (bundled, WAL, `synchronous=FULL` or `NORMAL`, see below): one table keyed by
 //!   (mission, seq) with a unique index on the event id, plus a heads table,
 //!   one transaction per append or batch.
 //!
@@ -22,7 +22,14 @@
 //! - `MB_BENCH_PER_THREAD`: events per thread of the 64-appender run (default
 //!   250 for mission-bus and raw sled, a fifth of it for SQLite);
 //! - `MB_BENCH_ONLY`: comma list of `durable`, `big`, `small` (default all);
-//! - `MB_BENCH_DIR`: where the scratch stores go (default the system temp dir).
+//! - `MB_BENCH_DIR`: where the scratch stores go (default the system temp dir);
+//! - `MB_BENCH_DURABILITY`: the durability level of ALL three systems, so
+//!   that every ratio compares like with like: `sync` (default: mission-bus
+//!   `Durability::Sync`, raw sled flush + `fdatasync` of its `db` file,
+//!   SQLite `synchronous=FULL`; each survives a power cut) or `flush`
+//!   (mission-bus `Durability::Flush`, raw sled flush only, SQLite
+//!   `synchronous=NORMAL`; each survives a process crash, not a power cut).
+//!   The table header names the level on every side.
 //!
 //! See `docs/benchmarks.md` for what each workload does and the figures.
 
@@ -38,6 +45,52 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
+
+/// The durability level every system runs at in this run (`MB_BENCH_DURABILITY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    /// Survives a power cut: bus `Sync`, sled flush + fdatasync, SQLite FULL.
+    Sync,
+    /// Survives a process crash: bus `Flush`, sled flush, SQLite NORMAL.
+    Flush,
+}
+
+impl Level {
+    fn get() -> Level {
+        static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+        *LEVEL.get_or_init(|| match std::env::var("MB_BENCH_DURABILITY").as_deref() {
+            Ok("flush") => Level::Flush,
+            Ok("sync") | Err(_) => Level::Sync,
+            Ok(other) => panic!("MB_BENCH_DURABILITY={other}: expected sync or flush"),
+        })
+    }
+
+    fn bus(self) -> mission_bus::Durability {
+        match self {
+            Level::Sync => mission_bus::Durability::Sync,
+            Level::Flush => mission_bus::Durability::Flush,
+        }
+    }
+
+    fn sqlite(self) -> &'static str {
+        match self {
+            Level::Sync => "FULL",
+            Level::Flush => "NORMAL",
+        }
+    }
+
+    /// Column labels naming each system's setting.
+    fn labels(self) -> [&'static str; 3] {
+        match self {
+            Level::Sync => [
+                "mission-bus Sync",
+                "raw sled flush+fdatasync",
+                "SQLite FULL",
+            ],
+            Level::Flush => ["mission-bus Flush", "raw sled flush", "SQLite NORMAL"],
+        }
+    }
+}
 
 /// Size of every message payload and checkpoint state, in JSON bytes.
 const PAYLOAD_BYTES: usize = 117;
@@ -238,6 +291,8 @@ struct RawSled {
     checkpoints: sled::Tree,
     handoffs: sled::Tree,
     heads: sled::Tree,
+    /// sled's data file, fdatasync'd after each flush at `Level::Sync`.
+    db_file: std::fs::File,
 }
 
 impl RawSled {
@@ -253,6 +308,7 @@ impl RawSled {
             checkpoints: db.open_tree("checkpoints")?,
             handoffs: db.open_tree("handoffs")?,
             heads: db.open_tree("heads")?,
+            db_file: std::fs::File::open(path.join("db"))?,
             db,
         })
     }
@@ -299,6 +355,9 @@ impl RawSled {
             })
             .map_err(|e| format!("raw sled transaction: {e:?}"))?;
         self.db.flush()?;
+        if Level::get() == Level::Sync {
+            self.db_file.sync_data()?;
+        }
         Ok(head)
     }
 
@@ -345,9 +404,9 @@ fn sqlite_open(path: &Path) -> Res<Connection> {
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(format!("SQLite refused WAL mode ({mode})").into());
     }
+    conn.execute_batch(&format!("PRAGMA synchronous={};", Level::get().sqlite()))?;
     conn.execute_batch(
-        "PRAGMA synchronous=FULL;
-         CREATE TABLE IF NOT EXISTS events(
+        "CREATE TABLE IF NOT EXISTS events(
              mission INTEGER NOT NULL, seq INTEGER NOT NULL, id BLOB NOT NULL,
              ts INTEGER NOT NULL, sender TEXT NOT NULL, kind INTEGER NOT NULL,
              topic TEXT NOT NULL, body TEXT NOT NULL, reference BLOB,
@@ -462,6 +521,7 @@ fn sqlite_head(conn: &Connection, mission: i64) -> Res<i64> {
 
 fn open_bus(path: &Path) -> Res<MissionBus> {
     Ok(MissionBus::builder(path)
+        .durability(Level::get().bus())
         .cache_capacity(CACHE_BYTES)
         .open()?)
 }
@@ -1082,7 +1142,14 @@ fn fmt_ratio(a: Option<f64>, b: Option<f64>) -> String {
 
 fn print_table(f: &mut Figures) {
     println!();
-    println!("| workload | unit | mission-bus | raw sled | SQLite | bus/sled | bus/SQLite |");
+    let [bus_l, sled_l, sq_l] = Level::get().labels();
+    println!(
+        "Durability level of this run: {:?} on every side.",
+        Level::get()
+    );
+    println!(
+        "| workload | unit | {bus_l} | {sled_l} | {sq_l} | {bus_l} / {sled_l} | {bus_l} / {sq_l} |"
+    );
     println!("|---|---|---:|---:|---:|---:|---:|");
     for &(name, unit, higher) in ROWS {
         let bus = f.get(name);
@@ -1206,6 +1273,11 @@ fn main() -> Res<()> {
         .tempdir_in(&scale.dir)?;
     let mut f = Figures::default();
     f.set("events", scale.events as f64);
+    // 1 = Sync (power-cut safe on every side), 0 = Flush (process-crash safe).
+    f.set(
+        "durability_sync",
+        f64::from(u8::from(Level::get() == Level::Sync)),
+    );
     let started = Instant::now();
     if scale.runs("durable") {
         durable(&scale, root.path(), &mut f)?;

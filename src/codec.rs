@@ -4,18 +4,30 @@
 //! place (every bincode release is flagged unmaintained by the advisory
 //! database). Layouts are drawn byte by byte in `docs/format.md`.
 //!
-//! Event record value:
+//! Event record value, version 2 (written today; self-describing, so
+//! `salvage` can find records in raw files without sled):
 //!
 //! ```text
-//! [0]      format version (1)
-//! [1..5]   CRC-32 (IEEE), big-endian, of bytes [5..]
-//! [5..37]  hash of the previous record of the mission (zeros for sequence 1)
-//! [37..]   bincode (standard config) of RecordV1
+//! [0]        format version (2)
+//! [1..5]     CRC-32 (IEEE), big-endian, of bytes [5..]
+//! [5..37]    hash of the previous record of the mission (zeros for sequence 1)
+//! [37..45]   magic b"MBUSREC2"
+//! [45..49]   total record length, u32 BE
+//! [49..57]   sequence, u64 BE
+//! [57..59]   mission id length n, u16 BE
+//! [59..59+n] mission id (the user's string, UTF-8)
+//! [59+n..]   bincode (standard config) of RecordV1
 //! ```
 //!
-//! Record hash = BLAKE3(key[16] || value[0] || value[5..]): it commits to the
-//! mission and sequence (the key), the previous hash and the body, so a record
-//! that is edited, moved, swapped, dropped or inserted breaks the chain.
+//! Version 1 (still read) is `[1][crc][prev 32][bincode]`, with no magic,
+//! length, sequence or mission id.
+//!
+//! Record hash, v2 = BLAKE3(value[0] || value[5..]): it commits to the mission
+//! id and sequence carried in the record, the previous hash and the body, so
+//! a record that is edited, moved, swapped, dropped or inserted breaks the
+//! chain, and a mission keeps its hashes in a store that numbers missions
+//! differently. v1 = BLAKE3(key[16] || value[0] || value[5..]) (the key
+//! carries the internal mission number and the sequence).
 
 use std::borrow::Cow;
 
@@ -27,8 +39,19 @@ use crate::keys::MissionNo;
 use crate::profiles::MissionConfig;
 use crate::state::{MissionState, REDUCER_VERSION};
 
-/// Version byte of event records written today.
-pub(crate) const FORMAT_VERSION: u8 = 1;
+/// Version byte of event records written today, and `meta.format_version`.
+pub(crate) const FORMAT_VERSION: u8 = 2;
+/// The first record format (still read, never written).
+pub(crate) const FORMAT_V1: u8 = 1;
+/// Magic at [`MAGIC_AT`] in every version-2 record.
+pub(crate) const MAGIC: &[u8; 8] = b"MBUSREC2";
+/// Offset of [`MAGIC`] in a version-2 record.
+pub(crate) const MAGIC_AT: usize = 37;
+const LEN_AT: usize = 45;
+const SEQ_AT: usize = 49;
+const NAME_LEN_AT: usize = 57;
+/// Fixed part of a version-2 record, before the mission id.
+pub(crate) const V2_FIXED: usize = 59;
 /// Version byte of snapshot values written today.
 pub(crate) const SNAPSHOT_FORMAT_VERSION: u8 = 1;
 /// Version byte of `missions` tree values.
@@ -112,6 +135,11 @@ enum BodyV1<'a> {
         #[serde(borrow)]
         note: Cow<'a, str>,
     },
+    LossAccepted {
+        first: u64,
+        last: u64,
+        ledger_hash: [u8; 32],
+    },
 }
 
 /// An encoded event record and its chain hash.
@@ -120,8 +148,9 @@ pub(crate) struct EncodedEvent {
     pub(crate) hash: Hash,
 }
 
-/// Encode `event` as the record at `key`, chained after `prev`.
-pub(crate) fn encode_event(key: &[u8; 16], event: &Event, prev: &Hash) -> EncodedEvent {
+/// Encode `event` of mission `mission_id` as a version-2 record, chained
+/// after `prev`.
+pub(crate) fn encode_event(mission_id: &str, event: &Event, prev: &Hash) -> EncodedEvent {
     fn b(s: &str) -> Cow<'_, str> {
         Cow::Borrowed(s)
     }
@@ -170,6 +199,15 @@ pub(crate) fn encode_event(key: &[u8; 16], event: &Event, prev: &Hash) -> Encode
             checkpoint_id: *checkpoint_id.as_bytes(),
             note: b(note),
         },
+        EventBody::LossAccepted {
+            first,
+            last,
+            ledger_hash,
+        } => BodyV1::LossAccepted {
+            first: *first,
+            last: *last,
+            ledger_hash: *ledger_hash,
+        },
     };
     let record = RecordV1 {
         id: *event.id.as_bytes(),
@@ -177,23 +215,86 @@ pub(crate) fn encode_event(key: &[u8; 16], event: &Event, prev: &Hash) -> Encode
         sender: b(&event.sender),
         body,
     };
-    let mut value = Vec::with_capacity(BODY_AT + 128);
+    let name = mission_id.as_bytes();
+    let name_len = u16::try_from(name.len()).expect("mission ids are at most 128 bytes");
+    let mut value = Vec::with_capacity(V2_FIXED + name.len() + 128);
     value.push(FORMAT_VERSION);
     value.extend_from_slice(&[0u8; 4]);
     value.extend_from_slice(prev);
+    value.extend_from_slice(MAGIC);
+    value.extend_from_slice(&[0u8; 4]);
+    value.extend_from_slice(&event.sequence.to_be_bytes());
+    value.extend_from_slice(&name_len.to_be_bytes());
+    value.extend_from_slice(name);
     bincode::serde::encode_into_std_write(&record, &mut value, bincode_config())
         .expect("encoding into a Vec cannot fail");
+    let len = u32::try_from(value.len()).expect("records are far below 4 GiB");
+    value[LEN_AT..SEQ_AT].copy_from_slice(&len.to_be_bytes());
     let crc = crc32fast::hash(&value[PREV_AT..]);
     value[CRC_AT..PREV_AT].copy_from_slice(&crc.to_be_bytes());
-    let hash = record_hash(key, &value);
+    let hash = record_hash(&[], &value);
     EncodedEvent { value, hash }
+}
+
+/// The frame of a checked version-2 record: what it says about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Frame<'a> {
+    /// The mission id carried in the record.
+    pub(crate) mission_id: &'a str,
+    /// The sequence carried in the record.
+    pub(crate) sequence: u64,
+    /// Offset of the bincode body.
+    body_at: usize,
+}
+
+/// Parse the frame of a version-2 record whose checksum was checked.
+pub(crate) fn frame(value: &[u8]) -> Result<Frame<'_>, String> {
+    if value.len() < V2_FIXED {
+        return Err(format!(
+            "version-2 record is {} bytes, shorter than its {V2_FIXED}-byte header",
+            value.len()
+        ));
+    }
+    if &value[MAGIC_AT..LEN_AT] != MAGIC {
+        return Err("version-2 record has no magic".into());
+    }
+    let len = u32::from_be_bytes(value[LEN_AT..SEQ_AT].try_into().expect("4 bytes")) as usize;
+    if len != value.len() {
+        return Err(format!(
+            "record says it is {len} bytes long but is {} bytes",
+            value.len()
+        ));
+    }
+    let sequence = u64::from_be_bytes(value[SEQ_AT..NAME_LEN_AT].try_into().expect("8 bytes"));
+    let n = u16::from_be_bytes(value[NAME_LEN_AT..V2_FIXED].try_into().expect("2 bytes")) as usize;
+    let name = value
+        .get(V2_FIXED..V2_FIXED + n)
+        .ok_or_else(|| format!("mission id of {n} bytes runs past the record"))?;
+    let mission_id =
+        std::str::from_utf8(name).map_err(|_| "mission id in the record is not UTF-8")?;
+    Ok(Frame {
+        mission_id,
+        sequence,
+        body_at: V2_FIXED + n,
+    })
+}
+
+/// Total length of the version-2 record whose magic sits at `bytes[MAGIC_AT..]`,
+/// read from its length field (unchecked: the caller checks the CRC).
+pub(crate) fn framed_len(bytes: &[u8]) -> Option<usize> {
+    let len = bytes.get(LEN_AT..SEQ_AT)?;
+    Some(u32::from_be_bytes(len.try_into().ok()?) as usize)
 }
 
 /// The chain hash of the record `value` stored at `key`. Callers must have
 /// checked the value with [`check_record`] (it needs at least the header).
+/// A version-2 record carries its mission id and sequence, so its hash
+/// ignores the key; a version-1 hash commits to the key.
 pub(crate) fn record_hash(key: &[u8], value: &[u8]) -> Hash {
     let mut h = blake3::Hasher::new();
-    h.update(key);
+    if value[0] == FORMAT_V1 {
+        h.update(key);
+    }
     h.update(&value[..CRC_AT]);
     h.update(&value[PREV_AT..]);
     *h.finalize().as_bytes()
@@ -207,9 +308,9 @@ pub(crate) fn check_record(value: &[u8]) -> Result<(), String> {
             value.len()
         ));
     }
-    if value[0] != FORMAT_VERSION {
+    if value[0] != FORMAT_VERSION && value[0] != FORMAT_V1 {
         return Err(format!(
-            "unknown record format version {} (this build reads version {FORMAT_VERSION})",
+            "unknown record format version {} (this build reads versions 1 and 2)",
             value[0]
         ));
     }
@@ -237,15 +338,27 @@ pub(crate) fn decode_event(sequence: u64, value: &[u8]) -> Result<Event, String>
 
 /// [`decode_event`] for a value that already passed [`check_record`].
 pub(crate) fn decode_checked(sequence: u64, value: &[u8]) -> Result<Event, String> {
+    let body_at = if value[0] == FORMAT_V1 {
+        BODY_AT
+    } else {
+        let f = frame(value)?;
+        if f.sequence != sequence {
+            return Err(format!(
+                "record carries sequence {} but is stored as sequence {sequence}",
+                f.sequence
+            ));
+        }
+        f.body_at
+    };
     let (record, used): (RecordV1<'_>, usize) = bincode::serde::borrow_decode_from_slice(
-        &value[BODY_AT..],
+        &value[body_at..],
         bincode_config().with_limit::<RECORD_DECODE_LIMIT>(),
     )
     .map_err(|e| format!("record body does not decode: {e}"))?;
-    if BODY_AT + used != value.len() {
+    if body_at + used != value.len() {
         return Err(format!(
             "record has {} trailing bytes after its body",
-            value.len() - BODY_AT - used
+            value.len() - body_at - used
         ));
     }
     let json = |text: Cow<'_, str>| Json::from_stored(text.into_owned());
@@ -301,6 +414,15 @@ pub(crate) fn decode_checked(sequence: u64, value: &[u8]) -> Result<Event, Strin
             recipient: recipient.into_owned(),
             checkpoint_id: Uuid::from_bytes(checkpoint_id),
             note: note.into_owned(),
+        },
+        BodyV1::LossAccepted {
+            first,
+            last,
+            ledger_hash,
+        } => EventBody::LossAccepted {
+            first,
+            last,
+            ledger_hash,
         },
     };
     let timestamp = from_micros(record.timestamp_us)
@@ -413,16 +535,23 @@ mod tests {
     fn event_round_trips() {
         let e = message(3);
         let key = event_key(1, 3);
-        let enc = encode_event(&key, &e, &GENESIS);
+        let enc = encode_event("m-1", &e, &GENESIS);
         assert_eq!(decode_event(3, &enc.value).unwrap(), e);
         assert_eq!(record_hash(&key, &enc.value), enc.hash);
+        let f = frame(&enc.value).unwrap();
+        assert_eq!((f.mission_id, f.sequence), ("m-1", 3));
+        assert_eq!(&enc.value[MAGIC_AT..MAGIC_AT + 8], MAGIC);
+        assert_eq!(framed_len(&enc.value), Some(enc.value.len()));
+        // Stored under another sequence, it is refused.
+        assert!(decode_event(4, &enc.value)
+            .unwrap_err()
+            .contains("carries sequence 3"));
     }
 
     #[test]
     fn every_flipped_byte_is_detected() {
         let e = message(1);
-        let key = event_key(1, 1);
-        let enc = encode_event(&key, &e, &GENESIS);
+        let enc = encode_event("m-1", &e, &GENESIS);
         for i in 0..enc.value.len() {
             let mut bad = enc.value.clone();
             bad[i] ^= 0x40;
@@ -434,10 +563,29 @@ mod tests {
     }
 
     #[test]
-    fn hash_commits_to_the_key() {
+    fn v2_hash_commits_to_mission_id_and_sequence_not_the_key() {
         let e = message(1);
-        let enc = encode_event(&event_key(1, 1), &e, &GENESIS);
-        assert_ne!(record_hash(&event_key(1, 2), &enc.value), enc.hash);
-        assert_ne!(record_hash(&event_key(2, 1), &enc.value), enc.hash);
+        let enc = encode_event("m-1", &e, &GENESIS);
+        // Same hash under any key: a copy into a store that numbers
+        // missions differently keeps its head hash.
+        assert_eq!(record_hash(&event_key(9, 1), &enc.value), enc.hash);
+        assert_ne!(encode_event("m-2", &e, &GENESIS).hash, enc.hash);
+        let mut e2 = e.clone();
+        e2.sequence = 2;
+        assert_ne!(encode_event("m-1", &e2, &GENESIS).hash, enc.hash);
+    }
+
+    #[test]
+    fn v1_hash_commits_to_the_key() {
+        let mut v = encode_event("m-1", &message(1), &GENESIS).value;
+        v[0] = FORMAT_V1; // only the hash's key dependence is under test
+        assert_ne!(
+            record_hash(&event_key(1, 2), &v),
+            record_hash(&event_key(1, 1), &v)
+        );
+        assert_ne!(
+            record_hash(&event_key(2, 1), &v),
+            record_hash(&event_key(1, 1), &v)
+        );
     }
 }

@@ -27,6 +27,18 @@ use crate::event::{now_micros, Event, EventBody, EventType, Json, OPERATOR};
 use crate::profiles::MissionConfig;
 use crate::state::{MissionState, Participant};
 
+/// 64 hex digits to 32 bytes.
+fn parse_hash(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
 /// An event as JSON with the prototype's field names.
 pub fn event_to_json(e: &Event) -> Value {
     let mut m = Map::new();
@@ -86,6 +98,16 @@ pub fn event_to_json(e: &Event) -> Value {
             m.insert("checkpoint_id".into(), json!(checkpoint_id.to_string()));
             m.insert("note".into(), json!(note));
         }
+        EventBody::LossAccepted {
+            first,
+            last,
+            ledger_hash,
+        } => {
+            m.insert("lost_first".into(), json!(first));
+            m.insert("lost_last".into(), json!(last));
+            let hex: String = ledger_hash.iter().map(|b| format!("{b:02x}")).collect();
+            m.insert("ledger_head_hash".into(), json!(hex));
+        }
     }
     Value::Object(m)
 }
@@ -137,6 +159,12 @@ pub fn event_from_json(v: &Value, at: &str, sequence: Option<u64>) -> Result<Eve
     };
     let timestamp = parse_timestamp(&string("timestamp")?)
         .map_err(|reason| Error::invalid(field("timestamp"), reason))?;
+    let positive = |name: &str| -> Result<u64> {
+        get(name)?
+            .as_u64()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| Error::invalid(field(name), "must be a positive integer"))
+    };
     let json_field = |name: &str, default: Value| -> Json {
         Json::from_value(obj.get(name).unwrap_or(&default))
     };
@@ -183,6 +211,16 @@ pub fn event_from_json(v: &Value, at: &str, sequence: Option<u64>) -> Result<Eve
                         "must be an array of strings",
                     ))
                 }
+            },
+        },
+        EventType::LossAccepted => EventBody::LossAccepted {
+            first: positive("lost_first")?,
+            last: positive("lost_last")?,
+            ledger_hash: {
+                let s = string("ledger_head_hash")?;
+                parse_hash(&s).ok_or_else(|| {
+                    Error::invalid(field("ledger_head_hash"), "must be 64 hex digits")
+                })?
             },
         },
         EventType::Handoff => EventBody::Handoff {

@@ -163,6 +163,37 @@ pub enum Error {
         /// What check failed.
         reason: String,
     },
+    /// A file of the store is damaged: sled refused its data file, or the
+    /// commit ledger failed a check. Names the file and what is known about
+    /// where; `mission-bus salvage` recovers what is intact.
+    #[error("{}: {reason}; the store's intact data can be recovered with `mission-bus salvage` (see docs/mission-bus.md)", file.display())]
+    Damaged {
+        /// The damaged file.
+        file: PathBuf,
+        /// What is wrong and where in the file, as far as it is known.
+        reason: String,
+    },
+    /// Events the store acknowledged are missing from the log: the commit
+    /// ledger recorded a later head than sled recovered. The mission refuses
+    /// writes until the loss is salvaged or accepted, so an acknowledged
+    /// sequence is never given to another event.
+    #[error("acknowledged events {first}..{last} of mission '{mission}' are missing ({reason}); writes to it are refused until you run `mission-bus salvage` or accept the loss with `mission-bus accept-loss {mission} --yes`")]
+    AcknowledgedLoss {
+        /// The mission.
+        mission: String,
+        /// First missing acknowledged sequence.
+        first: u64,
+        /// Last missing acknowledged sequence (the ledger's head).
+        last: u64,
+        /// What the check found.
+        reason: String,
+    },
+    /// A read-only command was pointed at a directory that holds no store.
+    #[error("no mission store at {} (nothing was created; check --data)", path.display())]
+    StoreNotFound {
+        /// The directory asked for.
+        path: PathBuf,
+    },
     /// Another process holds the data directory.
     #[error("data dir {} is in use by another process (a `mission-bus serve` may be running on it)", path.display())]
     DataDirInUse {
@@ -199,7 +230,20 @@ fn at_sequence(seq: Option<u64>) -> String {
 
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
-        Error::Storage(Arc::new(e))
+        match e {
+            // sled's own checks failed on bytes it read: damaged storage,
+            // never a transient failure. Its offset is often unknown.
+            sled::Error::Corruption { at, .. } => Error::Damaged {
+                file: PathBuf::from("db"),
+                reason: match at {
+                    Some(at) => format!("sled found damaged data at {at:?} of its data file"),
+                    None => {
+                        "sled found damaged data in its data file (sled does not say where)".into()
+                    }
+                },
+            },
+            e => Error::Storage(Arc::new(e)),
+        }
     }
 }
 
@@ -213,6 +257,7 @@ impl Error {
             }
             NotAParticipant { .. } | PermissionDenied { .. } => ErrorKind::PermissionDenied,
             MissionNotFound { .. }
+            | StoreNotFound { .. }
             | ParticipantNotFound { .. }
             | CheckpointNotFound { .. }
             | HandoffNotFound { .. } => ErrorKind::NotFound,
@@ -220,9 +265,21 @@ impl Error {
             | ParticipantExists { .. }
             | SequenceConflict { .. }
             | EventIdConflict { .. } => ErrorKind::Conflict,
-            Corruption { .. } => ErrorKind::Integrity,
+            Corruption { .. } | Damaged { .. } | AcknowledgedLoss { .. } => ErrorKind::Integrity,
             DataDirInUse { .. } => ErrorKind::Busy,
             Storage(_) | Io { .. } | Closed => ErrorKind::Other,
+        }
+    }
+
+    /// Name the store's directory in a `Damaged` error that only knows the
+    /// file's name inside it.
+    pub(crate) fn in_dir(self, dir: &std::path::Path) -> Self {
+        match self {
+            Error::Damaged { file, reason } if file.is_relative() => Error::Damaged {
+                file: dir.join(file),
+                reason,
+            },
+            e => e,
         }
     }
 

@@ -166,6 +166,21 @@ pub enum EventBody {
         /// Free-form note.
         note: String,
     },
+    /// The operator accepted that acknowledged events were lost (the commit
+    /// ledger recorded them; the store no longer held them). Written by
+    /// `MissionBus::accept_loss` only; the reducer folds it as a no-op
+    /// except the head. The event takes the sequence after the store's
+    /// head, so the sequences `first..=last` it names were acknowledged
+    /// for events that are gone and are given to the events from here on:
+    /// this record marks exactly where history was cut.
+    LossAccepted {
+        /// First acknowledged sequence that was lost.
+        first: u64,
+        /// Last acknowledged sequence that was lost (the ledger's head).
+        last: u64,
+        /// The chain hash the commit ledger held for sequence `last`.
+        ledger_hash: [u8; 32],
+    },
 }
 
 /// The kind of an event, as written in JSON's `event_type`.
@@ -183,17 +198,20 @@ pub enum EventType {
     Checkpoint,
     /// `handoff`
     Handoff,
+    /// `loss_accepted`
+    LossAccepted,
 }
 
 impl EventType {
     /// Every event type, in declaration order.
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 7] = [
         EventType::MissionCreated,
         EventType::ParticipantJoined,
         EventType::RoleChanged,
         EventType::Message,
         EventType::Checkpoint,
         EventType::Handoff,
+        EventType::LossAccepted,
     ];
 
     /// The `event_type` string.
@@ -205,6 +223,7 @@ impl EventType {
             EventType::Message => "message",
             EventType::Checkpoint => "checkpoint",
             EventType::Handoff => "handoff",
+            EventType::LossAccepted => "loss_accepted",
         }
     }
 
@@ -248,6 +267,7 @@ impl EventBody {
             EventBody::Message { .. } => EventType::Message,
             EventBody::Checkpoint { .. } => EventType::Checkpoint,
             EventBody::Handoff { .. } => EventType::Handoff,
+            EventBody::LossAccepted { .. } => EventType::LossAccepted,
         }
     }
 }

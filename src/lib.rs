@@ -57,16 +57,18 @@ pub mod document;
 mod error;
 mod event;
 mod keys;
+mod ledger;
 pub mod profiles;
+pub mod salvage;
 pub mod server;
 mod state;
 mod store;
 mod verify;
 
 pub use bus::{
-    token_hash, Action, AppendOptions, BatchItem, BusStats, Committed, Histogram, MissionBus,
-    MissionBusBuilder, MissionSummary, NewMission, ResumePacket, TokenOwner, MAX_ARTIFACTS,
-    MAX_NAME_BYTES, MAX_RECORD_BYTES, MAX_TEXT_BYTES, MAX_TOPIC_BYTES,
+    token_hash, Action, AppendOptions, BackupReport, BatchItem, BusStats, Committed, Histogram,
+    MissionBus, MissionBusBuilder, MissionSummary, NewMission, ResumePacket, TokenOwner,
+    MAX_ARTIFACTS, MAX_NAME_BYTES, MAX_RECORD_BYTES, MAX_TEXT_BYTES, MAX_TOPIC_BYTES,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventBody, EventType, Json, OPERATOR};
@@ -88,9 +90,9 @@ pub mod fuzzing {
         crate::codec::decode_snapshot(bytes).is_ok()
     }
 
-    /// Encode an event the way the store does, for building fuzz seeds.
-    pub fn encode_record(mission: u64, event: &crate::Event) -> Vec<u8> {
-        let key = crate::keys::event_key(mission, event.sequence);
-        crate::codec::encode_event(&key, event, &crate::codec::GENESIS).value
+    /// Encode an event of mission `mission_id` the way the store does
+    /// (chained after the genesis hash), for building fuzz seeds and tests.
+    pub fn encode_record(mission_id: &str, event: &crate::Event) -> Vec<u8> {
+        crate::codec::encode_event(mission_id, event, &crate::codec::GENESIS).value
     }
 }

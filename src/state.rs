@@ -109,6 +109,9 @@ impl MissionState {
                     sequence: event.sequence,
                 });
             }
+            // Only the head moves (above): the lost events' effects are
+            // gone with them.
+            EventBody::LossAccepted { .. } => {}
             EventBody::Handoff { recipient, .. } => {
                 self.handoffs += 1;
                 self.latest_handoff_to.insert(

@@ -19,25 +19,34 @@ use crate::event::{Event, EventBody, EventType};
 use crate::keys::{self, MissionNo};
 use crate::verify::{Problem, VerifyReport};
 
+mod backup;
+
 /// When an append is acknowledged, relative to the disk.
 ///
-/// The default, [`Durability::Flush`], never acknowledges an event that a
-/// process crash could lose.
+/// The default, [`Durability::Sync`], never acknowledges an event that a
+/// process crash or a power cut could lose. Every mode keeps the log a
+/// consistent prefix of what was written; they differ in what an
+/// acknowledgement promises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Durability {
-    /// Flush sled's log to the OS before acknowledging (the default).
-    /// Survives a crash of the process (kill -9). sled's flush ends in
-    /// `sync_file_range`, so a power cut can still lose the last writes.
+    /// The default: flush sled's log, `fdatasync` its data file, then append
+    /// the group's heads to the commit ledger and `fdatasync` it, before
+    /// acknowledging. An acknowledged event survives a process crash
+    /// (kill -9) and a power cut (if the disk honours flushes). Group commit
+    /// shares the two syncs among every request of a commit group.
     #[default]
-    Flush,
-    /// Flush, then `fsync` the data file before acknowledging: survives
-    /// power loss too, at a higher cost per commit group.
     Sync,
+    /// Flush sled's log and write the ledger entry to the OS (no fsync)
+    /// before acknowledging: survives a crash of the process (kill -9), not
+    /// necessarily a power cut (sled's flush ends in `sync_file_range`).
+    Flush,
     /// Acknowledge once the event is in memory; sled's background flusher
     /// writes it within `flush_every_ms` (500 ms by default). A crash can
     /// lose everything acknowledged in that window (the log stays a
-    /// consistent prefix). For bulk loads you can redo.
+    /// consistent prefix). The commit ledger is only written when the bus
+    /// closes (after a real flush), so losses of a crashed `Relaxed` session
+    /// are not reported as missing. For bulk loads you can redo.
     Relaxed,
 }
 
@@ -52,6 +61,12 @@ const TREE_SNAPSHOTS: &str = "snapshots";
 const TREE_META: &str = "meta";
 const TREE_TOKENS: &str = "tokens";
 const META_FORMAT: &[u8] = b"format_version";
+/// `meta` key: added to every mission number sled generates (u64 BE;
+/// absent = 0). Set in a copy (backup) so that new numbers never collide
+/// with the copied ones, since sled's id generator starts again at 0 there.
+const META_MISSION_NO_BASE: &[u8] = b"mission_no_base";
+/// Present once the store keeps a commit ledger (`src/ledger.rs`).
+const META_LEDGER: &[u8] = b"ledger";
 /// `meta` key recording the `event_ids` layout (see [`EVENT_IDS_LAYOUT`]).
 const META_EVENT_IDS_LAYOUT: &[u8] = b"event_ids_layout";
 /// Layout 2: `event_ids` keyed by `[mission][event id]` (ids scoped to their
@@ -74,6 +89,10 @@ pub(crate) enum Index {
 pub(crate) struct StoreOptions {
     pub(crate) cache_capacity: u64,
     pub(crate) flush_every_ms: Option<u64>,
+    /// Create the directory and an empty store when none is there. When
+    /// false, opening a directory without a store is `StoreNotFound` and
+    /// nothing is created.
+    pub(crate) create_if_missing: bool,
 }
 
 /// Events planned for one mission in one commit: their sequences were
@@ -82,6 +101,8 @@ pub(crate) struct StoreOptions {
 #[derive(Debug)]
 pub(crate) struct PlannedAppend {
     pub(crate) mission: MissionNo,
+    /// The mission's string id (version-2 records carry it).
+    pub(crate) mission_id: String,
     /// Register the mission's string id in the same transaction (creation).
     pub(crate) register: Option<String>,
     /// Overwrite event-id index entries left by an interrupted import (the
@@ -122,11 +143,17 @@ pub(crate) struct Store {
     snapshots: sled::Tree,
     tokens: sled::Tree,
     data_file: OnceLock<File>,
+    mission_no_base: u64,
 }
 
 impl Store {
     pub(crate) fn open(path: &Path, opts: &StoreOptions) -> Result<Store> {
-        std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+        if !opts.create_if_missing && !path.join("db").is_file() {
+            return Err(Error::StoreNotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        create_private_dir(path)?;
         let is_lock_error = |e: &sled::Error| {
             matches!(e, sled::Error::Io(io)
                 if io.kind() == std::io::ErrorKind::WouldBlock
@@ -138,12 +165,11 @@ impl Store {
         // not. Retry briefly, then say plainly that the directory is in use.
         let deadline = std::time::Instant::now() + LOCK_RETRY;
         let db = loop {
-            match sled::Config::new()
+            let config = sled::Config::new()
                 .path(path)
                 .cache_capacity(opts.cache_capacity)
-                .flush_every_ms(opts.flush_every_ms)
-                .open()
-            {
+                .flush_every_ms(opts.flush_every_ms);
+            match contain_panic(path, || config.open())? {
                 Ok(db) => break db,
                 Err(e) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(5));
@@ -153,12 +179,22 @@ impl Store {
                         path: path.to_path_buf(),
                     })
                 }
-                Err(e) => return Err(Error::from(e)),
+                Err(e) => return Err(Error::from(e).in_dir(path)),
             }
         };
+        make_private(path);
+        Self::open_trees(path, db).map_err(|e| e.in_dir(path))
+    }
+
+    fn open_trees(path: &Path, db: sled::Db) -> Result<Store> {
         let meta = db.open_tree(TREE_META)?;
         match meta.get(META_FORMAT)? {
+            // A version-1 store is upgraded in place: only this key changes
+            // (records are never rewritten; v1 and v2 records are both read).
             None => {
+                meta.insert(META_FORMAT, &[codec::FORMAT_VERSION])?;
+            }
+            Some(v) if v.as_ref() == [codec::FORMAT_V1] => {
                 meta.insert(META_FORMAT, &[codec::FORMAT_VERSION])?;
             }
             Some(v) if v.as_ref() == [codec::FORMAT_VERSION] => {}
@@ -167,7 +203,7 @@ impl Store {
                     "(store)",
                     None,
                     format!(
-                        "data dir {} has format version {:?}; this build reads version {}",
+                        "data dir {} has format version {:?}; this build reads versions 1 and {}",
                         path.display(),
                         v.as_ref(),
                         codec::FORMAT_VERSION
@@ -175,10 +211,17 @@ impl Store {
                 ))
             }
         }
+        let mission_no_base = match meta.get(META_MISSION_NO_BASE)? {
+            None => 0,
+            Some(v) => keys::parse_u64(&v).ok_or_else(|| {
+                Error::corruption("(store)", None, "meta.mission_no_base is malformed")
+            })?,
+        };
         let event_ids = db.open_tree(TREE_EVENT_IDS)?;
         migrate_event_ids(&meta, &event_ids)?;
         Ok(Store {
             path: path.to_path_buf(),
+            mission_no_base,
             missions: db.open_tree(TREE_MISSIONS)?,
             events: db.open_tree(TREE_EVENTS)?,
             heads: db.open_tree(TREE_HEADS)?,
@@ -194,6 +237,18 @@ impl Store {
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether this store has had a commit ledger (so a missing ledger file
+    /// is damage, not an older store).
+    pub(crate) fn has_ledger(&self) -> Result<bool> {
+        Ok(self.db.open_tree(TREE_META)?.get(META_LEDGER)?.is_some())
+    }
+
+    /// Record (durably) that this store keeps a commit ledger.
+    pub(crate) fn mark_ledger(&self) -> Result<()> {
+        self.db.open_tree(TREE_META)?.insert(META_LEDGER, &[1u8])?;
+        self.flush(Durability::Sync)
     }
 
     /// Open and close the (closed) store at `path` once, so sled writes its
@@ -219,7 +274,9 @@ impl Store {
 
     /// A fresh internal mission number (unique, increasing, with gaps).
     pub(crate) fn allocate_mission_no(&self) -> Result<MissionNo> {
-        Ok(self.db.generate_id()?)
+        let id = self.db.generate_id()?;
+        id.checked_add(self.mission_no_base)
+            .ok_or_else(|| Error::corruption("(store)", None, "mission numbers exhausted"))
     }
 
     /// The internal number of mission `name`, if it exists.
@@ -602,6 +659,14 @@ impl Store {
                 }
             }
             prev = Some(codec::record_hash(&k, &v));
+            if v[0] != codec::FORMAT_V1 && codec::frame(&v).is_ok_and(|f| f.mission_id != name) {
+                // Not named: it may be another mission's id.
+                problem(
+                    &mut report,
+                    Some(seq),
+                    "record carries another mission's id (moved or forged)".into(),
+                );
+            }
             let Ok(event) = decoded else {
                 continue;
             };
@@ -833,7 +898,7 @@ fn commit_one(
         }
         seq += 1;
         let key = keys::event_key(plan.mission, seq);
-        let enc = codec::encode_event(&key, event, &hash);
+        let enc = codec::encode_event(&plan.mission_id, event, &hash);
         let id_key = keys::event_id_key(plan.mission, event.id.as_bytes());
         if ids.insert(&id_key, &key)?.is_some() && !plan.replace_orphan_ids {
             return Err(A(Abort::DuplicateId(event.id)));
@@ -879,6 +944,63 @@ fn describe_target(v: &[u8]) -> String {
         Some((m, s)) => format!("mission #{m} sequence {s}"),
         None => format!("malformed bytes {v:02x?}"),
     }
+}
+
+/// Create the data directory (and missing parents) readable by its owner
+/// only. An existing directory keeps its mode.
+fn create_private_dir(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(path).map_err(|e| Error::io(path, e))
+}
+
+/// sled creates its files with the process umask (usually 0644): narrow
+/// the files in the data directory to 0600 (directories to 0700) so other
+/// local users cannot read mission content. Best effort: a file we cannot
+/// chmod (not ours) is left as it is.
+fn make_private(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            let want = if meta.is_dir() { 0o700 } else { 0o600 };
+            if meta.permissions().mode() & 0o777 != want {
+                let _ =
+                    std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(want));
+            }
+            if meta.is_dir() {
+                make_private(&entry.path());
+            }
+        }
+    }
+}
+
+/// Run a sled call that may panic on damaged bytes, turning a panic into
+/// an integrity error naming the data file.
+fn contain_panic<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Error::Damaged {
+            file: path.join("db"),
+            reason: format!("sled failed while reading it ({what})"),
+        }
+    })
 }
 
 /// Lowercase hex.

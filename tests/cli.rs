@@ -117,18 +117,21 @@ fn create_prints_its_events_and_uses_the_default_data_dir() {
         .json_lines();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["mission_id"], "m-env");
+    // --data wins over the environment: that directory holds no store, and
+    // a read-only command creates none (exit 4, naming the path).
     let flag_dir = dir.path().join("from-flag");
-    let listed = dir
+    let err = dir
         .mb(&["--data", flag_dir.to_str().unwrap(), "missions"])
         .env("MISSION_BUS_DATA", &env_dir)
-        .ok();
-    assert_eq!(listed, "");
+        .fails(4);
+    assert!(err.contains("from-flag"), "{err}");
+    assert!(!flag_dir.exists());
 }
 
 #[test]
 fn missions_lists_counts_and_heads_sorted() {
     let dir = Dir::new();
-    assert_eq!(dir.mb(&["missions"]).ok(), "");
+    dir.mb(&["missions"]).fails(4);
     dir.mb(&["create", "m-b", "--title", "Second", "--lead", "lena"])
         .ok();
     dir.mb(&[

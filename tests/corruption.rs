@@ -137,10 +137,14 @@ fn fix_crc(value: &mut [u8]) {
     value[1..5].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// The chain hash of a record value stored at `key`.
+/// The chain hash of a record value stored at `key` (format version 2:
+/// the record carries its mission id and sequence, the key is not hashed;
+/// version 1 hashed the key first).
 fn chain_hash(key: &[u8; 16], value: &[u8]) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
-    h.update(key);
+    if value[0] == 1 {
+        h.update(key);
+    }
     h.update(&value[..1]);
     h.update(&value[5..]);
     *h.finalize().as_bytes()
@@ -170,6 +174,26 @@ fn problems(report: &VerifyReport) -> Vec<(Option<u64>, &str)> {
 /// Assert the first problem is at `seq` and its text contains `text`.
 #[track_caller]
 fn assert_first(report: &VerifyReport, seq: Option<u64>, text: &str) {
+    assert_first_inner(report, seq, text)
+}
+
+/// The commit ledger's finding comes after the store's own: acknowledged
+/// events `first..=last` of M are reported missing.
+#[track_caller]
+fn assert_ledger_problem(report: &VerifyReport, first: u64, last: u64) {
+    let p = report.problems.last().unwrap();
+    assert_eq!(p.sequence, Some(first), "{:#?}", problems(report));
+    assert!(
+        p.what.contains(&format!(
+            "acknowledged events {first}..{last} of mission {M} are missing"
+        )),
+        "{}",
+        p.what
+    );
+}
+
+#[track_caller]
+fn assert_first_inner(report: &VerifyReport, seq: Option<u64>, text: &str) {
     assert!(!report.is_intact(), "damage went unnoticed");
     assert_eq!(report.mission_id, M);
     let first: &Problem = report.first_problem().unwrap();
@@ -301,7 +325,8 @@ fn rewritten_last_record_with_valid_crc_mismatches_the_head() {
     let bus = f.reopen();
     let report = bus.verify(M).unwrap();
     assert_first(&report, Some(10), "head hash does not match");
-    assert_eq!(report.problems.len(), 1, "{:#?}", report.problems);
+    assert_eq!(report.problems.len(), 2, "{:#?}", report.problems);
+    assert_ledger_problem(&report, 10, 10);
     // No later record links to it, but the head's hash does: replay catches
     // it too, and a replay that stops short of it sees a clean log.
     assert_corruption_at(replay(&bus, M), Some(10), "hash chain broken");
@@ -403,21 +428,24 @@ fn swapped_records_break_the_chain_and_the_indexes() {
     });
     let bus = f.reopen();
     let report = bus.verify(M).unwrap();
-    assert_first(&report, Some(5), "hash chain broken");
-    let id6 = f.event(6).id;
+    // Each record carries its sequence (format version 2), so the swap is
+    // named first; the chain breaks there too.
+    assert_first(&report, Some(5), "carries sequence 6");
+    assert!(report
+        .problems
+        .iter()
+        .any(|p| p.sequence == Some(5) && p.what.contains("hash chain broken")));
+    // Each record carries its own sequence (format version 2): the one
+    // stored at 5 says it is 6.
     assert!(
         report.problems.iter().any(|p| p.sequence == Some(5)
-            && p.what
-                == format!(
-                    "event_ids index entry for {id6} points at mission #{} sequence 6",
-                    f.no
-                )),
+            && p.what == "record carries sequence 6 but is stored as sequence 5"),
         "{:#?}",
         report.problems
     );
-    // Both records carry valid checksums, but the chain places them: replay
-    // stops at the first one out of place.
-    assert_corruption_at(replay(&bus, M), Some(5), "hash chain broken");
+    // Both records carry valid checksums, but they say where they belong:
+    // replay stops at the first one out of place.
+    assert_corruption_at(replay(&bus, M), Some(5), "carries sequence 6");
 }
 
 #[test]
@@ -429,7 +457,7 @@ fn swapped_non_adjacent_records_of_different_kinds() {
         t.events.insert(f.key(8), v3).unwrap();
     });
     let report = f.reopen().verify(M).unwrap();
-    assert_first(&report, Some(3), "hash chain broken");
+    assert_first(&report, Some(3), "carries sequence 8");
     assert!(report
         .problems
         .iter()
@@ -451,7 +479,7 @@ fn extra_record_past_the_head_is_reported() {
     };
     f.tamper(|t| {
         // A well-formed record (valid CRC) chained after record 10.
-        let mut v = mission_bus::fuzzing::encode_record(f.no, &extra);
+        let mut v = mission_bus::fuzzing::encode_record(M, &extra);
         let prev = chain_hash(&f.key(10), &f.record(t, 10));
         v[5..37].copy_from_slice(&prev);
         fix_crc(&mut v);
@@ -495,7 +523,7 @@ fn record_inserted_in_the_middle_is_reported() {
             let v = f.record(t, seq);
             t.events.insert(f.key(seq + 1), v).unwrap();
         }
-        let mut v = mission_bus::fuzzing::encode_record(f.no, &forged);
+        let mut v = mission_bus::fuzzing::encode_record(M, &forged);
         let prev = chain_hash(&f.key(5), &f.record(t, 5));
         v[5..37].copy_from_slice(&prev);
         fix_crc(&mut v);
@@ -508,8 +536,13 @@ fn record_inserted_in_the_middle_is_reported() {
     });
     let report = f.reopen().verify(M).unwrap();
     // The forged record links correctly to 5, but the record after it (the
-    // old 6, now at key 7) commits to the old record 5's successor.
-    assert_first(&report, Some(7), "hash chain broken");
+    // old 6, now at key 7) says it is 6, and commits to the old record 5's
+    // successor.
+    assert_first(&report, Some(7), "carries sequence 6");
+    assert!(report
+        .problems
+        .iter()
+        .any(|p| p.sequence == Some(7) && p.what.contains("hash chain broken")));
 }
 
 // ----- indexes ------------------------------------------------------------------
@@ -710,7 +743,8 @@ fn malformed_head() {
     });
     let bus = f.reopen();
     let report = bus.verify(M).unwrap();
-    assert_eq!(problems(&report), vec![(None, "head entry is malformed")]);
+    assert_eq!(problems(&report)[0], (None, "head entry is malformed"));
+    assert_ledger_problem(&report, 1, 10);
     assert_corruption_at(bus.state(M), None, "head entry is malformed");
     // Writes refuse too, and write nothing.
     let err = bus.publish(M, "a", "t", json!(1).into()).unwrap_err();
@@ -729,7 +763,8 @@ fn missing_head_is_an_integrity_error_not_an_empty_mission() {
     });
     let bus = f.reopen();
     let report = bus.verify(M).unwrap();
-    assert_eq!(problems(&report), vec![(None, "head entry is missing")]);
+    assert_eq!(problems(&report)[0], (None, "head entry is missing"));
+    assert_ledger_problem(&report, 1, 10);
     match bus.state(M) {
         Err(e) => assert_eq!(e.kind(), ErrorKind::Integrity, "{e:?}"),
         Ok(s) => panic!(
@@ -768,6 +803,9 @@ enum FileOutcome {
     /// Opened; every mission still present verifies intact and replays.
     /// Holds the head of f0, f1, f2 (0 when absent).
     IntactPrefix([u64; 3]),
+    /// Opened; what survives is intact, and the commit ledger reports the
+    /// acknowledged events sled dropped (those missions refuse writes).
+    LossReported([u64; 3]),
     /// Opened; some mission reports problems or a read error.
     Damaged,
     /// Something panicked (sled or us): never acceptable.
@@ -810,11 +848,18 @@ fn file_outcome(dir: &Path) -> FileOutcome {
         };
         let mut intact = true;
         let mut heads = [0u64; 3];
+        let lost = bus.missions_with_loss();
         match bus.missions() {
             Err(_) => intact = false,
             Ok(ms) => {
                 for s in ms {
-                    let ok = matches!(bus.verify(&s.mission_id), Ok(r) if r.is_intact())
+                    // Only the ledger's finding, if any: the log is sound.
+                    let only_loss = |r: &VerifyReport| {
+                        r.problems
+                            .iter()
+                            .all(|p| p.what.starts_with("acknowledged events"))
+                    };
+                    let ok = matches!(bus.verify(&s.mission_id), Ok(r) if only_loss(&r))
                         && replay_ok(&bus, &s.mission_id, s.head_sequence);
                     intact &= ok;
                     match s.mission_id.as_str() {
@@ -826,8 +871,22 @@ fn file_outcome(dir: &Path) -> FileOutcome {
                 }
             }
         }
-        if intact {
+        for (m, first, last) in &lost {
+            // Every reported loss is a real range, and writes are refused.
+            assert!(first <= last, "{m}: {first}..{last}");
+            let err = bus
+                .publish(m, "w", "t", serde_json::json!(1).into())
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Integrity, "{m}: {err}");
+            assert!(
+                err.to_string().contains(&format!("{first}..{last}")),
+                "{err}"
+            );
+        }
+        if intact && lost.is_empty() {
             FileOutcome::IntactPrefix(heads)
+        } else if intact {
+            FileOutcome::LossReported(heads)
         } else {
             FileOutcome::Damaged
         }
@@ -864,12 +923,12 @@ fn commit_prefixes() -> Vec<[u64; 3]> {
 fn assert_prefix_or_refused(what: &str, outcome: FileOutcome) {
     match outcome {
         FileOutcome::OpenError(kind) => {
-            assert!(
-                matches!(kind, ErrorKind::Other | ErrorKind::Integrity),
-                "{what}: {kind:?}"
-            )
+            assert!(kind == ErrorKind::Integrity, "{what}: {kind:?}")
         }
-        FileOutcome::IntactPrefix(heads) => assert!(
+        // Nothing acknowledged is lost in silence: an intact store holds
+        // every commit; anything less is reported by the commit ledger.
+        FileOutcome::IntactPrefix(heads) => assert_eq!(heads, [302; 3], "{what}: silent loss"),
+        FileOutcome::LossReported(heads) => assert!(
             commit_prefixes().contains(&heads),
             "{what}: recovered heads {heads:?} are not a prefix of the commits"
         ),

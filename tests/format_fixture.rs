@@ -54,4 +54,33 @@ fn format_v1_fixture_still_opens_verifies_and_replays() {
         .unwrap();
     assert_eq!(e.sequence, 4);
     assert!(bus.verify("fixture-2").unwrap().is_intact());
+    let head = bus.verify("fixture-2").unwrap().head_hash;
+    drop(bus);
+
+    // Opening upgraded the store's format key only; the mission now holds
+    // version-1 records followed by a version-2 one, chained across.
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        assert_eq!(meta.get("format_version").unwrap().unwrap().as_ref(), [2]);
+        let entry = db
+            .open_tree("missions")
+            .unwrap()
+            .get("fixture-2")
+            .unwrap()
+            .unwrap();
+        let no: [u8; 8] = entry[1..9].try_into().unwrap();
+        let events = db.open_tree("events").unwrap();
+        let version = |seq: u64| {
+            let mut key = no.to_vec();
+            key.extend_from_slice(&seq.to_be_bytes());
+            events.get(key).unwrap().unwrap()[0]
+        };
+        assert_eq!((version(3), version(4)), (1, 2));
+    }
+    let bus = MissionBus::open(dir.path()).unwrap();
+    let report = bus.verify("fixture-2").unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!(report.head_hash, head);
+    assert_eq!(bus.events("fixture-2", 1, u64::MAX).unwrap().count(), 4);
 }

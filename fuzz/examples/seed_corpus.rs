@@ -126,7 +126,7 @@ fn main() -> mission_bus::Result<()> {
             sender: "@operator".into(),
             body,
         };
-        let value = fuzzing::encode_record(1, &event);
+        let value = fuzzing::encode_record("fuzz-1", &event);
         assert!(fuzzing::decode_record(seq, &value), "a seed must decode");
         write(&records, &format!("encoded-{i:02}"), &with_seq(seq, &value));
     }

@@ -21,11 +21,17 @@ pub struct MissionBusBuilder {
     pub(super) flush_every_ms: Option<u64>,
     pub(super) max_payload_bytes: usize,
     pub(super) snapshot_every: u64,
+    pub(super) create_if_missing: bool,
+    pub(super) commit_ledger: bool,
 }
 
 impl MissionBusBuilder {
-    /// When appends are acknowledged. By default [`Durability::Flush`]: after
-    /// sled's log is flushed, so a process crash cannot lose an acknowledged event.
+    /// When appends are acknowledged. By default [`Durability::Sync`]: after
+    /// sled's log is flushed and fsynced and the commit ledger entry is
+    /// fsynced, so neither a process crash nor a power cut can lose an
+    /// acknowledged event. [`Durability::Flush`] is safe against process
+    /// crashes only (no fsync; cheaper at one writer); [`Durability::Relaxed`]
+    /// acknowledges before anything reaches the disk.
     pub fn durability(mut self, d: Durability) -> Self {
         self.durability = d;
         self
@@ -60,6 +66,23 @@ impl MissionBusBuilder {
         self
     }
 
+    /// Whether opening a directory that holds no store creates one. By
+    /// default true. With false, such a directory (or a missing one) is
+    /// [`Error::StoreNotFound`] and nothing is created: for read-only tools.
+    pub fn create_if_missing(mut self, create: bool) -> Self {
+        self.create_if_missing = create;
+        self
+    }
+
+    /// Benchmarks only: run without the commit ledger (no ledger file is
+    /// read, created or appended to; damage to sled's log can then lose
+    /// acknowledged events in silence). By default the ledger is on.
+    #[doc(hidden)]
+    pub fn commit_ledger(mut self, on: bool) -> Self {
+        self.commit_ledger = on;
+        self
+    }
+
     /// Open (creating if needed) the store. Fails with
     /// [`Error::DataDirInUse`] if another process holds the directory.
     pub fn open(self) -> Result<MissionBus> {
@@ -72,8 +95,15 @@ impl MissionBusBuilder {
         let store_options = StoreOptions {
             cache_capacity: self.cache_capacity,
             flush_every_ms: self.flush_every_ms,
+            create_if_missing: self.create_if_missing,
         };
         let store = Arc::new(Store::open(&self.path, &store_options)?);
+        let (ledger, integrity) = if self.commit_ledger {
+            super::integrity::check_at_open(&store, &self.path).map_err(|e| e.in_dir(&self.path))?
+        } else {
+            (None, super::integrity::Integrity::default())
+        };
+        let integrity = Arc::new(integrity);
         let mut directory = Directory::default();
         for (name, no) in store.missions()? {
             directory.insert(name, no);
@@ -93,6 +123,9 @@ impl MissionBusBuilder {
             shared: Arc::clone(&shared),
             durability: self.durability,
             snapshot_every: self.snapshot_every,
+            ledger: std::cell::RefCell::new(ledger),
+            ledger_pending: std::cell::RefCell::new(Default::default()),
+            integrity: Arc::clone(&integrity),
         };
         let handle = std::thread::Builder::new()
             .name("mission-bus-writer".into())
@@ -109,6 +142,7 @@ impl MissionBusBuilder {
                 },
                 durability: self.durability,
                 store_options,
+                integrity,
             }),
         })
     }

@@ -198,6 +198,15 @@ pub(super) fn check_json(field: &str, j: &Json, limits: Limits) -> Result<()> {
 
 pub(super) fn check_body(body: &EventBody, limits: Limits) -> Result<()> {
     let size = match body {
+        EventBody::LossAccepted { first, last, .. } => {
+            if first > last || *first == 0 {
+                return Err(Error::invalid(
+                    "loss_accepted",
+                    format!("lost range {first}..{last} is empty"),
+                ));
+            }
+            0
+        }
         EventBody::MissionCreated {
             mission_id,
             title,

@@ -21,9 +21,12 @@
 //! commit, publish, acknowledge).
 
 mod async_api;
+mod backup;
 mod builder;
 mod checks;
+mod integrity;
 mod live;
+mod loss;
 mod reads;
 mod shared;
 mod tokens;
@@ -32,6 +35,7 @@ mod writer;
 mod writes;
 
 pub use async_api::BatchItem;
+pub use backup::BackupReport;
 pub use builder::MissionBusBuilder;
 pub use live::{BusStats, Histogram};
 pub use tokens::token_hash;
@@ -93,6 +97,7 @@ struct Inner {
     limits: Limits,
     durability: Durability,
     store_options: StoreOptions,
+    integrity: Arc<integrity::Integrity>,
 }
 
 impl Drop for Inner {
@@ -128,7 +133,7 @@ const FAST_REOPEN_AFTER_EVENTS: u64 = 10_000;
 
 /// Poll until nobody holds an exclusive lock on `path`, or `limit` passes.
 /// Returns whether the lock is free.
-fn wait_for_unlock(path: &Path, limit: std::time::Duration) -> bool {
+pub(crate) fn wait_for_unlock(path: &Path, limit: std::time::Duration) -> bool {
     let Ok(file) = std::fs::File::open(path) else {
         return false;
     };
@@ -178,6 +183,8 @@ impl MissionBus {
             flush_every_ms: Some(500),
             max_payload_bytes: 64 * 1024,
             snapshot_every: 1000,
+            create_if_missing: true,
+            commit_ledger: true,
         }
     }
 
@@ -213,6 +220,9 @@ impl MissionBus {
             .clone()
             .ok_or(Error::Closed)?;
         tx.send(make(reply)).map_err(|_| Error::Closed)?;
-        rx.recv().map_err(|_| Error::Closed)?
+        // sled's damage errors know the file's name only: add the directory.
+        rx.recv()
+            .map_err(|_| Error::Closed)?
+            .map_err(|e| e.in_dir(self.path()))
     }
 }

@@ -169,6 +169,20 @@ impl MissionBus {
             .ok_or_else(|| Error::corruption(mission, Some(sequence), "record missing"))
     }
 
+    /// The chain hash of the record at `sequence` (BLAKE3 over its key and
+    /// bytes, the value the next record carries as its previous hash), after
+    /// checking its checksum. `None` for a sequence past the head, or a
+    /// record that is missing or damaged (`verify` says which). Sequence 0
+    /// is the genesis hash (all zeros), the previous hash of record 1.
+    pub fn record_hash(&self, mission: &str, sequence: u64) -> Result<Option<[u8; 32]>> {
+        let c = self.cached(mission)?;
+        match sequence {
+            0 => Ok(Some(crate::codec::GENESIS)),
+            s if s > c.state.head => Ok(None),
+            s => self.inner.store().record_hash(c.no, s),
+        }
+    }
+
     /// Find a checkpoint or handoff by id through its index (one `get` on
     /// the index, one on the log): (mission id, event).
     pub(super) fn by_index(&self, index: Index, id: &Uuid) -> Result<Option<(String, Event)>> {
@@ -290,9 +304,16 @@ impl MissionBus {
     }
 
     /// Verify one mission: checksums, hash chain, contiguous sequences, head,
-    /// and every index entry in both directions. Runs on the writer, so the
+    /// every index entry in both directions, and that no event the commit
+    /// ledger recorded as acknowledged is missing (a mission the store lost
+    /// entirely still gets a report, naming the lost range). Runs on the writer, so the
     /// log does not move underneath it (appends wait meanwhile).
     pub fn verify(&self, mission: &str) -> Result<VerifyReport> {
+        if self.inner.shared.no_of(mission).is_none() {
+            if let Some(report) = self.inner.integrity.report_for_missing(mission) {
+                return Ok(report);
+            }
+        }
         self.mission_no(mission)?;
         self.send(|reply| Job::Verify {
             mission: mission.to_string(),

@@ -3,16 +3,18 @@
 //! then publishes and acknowledges.
 
 use super::{at_sequence, require, Cached, Committed, Draft, Job, Shared, IMPORT_CHUNK, MAX_GROUP};
-use std::collections::{HashMap, HashSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::codec;
+use crate::codec::{self, Hash};
 use crate::error::{Error, Result};
 use crate::event::{now_micros, Event, EventBody, EventType, OPERATOR};
 use crate::keys::MissionNo;
+use crate::ledger::{Ledger, LedgerHead};
 use crate::profiles::Capability;
 use crate::state::MissionState;
 use crate::store::{Durability, Index, PlannedAppend, Store};
@@ -22,6 +24,13 @@ pub(super) struct Writer {
     pub(super) shared: Arc<Shared>,
     pub(super) durability: Durability,
     pub(super) snapshot_every: u64,
+    /// The commit ledger (`None` when disabled for benchmarks, or damaged:
+    /// then `integrity` refuses every write).
+    pub(super) ledger: RefCell<Option<Ledger>>,
+    /// Heads not yet in the ledger (`Durability::Relaxed` only): written
+    /// after a real flush when the writer stops.
+    pub(super) ledger_pending: RefCell<BTreeMap<String, LedgerHead>>,
+    pub(super) integrity: Arc<super::integrity::Integrity>,
 }
 
 /// One request of a commit group that passed planning.
@@ -81,6 +90,9 @@ impl Writer {
             }
             self.commit(group);
         }
+        if let Err(e) = self.write_pending_heads() {
+            tracing::error!(error = %e, "commit ledger: heads not recorded at close");
+        }
     }
 
     fn run_exclusive(&self, job: Job) {
@@ -91,11 +103,17 @@ impl Writer {
             }
             Job::Verify { mission, reply } => {
                 let r = match self.store.mission_no(&mission) {
-                    Ok(Some(no)) => self.store.verify(no, &mission),
+                    Ok(Some(no)) => self.store.verify(no, &mission).map(|mut r| {
+                        self.integrity.annotate(&mut r);
+                        r
+                    }),
                     Ok(None) => Err(Error::MissionNotFound { mission }),
                     Err(e) => Err(e),
                 };
                 let _ = reply.send(r);
+            }
+            Job::AcceptLoss { mission, reply } => {
+                let _ = reply.send(self.accept_loss(&mission));
             }
             Job::Import {
                 events,
@@ -103,6 +121,9 @@ impl Writer {
                 reply,
             } => {
                 let _ = reply.send(self.import(events, progress));
+            }
+            Job::Backup { to, reply } => {
+                let _ = reply.send(super::backup::run(&self.store, &to));
             }
         }
     }
@@ -175,6 +196,9 @@ impl Writer {
         drafts: Vec<Draft>,
         expected: Option<u64>,
     ) -> Result<Planned> {
+        if let Some(e) = self.integrity.refuse_write(mission) {
+            return Err(e);
+        }
         let creating = matches!(
             drafts.first().map(|d| &d.body),
             Some(EventBody::MissionCreated { .. })
@@ -298,6 +322,7 @@ impl Writer {
         }
         group.plans.push(PlannedAppend {
             mission: no,
+            mission_id: mission.to_string(),
             register: creating.then(|| mission.to_string()),
             replace_orphan_ids: false,
             prev_seq,
@@ -367,6 +392,16 @@ impl Writer {
             }
         };
         match &d.body {
+            // Only the operator records an accepted loss (accept_loss, or an
+            // import of a log that holds one).
+            EventBody::LossAccepted { .. } if d.sender == OPERATOR => Ok(()),
+            EventBody::LossAccepted { .. } => Err(Error::invalid(
+                "loss_accepted",
+                format!(
+                    "only {OPERATOR} records an accepted loss, not '{}'",
+                    d.sender
+                ),
+            )),
             EventBody::MissionCreated { mission_id, .. } => {
                 if mission_id != mission {
                     return Err(Error::invalid(
@@ -463,6 +498,9 @@ impl Writer {
             self.store.commit(&group.plans).and_then(|heads| {
                 let began = std::time::Instant::now();
                 self.store.flush(self.durability)?;
+                // The ledger's append and fdatasync are part of making the
+                // group durable, so they count in the flush latency.
+                self.record_heads(&group.plans, &heads, &group.new_names)?;
                 let events = group.plans.iter().map(|p| p.events.len()).sum();
                 self.shared.live.stats.committed(events, began.elapsed());
                 Ok(heads)
@@ -591,6 +629,9 @@ impl Writer {
             unreachable!("checked by import_log");
         };
         let mission = mission_id.clone();
+        if let Some(e) = self.integrity.refuse_write(&mission) {
+            return Err(e);
+        }
         if self.name_to_no(&mission).is_some() {
             return Err(Error::MissionExists { mission });
         }
@@ -628,6 +669,7 @@ impl Writer {
             let last = chunks.peek().is_none();
             let plan = PlannedAppend {
                 mission: no,
+                mission_id: mission.clone(),
                 register: last.then(|| mission.clone()),
                 replace_orphan_ids: true,
                 prev_seq: written as u64,
@@ -638,6 +680,7 @@ impl Writer {
             written += chunk.len();
             if last {
                 self.store.flush(self.durability)?;
+                self.record_heads(std::slice::from_ref(&plan), &heads, &HashMap::new())?;
             }
             progress(written as u64);
         }
@@ -673,5 +716,161 @@ impl Writer {
                 }),
             );
         Ok(total as u64)
+    }
+}
+
+impl Writer {
+    /// Step 6b of the write path: after sled's flush, before anything is
+    /// acknowledged, append the group's new heads to the commit ledger (one
+    /// entry, fdatasync'd under `Durability::Sync`). Under `Relaxed` the
+    /// heads wait for a real flush (see `write_pending_heads`).
+    fn record_heads(
+        &self,
+        plans: &[PlannedAppend],
+        heads: &[(u64, Hash)],
+        new_names: &HashMap<String, MissionNo>,
+    ) -> Result<()> {
+        let mut ledger = self.ledger.borrow_mut();
+        let Some(l) = ledger.as_mut() else {
+            return Ok(());
+        };
+        // A mission may have several plans in a group: the last one wins.
+        let mut latest = BTreeMap::new();
+        for (plan, (sequence, hash)) in plans.iter().zip(heads) {
+            // A mission created in this group is not in the directory yet.
+            let name = plan
+                .register
+                .clone()
+                .or_else(|| self.shared.name_of(plan.mission))
+                .or_else(|| {
+                    new_names
+                        .iter()
+                        .find(|(_, no)| **no == plan.mission)
+                        .map(|(n, _)| n.clone())
+                });
+            let Some(name) = name else {
+                debug_assert!(false, "a committed plan's mission has no name");
+                continue;
+            };
+            latest.insert(
+                name,
+                LedgerHead {
+                    sequence: *sequence,
+                    hash: *hash,
+                },
+            );
+        }
+        if self.durability == Durability::Relaxed {
+            self.ledger_pending.borrow_mut().extend(latest);
+            return Ok(());
+        }
+        let items: Vec<(&str, LedgerHead)> = latest
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        l.append(&items, &[], self.durability == Durability::Sync)
+    }
+
+    /// `Durability::Relaxed`: make sled durable (flush + fsync), then record
+    /// the heads written since the last time in the ledger.
+    fn write_pending_heads(&self) -> Result<()> {
+        let pending = std::mem::take(&mut *self.ledger_pending.borrow_mut());
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut ledger = self.ledger.borrow_mut();
+        let Some(l) = ledger.as_mut() else {
+            return Ok(());
+        };
+        self.store.flush(Durability::Sync)?;
+        let items: Vec<(&str, LedgerHead)> = pending
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        l.append(&items, &[], true)
+    }
+}
+
+impl Writer {
+    /// See [`super::MissionBus::accept_loss`]. Runs alone on the writer.
+    fn accept_loss(&self, mission: &str) -> Result<Option<Event>> {
+        if let Some(d) = &self.integrity.ledger_damage {
+            return Err(d.to_error());
+        }
+        let Some(damage) = self.integrity.damage(mission) else {
+            return Err(Error::invalid(
+                "accept-loss",
+                format!("mission '{mission}' has no missing acknowledged events to accept"),
+            ));
+        };
+        let loss = crate::ledger::AcceptedLoss {
+            mission: mission.to_string(),
+            first: damage.first,
+            last: damage.last,
+            ledger_hash: damage.ledger.hash,
+            at_micros: crate::event::to_micros(now_micros()),
+        };
+        let mut ledger = self.ledger.borrow_mut();
+        let Some(l) = ledger.as_mut() else {
+            return Err(Error::invalid(
+                "accept-loss",
+                "the commit ledger is disabled",
+            ));
+        };
+        let recorded = match self.name_to_no(mission) {
+            None => {
+                l.append(&[], std::slice::from_ref(&loss), true)?;
+                None
+            }
+            Some(no) => {
+                let cached = self.load(no, mission)?;
+                let event = Event {
+                    id: Uuid::now_v7(),
+                    sequence: cached.state.head + 1,
+                    timestamp: now_micros(),
+                    sender: OPERATOR.to_string(),
+                    body: EventBody::LossAccepted {
+                        first: damage.first,
+                        last: damage.last,
+                        ledger_hash: damage.ledger.hash,
+                    },
+                };
+                let plan = PlannedAppend {
+                    mission: no,
+                    mission_id: mission.to_string(),
+                    register: None,
+                    replace_orphan_ids: false,
+                    prev_seq: cached.state.head,
+                    events: vec![event.clone()],
+                };
+                self.shared
+                    .cache
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&no);
+                let heads = self.store.commit(std::slice::from_ref(&plan))?;
+                // Whatever the configured durability, this is fsynced.
+                self.store.flush(Durability::Sync)?;
+                let (sequence, hash) = heads[0];
+                l.append(
+                    &[(mission, LedgerHead { sequence, hash })],
+                    std::slice::from_ref(&loss),
+                    true,
+                )?;
+                Some(event)
+            }
+        };
+        self.integrity
+            .damaged
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(mission);
+        tracing::warn!(
+            mission,
+            first = loss.first,
+            last = loss.last,
+            "operator accepted the loss of acknowledged events"
+        );
+        Ok(recorded)
     }
 }

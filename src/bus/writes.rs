@@ -45,6 +45,14 @@ pub(super) enum Job {
         mission: String,
         reply: mpsc::Sender<Result<VerifyReport>>,
     },
+    Backup {
+        to: std::path::PathBuf,
+        reply: mpsc::Sender<Result<super::BackupReport>>,
+    },
+    AcceptLoss {
+        mission: String,
+        reply: mpsc::Sender<Result<Option<Event>>>,
+    },
 }
 
 impl MissionBus {

@@ -170,6 +170,17 @@ pub(crate) enum Command {
         /// Mission id; every mission when omitted.
         mission: Option<String>,
     },
+    /// Accept, on the record, that acknowledged events of a mission are lost
+    /// (as `verify` reports them), so that writes to it resume. Writes a
+    /// `loss_accepted` event into the mission's log and an entry into the
+    /// commit ledger. Try `mission-bus salvage` first.
+    AcceptLoss {
+        /// Mission id.
+        mission: String,
+        /// Confirm: the lost events will not come back through this store.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Run the HTTP/JSON bus server on the data directory.
     Serve {
         /// Address to listen on.
@@ -188,6 +199,26 @@ pub(crate) enum Command {
     },
     /// Tell a mission's story end to end on the data directory.
     Demo,
+    /// Copy the whole store, consistently, into a new directory that opens
+    /// as a store (run while no server holds the data directory; a running
+    /// server has POST /v1/admin/backup).
+    Backup {
+        /// Where the copy goes: must not exist or be empty.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
+    /// Recover every intact event of a damaged store into a new store,
+    /// reading the raw files (never through sled). Exit 0 when everything
+    /// came back and matches the ledger, 6 when anything was lost (the
+    /// report on stdout says what), 4 when DAMAGED_DIR holds no store.
+    /// DAMAGED_DIR is never written.
+    Salvage {
+        /// The damaged data directory.
+        damaged: PathBuf,
+        /// Where the recovered store goes: must not exist or be empty.
+        #[arg(long, value_name = "NEW_DIR")]
+        to: PathBuf,
+    },
 }
 
 /// Who acts.

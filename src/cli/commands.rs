@@ -103,7 +103,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             recipient,
         } => {
             let handoff = handoff.map(|h| parse_uuid("--handoff", &h)).transpose()?;
-            let bus = open(data)?;
+            let bus = open_existing(data)?;
             let packet = resume(&bus, &mission, handoff, recipient.as_deref())?;
             writeln!(out, "{}", document::resume_packet_to_json(&packet))?;
             Ok(())
@@ -131,11 +131,11 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
                     return Err(Failure::usage(format!("--to {to} is before --from {from}")));
                 }
             }
-            let bus = open(data)?;
+            let bus = open_existing(data)?;
             replay(&bus, out, &mission, &reader, from, to, &types)
         }
         Command::Export { mission, format } => {
-            let bus = open(data)?;
+            let bus = open_existing(data)?;
             export(&bus, out, &mission, format)
         }
         Command::Import { file, format } => {
@@ -156,7 +156,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             Ok(())
         }
         Command::Missions => {
-            let bus = open(data)?;
+            let bus = open_existing(data)?;
             for m in bus.missions()? {
                 writeln!(
                     out,
@@ -171,8 +171,29 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             }
             Ok(())
         }
+        Command::AcceptLoss { mission, yes } => {
+            if !yes {
+                return Err(Failure::usage(format!(
+                    "accept-loss records that acknowledged events of mission '{mission}' are \
+                     gone for good; run `mission-bus verify {mission}` and consider \
+                     `mission-bus salvage` first, then repeat with --yes"
+                )));
+            }
+            let bus = open_existing(data)?;
+            match bus.accept_loss(&mission)? {
+                Some(e) => print_event(out, &e),
+                None => {
+                    writeln!(
+                        out,
+                        "{}",
+                        json!({"mission_id": mission, "loss_accepted": true, "log": null})
+                    )?;
+                    Ok(())
+                }
+            }
+        }
         Command::Verify { mission } => {
-            let bus = open(data)?;
+            let bus = open_existing(data)?;
             verify(&bus, out, mission.as_deref())
         }
         Command::Serve {
@@ -195,11 +216,79 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             Ok(())
         }
         Command::Demo => demo::run(data, out),
+        Command::Backup { to } => {
+            let bus = open_existing(data)?;
+            let report = bus.backup(&to)?;
+            writeln!(out, "{}", report.to_json())?;
+            Ok(())
+        }
+        Command::Salvage { damaged, to } => salvage(out, &damaged, &to),
     }
+}
+
+/// `mission-bus salvage`: the report always goes to stdout (flushed before
+/// failing, so a lossy salvage still shows what it recovered).
+fn salvage(out: &mut dyn Write, damaged: &Path, to: &Path) -> CliResult {
+    if !mission_bus::salvage::holds_store(damaged) {
+        return Err(Failure::new(
+            super::EXIT_NOT_FOUND,
+            format!("{} holds no store (no sled `db` file)", damaged.display()),
+        ));
+    }
+    let report = mission_bus::salvage::salvage(damaged, to)?;
+    writeln!(out, "{}", report.to_json())?;
+    out.flush()?;
+    if report.is_complete() {
+        return Ok(());
+    }
+    let mut what: Vec<String> = Vec::new();
+    match &report.ledger {
+        Err(e) => what.push(format!("the ledger is damaged ({e})")),
+        Ok(false) => what.push(
+            "no commit ledger (an older store): completeness cannot be proven, \
+             and version-1 records cannot be salvaged"
+                .to_string(),
+        ),
+        Ok(true) => {}
+    }
+    for m in report.missions.iter().filter(|m| !m.is_complete()) {
+        let lost: Vec<String> = m.lost.iter().map(|(a, b)| format!("{a}..={b}")).collect();
+        let mut s = format!(
+            "mission '{}': recovered 1..={}",
+            m.mission_id, m.recovered_to
+        );
+        if !lost.is_empty() {
+            s.push_str(&format!(", lost {}", lost.join(", ")));
+        }
+        if m.after_gaps > 0 {
+            s.push_str(&format!(
+                ", {} events after a gap kept in {}/salvage/after-gaps.jsonl",
+                m.after_gaps,
+                to.display()
+            ));
+        }
+        if m.matches_ledger == Some(false) {
+            s.push_str(", head does not match the ledger");
+        }
+        if let Some(e) = &m.error {
+            s.push_str(&format!(", {e}"));
+        }
+        what.push(s);
+    }
+    Err(Failure::new(
+        super::EXIT_INTEGRITY,
+        format!("salvage incomplete: {}", what.join("; ")),
+    ))
 }
 
 pub(crate) fn open(data: &Path) -> CliResult<MissionBus> {
     Ok(MissionBus::open(data)?)
+}
+
+/// For commands that only read: a directory without a store is "not
+/// found" (exit 4), and nothing is created.
+pub(crate) fn open_existing(data: &Path) -> CliResult<MissionBus> {
+    Ok(MissionBus::builder(data).create_if_missing(false).open()?)
 }
 
 pub(crate) fn print_event(out: &mut dyn Write, e: &Event) -> CliResult {
@@ -380,11 +469,32 @@ fn mission_of(e: &Event) -> String {
 fn verify(bus: &MissionBus, out: &mut dyn Write, mission: Option<&str>) -> CliResult {
     let missions = match mission {
         Some(m) => vec![m.to_string()],
-        None => bus.mission_ids(),
+        None => bus.verify_ids(),
     };
     let mut failed = Vec::new();
+    if let Some(e) = bus.ledger_problem() {
+        writeln!(
+            out,
+            "{}",
+            json!({"ledger": "damaged", "intact": false, "problem": e.to_string()})
+        )?;
+        failed.push(e.to_string());
+    }
     for m in &missions {
-        let report = bus.verify(m)?;
+        // One mission the store cannot read must not hide the others.
+        let report = match bus.verify(m) {
+            Ok(r) => r,
+            Err(e) if e.kind() == mission_bus::ErrorKind::Integrity => {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"mission_id": m, "intact": false, "error": e.to_string()})
+                )?;
+                failed.push(format!("mission '{m}' failed verification: {e}"));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         writeln!(out, "{}", report.to_json())?;
         if let Some(p) = report.first_problem() {
             failed.push(format!("mission '{m}' failed verification: {p}"));
@@ -398,7 +508,7 @@ fn verify(bus: &MissionBus, out: &mut dyn Write, mission: Option<&str>) -> CliRe
         1 => Err(Failure::new(EXIT_INTEGRITY, failed.remove(0))),
         n => Err(Failure::new(
             EXIT_INTEGRITY,
-            format!("{} (and {} more missions)", failed.remove(0), n - 1),
+            format!("{} (and {} more problems)", failed.remove(0), n - 1),
         )),
     }
 }

@@ -210,6 +210,12 @@ fn admin_token_from_file(path: &Path, text: &str) -> Result<String> {
         use std::os::unix::fs::PermissionsExt;
         if let Ok(meta) = fs::metadata(path) {
             if meta.permissions().mode() & 0o077 != 0 {
+                // On stderr too: the server may run without a log subscriber.
+                eprintln!(
+                    "mission-bus: warning: admin token file {} is readable by group or \
+                     others; chmod 600 it",
+                    path.display()
+                );
                 tracing::warn!(
                     path = %path.display(),
                     "admin token file is readable by group or others; chmod 600 it"

@@ -74,6 +74,14 @@ impl From<Error> for ApiError {
             Error::EventIdConflict { .. } => (S::CONFLICT, "event_id_conflict"),
             // Damaged storage is the server's problem, not a client conflict.
             Error::Corruption { .. } => (S::INTERNAL_SERVER_ERROR, "corruption"),
+            // A file of the store failed a check (sled's data file, the
+            // commit ledger): salvage is the way forward.
+            Error::Damaged { .. } => (S::INTERNAL_SERVER_ERROR, "store_damaged"),
+            // Acknowledged events are missing: the mission refuses writes
+            // until the operator salvages or accepts the loss.
+            Error::AcknowledgedLoss { .. } => {
+                (S::INTERNAL_SERVER_ERROR, "acknowledged_events_missing")
+            }
             Error::Closed => (S::SERVICE_UNAVAILABLE, "unavailable"),
             _ => match e.kind() {
                 ErrorKind::InvalidInput => (S::BAD_REQUEST, "invalid_input"),

@@ -10,25 +10,29 @@
 //! `tracing` event at INFO when it ends: request id, method, route, mission,
 //! client address, status, latency. The `Authorization` header is never logged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::App;
 use crate::Histogram;
 
+/// Requests of one route by (method, status).
+type ByStatus = HashMap<(Method, u16), u64>;
+
 /// The server's own counters (the bus keeps the writer's).
 #[derive(Default)]
 pub(crate) struct Metrics {
-    /// (route, method, status) -> requests.
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    /// route -> (method, status) -> requests (two levels, so that counting
+    /// a request allocates nothing once its route was seen).
+    requests: Mutex<HashMap<String, ByStatus>>,
     /// outcome (`ok` or an error code) -> append requests.
     appends: Mutex<BTreeMap<&'static str, u64>>,
     /// Events acknowledged by append requests (a batch counts each event).
@@ -54,41 +58,43 @@ impl Metrics {
 pub(crate) async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let began = Instant::now();
     let id = app.metrics.next_request_id.fetch_add(1, Ordering::Relaxed) + 1;
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("(unmatched)", |m| m.as_str())
-        .to_string();
-    let method = req.method().as_str().to_string();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
+    let uri = req.uri().clone();
     let client = req
         .extensions()
         .get::<axum::extract::ConnectInfo<super::limits::Conn>>()
-        .map(|c| c.0.addr.to_string());
-    let mission = req
-        .uri()
-        .path()
-        .strip_prefix("/v1/missions/")
-        .and_then(|rest| rest.split('/').next())
-        .filter(|m| !m.is_empty())
-        .map(str::to_string);
+        .map(|c| c.0.addr);
     let mut resp = next.run(req).await;
     let status = resp.status().as_u16();
     let request_id = format!("{id:016x}");
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
-    *app.metrics
-        .requests
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry((route.clone(), method.clone(), status))
-        .or_insert(0) += 1;
+    let route = route.as_ref().map_or("(unmatched)", MatchedPath::as_str);
+    {
+        let mut requests = app
+            .metrics
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let by_route = match requests.get_mut(route) {
+            Some(m) => m,
+            None => requests.entry(route.to_string()).or_default(),
+        };
+        *by_route.entry((method.clone(), status)).or_insert(0) += 1;
+    }
     tracing::info!(
         request_id = %request_id,
         method = %method,
-        route = %route,
-        mission = mission.as_deref().unwrap_or("-"),
-        client = client.as_deref().unwrap_or("-"),
+        route,
+        mission = uri
+            .path()
+            .strip_prefix("/v1/missions/")
+            .and_then(|rest| rest.split('/').next())
+            .filter(|m| !m.is_empty())
+            .unwrap_or("-"),
+        client = %client.map_or_else(|| "-".to_string(), |a| a.to_string()),
         status,
         latency_us = began.elapsed().as_micros() as u64,
         "request"
@@ -121,8 +127,18 @@ fn render(app: &App, disk: Option<u64>, out: &mut String) {
         "counter",
         "HTTP requests by route template, method and status.",
     );
-    for ((route, method, status), n) in m.requests.lock().unwrap_or_else(|p| p.into_inner()).iter()
-    {
+    let requests: BTreeMap<(String, String, u16), u64> = m
+        .requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .flat_map(|(route, by)| {
+            by.iter().map(move |((method, status), n)| {
+                ((route.clone(), method.to_string(), *status), *n)
+            })
+        })
+        .collect();
+    for ((route, method, status), n) in &requests {
         let _ = writeln!(
             out,
             "mission_bus_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{status}\"}} {n}",

@@ -28,7 +28,9 @@
 //! [`Limits::shutdown_grace`]), then close the bus, which drains its writer.
 
 mod auth;
+mod backup;
 mod batch;
+mod console;
 mod error;
 mod limits;
 mod listener;
@@ -36,6 +38,7 @@ mod logging;
 mod metrics;
 mod routes;
 mod stream;
+mod views;
 
 use std::future::{Future, IntoFuture};
 use std::io::Write;
@@ -206,6 +209,8 @@ pub(crate) struct App {
     metrics: metrics::Metrics,
     /// Turns true when the server starts shutting down.
     stop: watch::Receiver<bool>,
+    /// Latest verify outcome per mission, for the console's missions list.
+    verified: views::LastVerified,
 }
 
 /// Run the server until SIGINT/SIGTERM; returns after a graceful shutdown.
@@ -318,6 +323,7 @@ pub async fn run_with_limits(
         metrics: metrics::Metrics::default(),
         limits: limits.clone(),
         stop: stop_rx.clone(),
+        verified: views::LastVerified::default(),
     });
     let listener = listener::LimitedListener::new(listener, &limits, Arc::clone(&app.connections));
     let router = routes::router(app);

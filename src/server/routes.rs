@@ -50,6 +50,9 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/missions/{m}/events", get(events_page))
         .route("/v1/missions/{m}/events/stream", get(stream::events_stream))
         .route("/v1/missions/{m}/verify", get(verify))
+        .merge(super::views::routes())
+        .merge(super::console::routes())
+        .route("/v1/admin/backup", post(super::backup::admin_backup))
         .route("/v1/missions/{m}/batch", post(super::batch::post_batch))
         .route("/metrics", get(super::metrics::metrics))
         .fallback(not_found)
@@ -539,6 +542,7 @@ async fn verify(
         let actor = caller.in_mission(&mission)?;
         require(app, &mission, &actor, Capability::Audit)?;
         let report = app.bus.verify(&mission)?;
+        app.verified.record(&report);
         Ok(Json(report.to_json()).into_response())
     })
     .await
