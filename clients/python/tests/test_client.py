@@ -201,3 +201,30 @@ def test_connection_refused_raises_connection_failed(tmp_path):
         with pytest.raises(mb.ConnectionFailed) as e:
             c.health()
     assert isinstance(e.value, mb.MissionBusError) and e.value.status == 0
+
+
+def test_mission_listing_summary_event_record_and_backup(server, admin, mission, tmp_path):
+    mid, lead_token = mission
+    lead = Client(server.url, lead_token)
+    msg = lead.publish(mid, "status", {"step": 1})
+    listed = admin.list_missions()
+    assert isinstance(listed, mb.MissionList) and listed.caller["kind"] == "admin"
+    assert mid in [m.mission_id for m in listed.missions]
+    own = lead.list_missions()
+    assert [m.mission_id for m in own.missions] == [mid]
+    assert own.caller["kind"] == "participant"
+    summary = lead.mission(mid)
+    assert isinstance(summary, mb.MissionSummary)
+    assert summary.head_sequence == msg.sequence and summary.counts["messages"] == 1
+    assert [p["name"] for p in summary.participants] == ["lead"]
+    rec = admin.event(mid, msg.sequence)
+    assert isinstance(rec, mb.EventRecord)
+    assert rec.event.id == msg.id and len(rec.hash) == 64 and rec.hash != rec.previous_hash
+    assert admin.event(mid, 1).previous_hash == "0" * 64
+    with pytest.raises(mb.EventNotFound) as e:
+        admin.event(mid, msg.sequence + 1)
+    assert e.value.code == "event_not_found"
+    out = admin.backup(str(tmp_path / "backup"))
+    assert out["missions"] >= 1 and out["events"] >= msg.sequence
+    with pytest.raises(mb.Forbidden):
+        lead.backup(str(tmp_path / "other"))

@@ -173,3 +173,17 @@ def test_example_killed_mid_run_resumes_in_a_new_process(server):
                               f"step3@{pid}", f"step4@{pid}"]
     with Client(server.url, server.admin_token) as admin:
         assert admin.verify(mission_for_thread(result["thread"])).intact
+
+
+async def test_list_without_a_thread_lists_every_thread(server):
+    saver = MissionBusSaver(server.url, server.admin_token)
+    threads = [f"all-{i}-{uuid.uuid4()}" for i in range(3)]
+    for t in threads:
+        saver.put(config(t), cp({"k": t}), {"step": 0, "t": t}, {"k": 1})
+    with Client(server.url, server.admin_token) as admin:
+        admin.create_mission("not-a-thread", "other", "lead")  # ignored: not lg-
+    listed = list(saver.list(None))
+    assert sorted(x.config["configurable"]["thread_id"] for x in listed) == sorted(threads)
+    assert len(list(saver.list(None, limit=2))) == 2
+    assert [x.metadata["t"] async for x in saver.alist(None, filter={"t": threads[1]})] == [
+        threads[1]]

@@ -9,7 +9,10 @@ from ._common import Req, batch_items, seg, write_body
 from .types import (
     BatchResult,
     Event,
+    EventRecord,
     EventsPage,
+    MissionList,
+    MissionSummary,
     MissionCreated,
     ParticipantAdded,
     ResumePacket,
@@ -97,6 +100,23 @@ def resume(mission_id: str, for_: str | None) -> Req:
 def resume_handoff(mission_id: str, handoff_id: str) -> Req:
     return Req("GET", m(mission_id, f"/handoffs/{seg(handoff_id)}/resume"),
                ResumePacket.from_json, idempotent=True)
+
+
+def list_missions() -> Req:
+    return Req("GET", "/v1/missions", MissionList.from_json, idempotent=True)
+
+
+def mission(mission_id: str) -> Req:
+    return Req("GET", m(mission_id), MissionSummary.from_json, idempotent=True)
+
+
+def event(mission_id: str, sequence: int) -> Req:
+    return Req("GET", m(mission_id, f"/events/{int(sequence)}"), EventRecord.from_json,
+               idempotent=True)
+
+
+def backup(to: str) -> Req:
+    return Req("POST", "/v1/admin/backup", lambda d: d, {"to": to})
 
 
 def verify(mission_id: str) -> Req:

@@ -25,7 +25,10 @@ from .errors import ConnectionFailed
 from .types import (
     BatchResult,
     Event,
+    EventRecord,
     EventsPage,
+    MissionList,
+    MissionSummary,
     MissionCreated,
     ParticipantAdded,
     ResumePacket,
@@ -158,6 +161,23 @@ class AsyncClient:
     async def resume_handoff(self, mission_id: str, handoff_id: str) -> ResumePacket:
         """The resume packet of one handoff."""
         return await self._call(R.resume_handoff(mission_id, handoff_id))
+
+    async def list_missions(self) -> MissionList:
+        """``GET /v1/missions``: every mission (admin), or the caller's own."""
+        return await self._call(R.list_missions())
+
+    async def mission(self, mission_id: str) -> MissionSummary:
+        """``GET /v1/missions/{m}``: one mission's summary (admin, or ``read``)."""
+        return await self._call(R.mission(mission_id))
+
+    async def event(self, mission_id: str, sequence: int) -> EventRecord:
+        """``GET .../events/{seq}``: one event with its chain hashes."""
+        return await self._call(R.event(mission_id, sequence))
+
+    async def backup(self, to: str) -> dict[str, Any]:
+        """``POST /v1/admin/backup`` (admin): a consistent copy of the whole
+        store into ``to``, an absolute path, absent or an empty directory."""
+        return await self._call(R.backup(to))
 
     async def verify(self, mission_id: str) -> VerifyReport:
         """Check the mission's hash chain (admin or ``audit``)."""

@@ -23,7 +23,10 @@ from .errors import ConnectionFailed, MissionBusError
 from .types import (
     BatchResult,
     Event,
+    EventRecord,
     EventsPage,
+    MissionList,
+    MissionSummary,
     MissionCreated,
     ParticipantAdded,
     ResumePacket,
@@ -156,6 +159,23 @@ class Client:
     def resume_handoff(self, mission_id: str, handoff_id: str) -> ResumePacket:
         """The resume packet of one handoff."""
         return self._call(R.resume_handoff(mission_id, handoff_id))
+
+    def list_missions(self) -> MissionList:
+        """``GET /v1/missions``: every mission (admin), or the caller's own."""
+        return self._call(R.list_missions())
+
+    def mission(self, mission_id: str) -> MissionSummary:
+        """``GET /v1/missions/{m}``: one mission's summary (admin, or ``read``)."""
+        return self._call(R.mission(mission_id))
+
+    def event(self, mission_id: str, sequence: int) -> EventRecord:
+        """``GET .../events/{seq}``: one event with its chain hashes."""
+        return self._call(R.event(mission_id, sequence))
+
+    def backup(self, to: str) -> dict[str, Any]:
+        """``POST /v1/admin/backup`` (admin): a consistent copy of the whole
+        store into ``to``, an absolute path, absent or an empty directory."""
+        return self._call(R.backup(to))
 
     def verify(self, mission_id: str) -> VerifyReport:
         """Check the mission's hash chain (admin or ``audit``)."""

@@ -86,6 +86,10 @@ class HandoffNotFound(NotFound):
     """404 ``handoff_not_found``."""
 
 
+class EventNotFound(NotFound):
+    """404 ``event_not_found``: a sequence past the head."""
+
+
 class Conflict(MissionBusError):
     """409: something already exists, or the head moved."""
 
@@ -138,6 +142,7 @@ _BY_CODE: dict[str, type[MissionBusError]] = {
     "participant_not_found": ParticipantNotFound,
     "checkpoint_not_found": CheckpointNotFound,
     "handoff_not_found": HandoffNotFound,
+    "event_not_found": EventNotFound,
     "mission_exists": MissionExists,
     "participant_exists": ParticipantExists,
     "sequence_conflict": SequenceConflict,

@@ -14,9 +14,9 @@ mission, else a ``write`` participant ``saver-XXXXXXXX`` it adds for
 itself), since the admin is nobody's sender.
 
 Not supported, for lack of server features: ``copy_thread`` and
-``prune``/``delete_for_runs`` (they need fork and retention);
-``list(None, ...)`` across all threads (no mission listing in the API this
-targets). ``delete_thread`` is logical: a ``langgraph.delete_thread``
+``prune``/``delete_for_runs`` (they need fork and retention).
+``list(None, ...)`` lists every thread's checkpoints (the ``lg-`` missions
+of ``GET /v1/missions``), thread by thread. ``delete_thread`` is logical: a ``langgraph.delete_thread``
 message after which the saver sees an empty thread; the log keeps the
 bytes (it is append-only).
 """
@@ -172,7 +172,9 @@ class MissionBusSaver(BaseCheckpointSaver[str]):
 
     def _refresh(self, thread_id: str) -> ThreadView | None:
         """The thread's view, caught up with the log; None if no mission."""
-        mission = mission_for_thread(thread_id)
+        return self._refresh_mission(mission_for_thread(thread_id))
+
+    def _refresh_mission(self, mission: str) -> ThreadView | None:
         view = self._view(mission)
         try:
             while True:
@@ -187,7 +189,9 @@ class MissionBusSaver(BaseCheckpointSaver[str]):
             return None
 
     async def _arefresh(self, thread_id: str) -> ThreadView | None:
-        mission = mission_for_thread(thread_id)
+        return await self._arefresh_mission(mission_for_thread(thread_id))
+
+    async def _arefresh_mission(self, mission: str) -> ThreadView | None:
         view = self._view(mission)
         try:
             while True:
@@ -315,11 +319,14 @@ class MissionBusSaver(BaseCheckpointSaver[str]):
         return out
 
     @staticmethod
-    def _thread_of(config: RunnableConfig | None) -> str:
+    def _thread_of(config: RunnableConfig | None) -> str | None:
         if not config or "thread_id" not in config.get("configurable", {}):
-            raise ValueError("MissionBusSaver.list needs a config with a thread_id: "
-                             "the server offers no listing of every mission")
+            return None
         return config["configurable"]["thread_id"]
+
+    def _thread_missions(self, missions: Any) -> list[str]:
+        return [m.mission_id for m in missions.missions
+                if m.mission_id.startswith("lg-") and m.error is None]
 
     # -- sync API --------------------------------------------------------------
 
@@ -330,9 +337,21 @@ class MissionBusSaver(BaseCheckpointSaver[str]):
     def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
              before: RunnableConfig | None = None,
              limit: int | None = None) -> Iterator[CheckpointTuple]:
-        """A thread's checkpoints, newest first."""
-        view = self._refresh(self._thread_of(config))
-        yield from self._select(view, config, filter, before, limit)  # type: ignore[arg-type]
+        """A thread's checkpoints, newest first; every thread's with no
+        ``thread_id`` in ``config`` (each thread newest first)."""
+        thread = self._thread_of(config)
+        if thread is not None:
+            yield from self._select(self._refresh(thread), config, filter, before, limit)  # type: ignore[arg-type]
+            return
+        left = limit
+        for mission in self._thread_missions(self._admin.list_missions()):
+            got = self._select(self._refresh_mission(mission), config or {"configurable": {}},
+                               filter, before, left)
+            yield from got
+            if left is not None:
+                left -= len(got)
+                if left <= 0:
+                    return
 
     def put(self, config: RunnableConfig, checkpoint: Checkpoint,
             metadata: CheckpointMetadata, new_versions: ChannelVersions) -> RunnableConfig:
@@ -380,9 +399,22 @@ class MissionBusSaver(BaseCheckpointSaver[str]):
                     before: RunnableConfig | None = None,
                     limit: int | None = None) -> AsyncIterator[CheckpointTuple]:
         """Async :meth:`list`."""
-        view = await self._arefresh(self._thread_of(config))
-        for tup in self._select(view, config, filter, before, limit):  # type: ignore[arg-type]
-            yield tup
+        thread = self._thread_of(config)
+        if thread is not None:
+            for tup in self._select(await self._arefresh(thread), config,  # type: ignore[arg-type]
+                                    filter, before, limit):
+                yield tup
+            return
+        left = limit
+        for mission in self._thread_missions(await self._aadmin.list_missions()):
+            got = self._select(await self._arefresh_mission(mission),
+                               config or {"configurable": {}}, filter, before, left)
+            for tup in got:
+                yield tup
+            if left is not None:
+                left -= len(got)
+                if left <= 0:
+                    return
 
     async def aput(self, config: RunnableConfig, checkpoint: Checkpoint,
                    metadata: CheckpointMetadata,

@@ -193,3 +193,63 @@ class BatchResult:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "BatchResult":
         return cls([Event.from_json(e) for e in d["events"]], int(d["head_sequence"]))
+
+
+@dataclass(frozen=True)
+class MissionSummary:
+    """A mission as ``GET /v1/missions`` lists it: ``verify`` is ``None``
+    until someone verifies it through the server; ``error`` is set (and the
+    rest empty) for a mission whose state cannot be loaded."""
+
+    mission_id: str
+    title: str = ""
+    head_sequence: int = 0
+    last_activity: str | None = None
+    participants: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    verify: dict[str, Any] | None = None
+    error: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "MissionSummary":
+        return cls(
+            mission_id=d["mission_id"],
+            title=d.get("title", ""),
+            head_sequence=int(d.get("head_sequence") or 0),
+            last_activity=d.get("last_activity"),
+            participants=list(d.get("participants") or []),
+            counts=dict(d.get("counts") or {}),
+            verify=d.get("verify"),
+            error=d.get("error"),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class MissionList:
+    """``GET /v1/missions``: who is asking (``caller``) and the missions it
+    may see, sorted by id."""
+
+    caller: dict[str, Any]
+    missions: list[MissionSummary]
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "MissionList":
+        return cls(dict(d.get("caller") or {}),
+                   [MissionSummary.from_json(m) for m in d.get("missions") or []])
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """``GET .../events/{seq}``: one event with its chain hashes."""
+
+    mission_id: str
+    event: Event
+    hash: str
+    previous_hash: str
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "EventRecord":
+        return cls(d["mission_id"], Event.from_json(d["event"]), d["hash"],
+                   d["previous_hash"])
