@@ -187,3 +187,16 @@ async def test_list_without_a_thread_lists_every_thread(server):
     assert len(list(saver.list(None, limit=2))) == 2
     assert [x.metadata["t"] async for x in saver.alist(None, filter={"t": threads[1]})] == [
         threads[1]]
+
+
+def test_many_medium_channels_fit_the_event_limits(server):
+    # 20 channels of ~7.5 kB base64 each: each alone would be inline, all
+    # together are over the server's 64 KiB state limit.
+    saver = MissionBusSaver(server.url, server.admin_token)
+    t = f"wide-{uuid.uuid4()}"
+    values = {f"ch{i}": os.urandom(2800).hex() for i in range(20)}
+    s = saver.put(config(t), cp(values), {"step": 0}, {k: 1 for k in values})
+    saver.put_writes(s, list(values.items()), "task")
+    got = MissionBusSaver(server.url, server.admin_token).get_tuple(config(t))
+    assert got.checkpoint["channel_values"] == values
+    assert [(c, v) for _t, c, v in got.pending_writes] == list(values.items())

@@ -36,6 +36,9 @@ TOPIC_WRITES = "langgraph.writes"
 TOPIC_BLOB = "langgraph.blob"
 TOPIC_DELETE = "langgraph.delete_thread"
 INLINE_MAX = 8000
+#: Inline bytes one event may hold in all (the server's limit on a
+#: checkpoint's state or a message's payload is 64 KiB of JSON).
+INLINE_BUDGET = 40000
 PART_SIZE = 48000
 _NS = uuid.UUID("5f0f3c1e-8a4b-4c38-9a7e-6d2b1c0a9e11")
 
@@ -64,6 +67,28 @@ def split_ref(typed: tuple[str, bytes]) -> tuple[dict[str, Any], list[str]]:
         return {"t": t, "d": enc}, []
     pieces = [enc[i:i + PART_SIZE] for i in range(0, len(enc), PART_SIZE)]
     return {"t": t, "parts": []}, pieces
+
+
+def split_refs(typed_values: list[tuple[str, bytes]]) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    """REFs for several values that go into one event: each small one is
+    inline while they fit :data:`INLINE_BUDGET` together; the largest move
+    out to ``langgraph.blob`` pieces first."""
+    refs, pieces = [], []
+    for tv in typed_values:
+        ref, p = split_ref(tv)
+        refs.append(ref)
+        pieces.append(p)
+    inline = sorted((i for i, r in enumerate(refs) if "d" in r),
+                    key=lambda i: len(refs[i]["d"]), reverse=True)
+    total = sum(len(refs[i]["d"]) for i in inline)
+    for i in inline:
+        if total <= INLINE_BUDGET:
+            break
+        enc = refs[i].pop("d")
+        total -= len(enc)
+        refs[i]["parts"] = []
+        pieces[i] = [enc[k:k + PART_SIZE] for k in range(0, len(enc), PART_SIZE)]
+    return refs, pieces
 
 
 @dataclass

@@ -49,7 +49,7 @@ from ._lgstate import (
     ThreadView,
     checkpoint_event_id,
     mission_for_thread,
-    split_ref,
+    split_refs,
 )
 from .aclient import AsyncClient
 from .client import Client
@@ -207,13 +207,9 @@ class MissionBusSaver(BaseCheckpointSaver[str]):
 
     # -- building what is written ------------------------------------------
 
-    def _refs(self, typed_values: list[tuple[str, bytes]]) -> tuple[list[dict], list[list[str]]]:
-        refs, pieces = [], []
-        for tv in typed_values:
-            ref, p = split_ref(tv)
-            refs.append(ref)
-            pieces.append(p)
-        return refs, pieces
+    @staticmethod
+    def _refs(typed_values: list[tuple[str, bytes]]) -> tuple[list[dict], list[list[str]]]:
+        return split_refs(typed_values)
 
     def _checkpoint_plan(self, config: RunnableConfig, checkpoint: Checkpoint,
                          metadata: CheckpointMetadata, new_versions: ChannelVersions):
