@@ -183,13 +183,24 @@ fn langgraph_conformance_suite() {
         .unwrap();
     show("LangGraph checkpoint conformance (MissionBusSaver)", &out);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "base capabilities must all pass");
-    for cap in ["put", "put_writes", "get_tuple", "list", "delete_thread"] {
+    assert!(
+        out.status.success(),
+        "base capabilities and copy_thread must all pass"
+    );
+    for cap in [
+        "put",
+        "put_writes",
+        "get_tuple",
+        "list",
+        "delete_thread",
+        "copy_thread",
+    ] {
         assert!(
             text.lines()
                 .any(|l| l.contains('✅') && l.split_whitespace().nth(1) == Some(cap)),
-            "base capability {cap} not reported as passed"
+            "capability {cap} not reported as passed"
         );
     }
     assert!(text.contains("conformance: base capabilities all passed"));
+    assert!(text.contains("conformance: copy_thread passed"));
 }

@@ -109,6 +109,12 @@ def test_values_larger_than_one_event_round_trip(server):
     got = other.get_tuple(config(t))
     assert got.checkpoint["channel_values"] == {"doc": big, "small": 1}
     assert got.pending_writes == [("task", "doc", big[:100_000])]
+    # Copied to another thread (mission), the pieces are written there too.
+    other.copy_thread(t, t + "-copy")
+    copied = MissionBusSaver(server.url, server.admin_token).get_tuple(config(t + "-copy"))
+    assert copied.checkpoint["channel_values"] == {"doc": big, "small": 1}
+    assert copied.pending_writes == got.pending_writes
+    assert copied.config["configurable"]["thread_id"] == t + "-copy"
 
 
 def test_two_savers_share_a_thread(server, admin):

@@ -13,8 +13,11 @@ a participant of each mission (the lead ``langgraph`` when it created the
 mission, else a ``write`` participant ``saver-XXXXXXXX`` it adds for
 itself), since the admin is nobody's sender.
 
-Not supported, for lack of server features: ``copy_thread`` and
-``prune``/``delete_for_runs`` (they need fork and retention).
+``copy_thread`` copies on the client: it reads the source thread and
+writes every checkpoint and pending write again into the target's mission
+(O(history) writes; no server-side fork exists yet). Not supported, for
+lack of server features: ``prune`` and ``delete_for_runs`` (they need
+retention).
 ``list(None, ...)`` lists every thread's checkpoints (the ``lg-`` missions
 of ``GET /v1/missions``), thread by thread. ``delete_thread`` is logical: a ``langgraph.delete_thread``
 message after which the saver sees an empty thread; the log keeps the
@@ -314,6 +317,34 @@ class MissionBusSaver(BaseCheckpointSaver[str]):
                     break
         return out
 
+    def _copy_plan(self, view: ThreadView | None, target: str) -> list[tuple]:
+        """What copying ``view``'s thread to ``target`` writes, in log order:
+        every checkpoint (with its own channel values) and every pending
+        write, re-serialized into the target's mission."""
+        if view is None:
+            return []
+        ops: list[tuple] = []
+        with self._lock:
+            for (ns, cid), st in view.checkpoints.items():
+                typed = [view.typed(st["checkpoint"]), view.typed(st["metadata"])]
+                typed += [view.typed(ref) for _ch, _ver, ref in st.get("blobs", [])]
+                refs, pieces = self._refs(typed)
+                state = dict(st, thread_id=str(target), checkpoint=refs[0], metadata=refs[1],
+                             blobs=[[ch, ver, ref] for (ch, ver, _r), ref
+                                    in zip(st.get("blobs", []), refs[2:])])
+                ops.append(("checkpoint", ns, cid, state, refs, pieces))
+            for (ns, cid), stored in view.writes.items():
+                by_task: dict[tuple[str, str], list] = {}
+                for (task_id, idx), (_t, ch, ref, path) in stored.items():
+                    by_task.setdefault((task_id, path), []).append((idx, ch, view.typed(ref)))
+                for (task_id, path), ws in by_task.items():
+                    refs, pieces = self._refs([tv for _i, _c, tv in ws])
+                    payload = {"checkpoint_ns": ns, "checkpoint_id": cid, "task_id": task_id,
+                               "task_path": path,
+                               "writes": [[i, c, r] for (i, c, _tv), r in zip(ws, refs)]}
+                    ops.append(("writes", ns, cid, payload, refs, pieces))
+        return ops
+
     @staticmethod
     def _thread_of(config: RunnableConfig | None) -> str | None:
         if not config or "thread_id" not in config.get("configurable", {}):
@@ -384,6 +415,24 @@ class MissionBusSaver(BaseCheckpointSaver[str]):
         mission = self._ensure(thread_id)
         self._writer(mission).publish(mission, TOPIC_DELETE, {"thread_id": str(thread_id)})
 
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint and pending write of a thread to another
+        (client-side: read from one mission, written to the other's)."""
+        ops = self._copy_plan(self._refresh(source_thread_id), target_thread_id)
+        if not ops:
+            return
+        mission = self._ensure(target_thread_id)
+        w = self._writer(mission)
+        for kind, ns, cid, body, refs, pieces in ops:
+            for ref, ps in zip(refs, pieces):
+                for piece in ps:
+                    ref["parts"].append(w.publish(mission, TOPIC_BLOB, {"data": piece}).id)
+            if kind == "checkpoint":
+                w.checkpoint(mission, f"langgraph checkpoint {cid} (copied)", body,
+                             event_id=checkpoint_event_id(mission, ns, cid))
+            else:
+                w.publish(mission, TOPIC_WRITES, body)
+
     # -- async API -------------------------------------------------------------
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
@@ -448,3 +497,21 @@ class MissionBusSaver(BaseCheckpointSaver[str]):
         mission = await self._aensure(thread_id)
         await self._awriter(mission).publish(mission, TOPIC_DELETE,
                                              {"thread_id": str(thread_id)})
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Async :meth:`copy_thread`."""
+        ops = self._copy_plan(await self._arefresh(source_thread_id), target_thread_id)
+        if not ops:
+            return
+        mission = await self._aensure(target_thread_id)
+        w = self._awriter(mission)
+        for kind, ns, cid, body, refs, pieces in ops:
+            for ref, ps in zip(refs, pieces):
+                for piece in ps:
+                    ref["parts"].append(
+                        (await w.publish(mission, TOPIC_BLOB, {"data": piece})).id)
+            if kind == "checkpoint":
+                await w.checkpoint(mission, f"langgraph checkpoint {cid} (copied)", body,
+                                   event_id=checkpoint_event_id(mission, ns, cid))
+            else:
+                await w.publish(mission, TOPIC_WRITES, body)
