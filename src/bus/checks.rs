@@ -125,7 +125,12 @@ pub(crate) fn check_identifier(field: &str, s: &str) -> Result<()> {
         };
         return Err(Error::invalid(
             field,
-            format!("contains {what}; names may hold only letters, digits, '-', '_' and '.'"),
+            // Escaped, so a bidirectional or control character in the name
+            // cannot reorder or hide the message around it.
+            format!(
+                "'{}' contains {what}; names may hold only letters, digits, '-', '_' and '.'",
+                s.escape_default()
+            ),
         ));
     }
     if s.starts_with(['-', '.']) {
