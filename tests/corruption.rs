@@ -85,6 +85,13 @@ impl Fixture {
         self.dir.path()
     }
 
+    /// `event_ids` key (layout 2, docs/format.md): `[mission no][event id]`.
+    fn id_key(&self, id: &Uuid) -> Vec<u8> {
+        let mut k = self.no.to_be_bytes().to_vec();
+        k.extend_from_slice(id.as_bytes());
+        k
+    }
+
     fn key(&self, seq: u64) -> [u8; 16] {
         let mut k = [0u8; 16];
         k[..8].copy_from_slice(&self.no.to_be_bytes());
@@ -528,7 +535,7 @@ fn record_inserted_in_the_middle_is_reported() {
         v[5..37].copy_from_slice(&prev);
         fix_crc(&mut v);
         t.events.insert(f.key(6), v).unwrap();
-        t.event_ids.insert(forged.id.as_bytes(), &f.key(6)).unwrap();
+        t.event_ids.insert(f.id_key(&forged.id), &f.key(6)).unwrap();
         let head = t.heads.get(f.no.to_be_bytes()).unwrap().unwrap();
         let mut h = head.to_vec();
         h[..8].copy_from_slice(&11u64.to_be_bytes());
@@ -605,7 +612,7 @@ fn malformed_event_id_index_entry() {
     let f = Fixture::new();
     let id = f.event(5).id;
     f.tamper(|t| {
-        t.event_ids.insert(id.as_bytes(), &[1u8, 2, 3][..]).unwrap();
+        t.event_ids.insert(f.id_key(&id), &[1u8, 2, 3][..]).unwrap();
     });
     let bus = f.reopen();
     let report = bus.verify(M).unwrap();
@@ -643,7 +650,7 @@ fn retry_through_a_misdirected_event_id_entry_is_an_integrity_error() {
     let f = Fixture::new();
     let id6 = f.event(6).id;
     f.tamper(|t| {
-        t.event_ids.insert(id6.as_bytes(), &f.key(5)).unwrap();
+        t.event_ids.insert(f.id_key(&id6), &f.key(5)).unwrap();
     });
     let bus = f.reopen();
     assert_first(
