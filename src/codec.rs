@@ -140,6 +140,37 @@ enum BodyV1<'a> {
         last: u64,
         ledger_hash: [u8; 32],
     },
+    HandoffAccepted {
+        handoff_id: [u8; 16],
+        lease_ms: u64,
+    },
+    HandoffHeartbeat {
+        handoff_id: [u8; 16],
+        lease_ms: u64,
+    },
+    HandoffCompleted {
+        handoff_id: [u8; 16],
+        #[serde(borrow)]
+        note: Cow<'a, str>,
+    },
+    HandoffDeclined {
+        handoff_id: [u8; 16],
+        #[serde(borrow)]
+        note: Cow<'a, str>,
+    },
+    HandoffReleased {
+        handoff_id: [u8; 16],
+        #[serde(borrow)]
+        note: Cow<'a, str>,
+    },
+    HandoffExpired {
+        handoff_id: [u8; 16],
+        at_us: i64,
+    },
+    ParticipantRemoved {
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+    },
 }
 
 /// An encoded event record and its chain hash.
@@ -208,6 +239,37 @@ pub(crate) fn encode_event(mission_id: &str, event: &Event, prev: &Hash) -> Enco
             last: *last,
             ledger_hash: *ledger_hash,
         },
+        EventBody::HandoffAccepted {
+            handoff_id,
+            lease_ms,
+        } => BodyV1::HandoffAccepted {
+            handoff_id: *handoff_id.as_bytes(),
+            lease_ms: *lease_ms,
+        },
+        EventBody::HandoffHeartbeat {
+            handoff_id,
+            lease_ms,
+        } => BodyV1::HandoffHeartbeat {
+            handoff_id: *handoff_id.as_bytes(),
+            lease_ms: *lease_ms,
+        },
+        EventBody::HandoffCompleted { handoff_id, note } => BodyV1::HandoffCompleted {
+            handoff_id: *handoff_id.as_bytes(),
+            note: b(note),
+        },
+        EventBody::HandoffDeclined { handoff_id, note } => BodyV1::HandoffDeclined {
+            handoff_id: *handoff_id.as_bytes(),
+            note: b(note),
+        },
+        EventBody::HandoffReleased { handoff_id, note } => BodyV1::HandoffReleased {
+            handoff_id: *handoff_id.as_bytes(),
+            note: b(note),
+        },
+        EventBody::HandoffExpired { handoff_id, at } => BodyV1::HandoffExpired {
+            handoff_id: *handoff_id.as_bytes(),
+            at_us: to_micros(*at),
+        },
+        EventBody::ParticipantRemoved { name } => BodyV1::ParticipantRemoved { name: b(name) },
     };
     let record = RecordV1 {
         id: *event.id.as_bytes(),
@@ -423,6 +485,40 @@ pub(crate) fn decode_checked(sequence: u64, value: &[u8]) -> Result<Event, Strin
             first,
             last,
             ledger_hash,
+        },
+        BodyV1::HandoffAccepted {
+            handoff_id,
+            lease_ms,
+        } => EventBody::HandoffAccepted {
+            handoff_id: Uuid::from_bytes(handoff_id),
+            lease_ms,
+        },
+        BodyV1::HandoffHeartbeat {
+            handoff_id,
+            lease_ms,
+        } => EventBody::HandoffHeartbeat {
+            handoff_id: Uuid::from_bytes(handoff_id),
+            lease_ms,
+        },
+        BodyV1::HandoffCompleted { handoff_id, note } => EventBody::HandoffCompleted {
+            handoff_id: Uuid::from_bytes(handoff_id),
+            note: note.into_owned(),
+        },
+        BodyV1::HandoffDeclined { handoff_id, note } => EventBody::HandoffDeclined {
+            handoff_id: Uuid::from_bytes(handoff_id),
+            note: note.into_owned(),
+        },
+        BodyV1::HandoffReleased { handoff_id, note } => EventBody::HandoffReleased {
+            handoff_id: Uuid::from_bytes(handoff_id),
+            note: note.into_owned(),
+        },
+        BodyV1::HandoffExpired { handoff_id, at_us } => EventBody::HandoffExpired {
+            handoff_id: Uuid::from_bytes(handoff_id),
+            at: from_micros(at_us)
+                .ok_or_else(|| format!("handoff_expired: time {at_us} us is out of range"))?,
+        },
+        BodyV1::ParticipantRemoved { name } => EventBody::ParticipantRemoved {
+            name: name.into_owned(),
         },
     };
     let timestamp = from_micros(record.timestamp_us)

@@ -17,6 +17,9 @@
 
 use std::collections::BTreeMap;
 
+mod lenient;
+pub use lenient::{log_from_seed_lenient, SeedImport};
+
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -25,7 +28,7 @@ use crate::bus::ResumePacket;
 use crate::error::{Error, Result};
 use crate::event::{now_micros, Event, EventBody, EventType, Json, OPERATOR};
 use crate::profiles::MissionConfig;
-use crate::state::{MissionState, Participant};
+use crate::state::{HandoffInfo, MissionState, Participant};
 
 /// 64 hex digits to 32 bytes.
 fn parse_hash(s: &str) -> Option<[u8; 32]> {
@@ -108,6 +111,33 @@ pub fn event_to_json(e: &Event) -> Value {
             let hex: String = ledger_hash.iter().map(|b| format!("{b:02x}")).collect();
             m.insert("ledger_head_hash".into(), json!(hex));
         }
+        EventBody::HandoffAccepted {
+            handoff_id,
+            lease_ms,
+        }
+        | EventBody::HandoffHeartbeat {
+            handoff_id,
+            lease_ms,
+        } => {
+            m.insert("handoff_id".into(), json!(handoff_id.to_string()));
+            m.insert("lease_ms".into(), json!(lease_ms));
+        }
+        EventBody::HandoffCompleted { handoff_id, note }
+        | EventBody::HandoffDeclined { handoff_id, note }
+        | EventBody::HandoffReleased { handoff_id, note } => {
+            m.insert("handoff_id".into(), json!(handoff_id.to_string()));
+            m.insert("note".into(), json!(note));
+        }
+        EventBody::HandoffExpired { handoff_id, at } => {
+            m.insert("handoff_id".into(), json!(handoff_id.to_string()));
+            m.insert(
+                "at".into(),
+                json!(at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+            );
+        }
+        EventBody::ParticipantRemoved { name } => {
+            m.insert("participant".into(), json!(name));
+        }
     }
     Value::Object(m)
 }
@@ -164,6 +194,11 @@ pub fn event_from_json(v: &Value, at: &str, sequence: Option<u64>) -> Result<Eve
             .as_u64()
             .filter(|s| *s > 0)
             .ok_or_else(|| Error::invalid(field(name), "must be a positive integer"))
+    };
+    let lease = |name: &str| -> Result<u64> {
+        get(name)?
+            .as_u64()
+            .ok_or_else(|| Error::invalid(field(name), "must be a non-negative integer"))
     };
     let json_field = |name: &str, default: Value| -> Json {
         Json::from_value(obj.get(name).unwrap_or(&default))
@@ -228,6 +263,34 @@ pub fn event_from_json(v: &Value, at: &str, sequence: Option<u64>) -> Result<Eve
             checkpoint_id: uuid("checkpoint_id")?,
             note: string_or("note", "")?,
         },
+        EventType::HandoffAccepted => EventBody::HandoffAccepted {
+            handoff_id: uuid("handoff_id")?,
+            lease_ms: lease("lease_ms")?,
+        },
+        EventType::HandoffHeartbeat => EventBody::HandoffHeartbeat {
+            handoff_id: uuid("handoff_id")?,
+            lease_ms: lease("lease_ms")?,
+        },
+        EventType::HandoffCompleted => EventBody::HandoffCompleted {
+            handoff_id: uuid("handoff_id")?,
+            note: string_or("note", "")?,
+        },
+        EventType::HandoffDeclined => EventBody::HandoffDeclined {
+            handoff_id: uuid("handoff_id")?,
+            note: string_or("note", "")?,
+        },
+        EventType::HandoffReleased => EventBody::HandoffReleased {
+            handoff_id: uuid("handoff_id")?,
+            note: string_or("note", "")?,
+        },
+        EventType::HandoffExpired => EventBody::HandoffExpired {
+            handoff_id: uuid("handoff_id")?,
+            at: parse_timestamp(&string("at")?)
+                .map_err(|reason| Error::invalid(field("at"), reason))?,
+        },
+        EventType::ParticipantRemoved => EventBody::ParticipantRemoved {
+            name: string("participant")?,
+        },
     };
     Ok(Event {
         id,
@@ -270,13 +333,39 @@ pub fn resume_packet_to_json(p: &ResumePacket) -> Value {
         "title": p.title,
         "recipient": p.recipient,
         "sender": p.sender,
-        "handoff_id": p.handoff.id.to_string(),
+        "handoff_id": p.handoff.as_ref().map(|h| h.id.to_string()),
         "handoff_note": p.handoff_note,
+        "source": p.source.as_str(),
+        "handoff_status": p.handoff_status.map(|s| s.as_str()),
+        "returned": p.returned.iter().map(handoff_info_to_json).collect::<Vec<_>>(),
         "checkpoint": event_to_json(&p.checkpoint),
         "participants": participants_to_json(&p.participants),
         "isolation_profiles": p.isolation_profiles.iter().map(|x| x.to_json()).collect::<Vec<_>>(),
         "stream_length": p.stream_length,
         "head_sequence": p.head_sequence,
+    })
+}
+
+/// A handoff's lifecycle record: `handoff_id`, `sender`, `recipient`,
+/// `status`, `checkpoint_id`, `resume_checkpoint_id`, `lease_expires_at`,
+/// `returned_to`, `reoffered_as`, `sequence`, `updated_sequence`.
+pub fn handoff_info_to_json(h: &HandoffInfo) -> Value {
+    let time = |us: i64| {
+        crate::event::from_micros(us)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    };
+    json!({
+        "handoff_id": h.handoff_id.to_string(),
+        "sender": h.sender,
+        "recipient": h.recipient,
+        "status": h.status.as_str(),
+        "checkpoint_id": h.checkpoint_id.to_string(),
+        "resume_checkpoint_id": h.resume_checkpoint_id.to_string(),
+        "lease_expires_at": h.lease_expires_us.and_then(time),
+        "returned_to": h.returned_to,
+        "reoffered_as": h.reoffered_as.map(|u| u.to_string()),
+        "sequence": h.sequence,
+        "updated_sequence": h.updated_sequence,
     })
 }
 

@@ -215,6 +215,18 @@ pub enum Error {
     /// The store's writer has stopped (the bus was closed, or a write failed fatally).
     #[error("the mission store is closed")]
     Closed,
+    /// A handoff lifecycle step that its current status does not allow
+    /// (accepting a completed handoff, a heartbeat after the lease lapsed,
+    /// acting on a handoff addressed to someone else).
+    #[error("mission '{mission}': handoff {handoff_id}: {reason}")]
+    HandoffState {
+        /// The mission.
+        mission: String,
+        /// The handoff.
+        handoff_id: Uuid,
+        /// What its status is and why the step is refused.
+        reason: String,
+    },
 }
 
 fn source_name(path: &Option<PathBuf>) -> String {
@@ -264,7 +276,8 @@ impl Error {
             MissionExists { .. }
             | ParticipantExists { .. }
             | SequenceConflict { .. }
-            | EventIdConflict { .. } => ErrorKind::Conflict,
+            | EventIdConflict { .. }
+            | HandoffState { .. } => ErrorKind::Conflict,
             Corruption { .. } | Damaged { .. } | AcknowledgedLoss { .. } => ErrorKind::Integrity,
             DataDirInUse { .. } => ErrorKind::Busy,
             Storage(_) | Io { .. } | Closed => ErrorKind::Other,

@@ -181,6 +181,57 @@ pub enum EventBody {
         /// The chain hash the commit ledger held for sequence `last`.
         ledger_hash: [u8; 32],
     },
+    /// The recipient of an offered handoff took it on. It holds a lease that
+    /// ends `lease_ms` after this event's timestamp.
+    HandoffAccepted {
+        /// The handoff.
+        handoff_id: Uuid,
+        /// Lease length in milliseconds.
+        lease_ms: u64,
+    },
+    /// The holder's heartbeat: the lease now ends `lease_ms` after this event.
+    HandoffHeartbeat {
+        /// The handoff.
+        handoff_id: Uuid,
+        /// New lease length in milliseconds, from this event's timestamp.
+        lease_ms: u64,
+    },
+    /// The holder finished the work.
+    HandoffCompleted {
+        /// The handoff.
+        handoff_id: Uuid,
+        /// Free-form note.
+        note: String,
+    },
+    /// The recipient refused an offered handoff; the work returns.
+    HandoffDeclined {
+        /// The handoff.
+        handoff_id: Uuid,
+        /// Free-form note.
+        note: String,
+    },
+    /// The holder gave accepted work back before finishing; it returns.
+    HandoffReleased {
+        /// The handoff.
+        handoff_id: Uuid,
+        /// Free-form note.
+        note: String,
+    },
+    /// The holder's lease lapsed (found at the explicit time `at` by the
+    /// expiry operation); the work returns to the sender, or to the lead if
+    /// the sender has left.
+    HandoffExpired {
+        /// The handoff.
+        handoff_id: Uuid,
+        /// The time the expiry operation ran with (after the deadline).
+        at: DateTime<Utc>,
+    },
+    /// A participant was removed (by a lead or the operator). Its tokens
+    /// stop working, and work it held or was offered returns.
+    ParticipantRemoved {
+        /// Participant name.
+        name: String,
+    },
 }
 
 /// The kind of an event, as written in JSON's `event_type`.
@@ -200,11 +251,25 @@ pub enum EventType {
     Handoff,
     /// `loss_accepted`
     LossAccepted,
+    /// `handoff_accepted`
+    HandoffAccepted,
+    /// `handoff_heartbeat`
+    HandoffHeartbeat,
+    /// `handoff_completed`
+    HandoffCompleted,
+    /// `handoff_declined`
+    HandoffDeclined,
+    /// `handoff_released`
+    HandoffReleased,
+    /// `handoff_expired`
+    HandoffExpired,
+    /// `participant_removed`
+    ParticipantRemoved,
 }
 
 impl EventType {
     /// Every event type, in declaration order.
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 14] = [
         EventType::MissionCreated,
         EventType::ParticipantJoined,
         EventType::RoleChanged,
@@ -212,6 +277,13 @@ impl EventType {
         EventType::Checkpoint,
         EventType::Handoff,
         EventType::LossAccepted,
+        EventType::HandoffAccepted,
+        EventType::HandoffHeartbeat,
+        EventType::HandoffCompleted,
+        EventType::HandoffDeclined,
+        EventType::HandoffReleased,
+        EventType::HandoffExpired,
+        EventType::ParticipantRemoved,
     ];
 
     /// The `event_type` string.
@@ -224,6 +296,13 @@ impl EventType {
             EventType::Checkpoint => "checkpoint",
             EventType::Handoff => "handoff",
             EventType::LossAccepted => "loss_accepted",
+            EventType::HandoffAccepted => "handoff_accepted",
+            EventType::HandoffHeartbeat => "handoff_heartbeat",
+            EventType::HandoffCompleted => "handoff_completed",
+            EventType::HandoffDeclined => "handoff_declined",
+            EventType::HandoffReleased => "handoff_released",
+            EventType::HandoffExpired => "handoff_expired",
+            EventType::ParticipantRemoved => "participant_removed",
         }
     }
 
@@ -268,6 +347,27 @@ impl EventBody {
             EventBody::Checkpoint { .. } => EventType::Checkpoint,
             EventBody::Handoff { .. } => EventType::Handoff,
             EventBody::LossAccepted { .. } => EventType::LossAccepted,
+            EventBody::HandoffAccepted { .. } => EventType::HandoffAccepted,
+            EventBody::HandoffHeartbeat { .. } => EventType::HandoffHeartbeat,
+            EventBody::HandoffCompleted { .. } => EventType::HandoffCompleted,
+            EventBody::HandoffDeclined { .. } => EventType::HandoffDeclined,
+            EventBody::HandoffReleased { .. } => EventType::HandoffReleased,
+            EventBody::HandoffExpired { .. } => EventType::HandoffExpired,
+            EventBody::ParticipantRemoved { .. } => EventType::ParticipantRemoved,
+        }
+    }
+
+    /// The handoff a lifecycle event (accepted, heartbeat, completed,
+    /// declined, released, expired) is about.
+    pub fn lifecycle_handoff(&self) -> Option<Uuid> {
+        match self {
+            EventBody::HandoffAccepted { handoff_id, .. }
+            | EventBody::HandoffHeartbeat { handoff_id, .. }
+            | EventBody::HandoffCompleted { handoff_id, .. }
+            | EventBody::HandoffDeclined { handoff_id, .. }
+            | EventBody::HandoffReleased { handoff_id, .. }
+            | EventBody::HandoffExpired { handoff_id, .. } => Some(*handoff_id),
+            _ => None,
         }
     }
 }

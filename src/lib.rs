@@ -29,7 +29,7 @@
 //!
 //! // After a crash, bob asks where to pick up without knowing any id:
 //! let packet = bus.latest_resume_packet("mission-883", "bob")?;
-//! assert_eq!(packet.handoff.id, handoff.id);
+//! assert_eq!(packet.handoff.map(|h| h.id), Some(handoff.id));
 //! assert_eq!(packet.checkpoint.id, cp.id);
 //!
 //! // A read-only participant cannot publish, and nothing is written:
@@ -70,10 +70,15 @@ pub use bus::{
     MissionBus, MissionBusBuilder, MissionSummary, NewMission, ResumePacket, TokenOwner,
     MAX_ARTIFACTS, MAX_NAME_BYTES, MAX_RECORD_BYTES, MAX_TEXT_BYTES, MAX_TOPIC_BYTES,
 };
+pub use bus::{
+    ConsumerPosition, EventFilter, EventPage, ResumeSource, MAX_CONSUMERS_PER_PARTICIPANT,
+    MAX_LEASE_MS,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventBody, EventType, Json, OPERATOR};
 pub use profiles::{Capability, IsolationProfile, MissionConfig};
 pub use state::{EventRef, MissionState, Participant, REDUCER_VERSION};
+pub use state::{HandoffInfo, HandoffStatus, CLOSED_KEPT};
 pub use store::{Durability, EventIter};
 pub use verify::{Problem, VerifyReport};
 

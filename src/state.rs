@@ -10,6 +10,10 @@
 
 use std::collections::BTreeMap;
 
+mod handoffs;
+pub(crate) use handoffs::lapsed;
+pub use handoffs::{ClosedHandoffs, HandoffInfo, HandoffStatus, CLOSED_KEPT};
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -19,7 +23,7 @@ use crate::profiles::{Capability, MissionConfig};
 /// Version of the reducer's output shape. Snapshots record it; a snapshot
 /// built by another version is ignored and the state rebuilt from the log.
 /// Bump it whenever `MissionState` or `apply` changes.
-pub const REDUCER_VERSION: u32 = 1;
+pub const REDUCER_VERSION: u32 = 2;
 
 /// A registered participant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +68,12 @@ pub struct MissionState {
     pub latest_checkpoint: Option<EventRef>,
     /// The most recent handoff addressed to each recipient.
     pub latest_handoff_to: BTreeMap<String, EventRef>,
+    /// Handoffs offered or accepted, by id (see [`HandoffInfo`]).
+    pub open_handoffs: BTreeMap<Uuid, HandoffInfo>,
+    /// The most recently closed handoffs, oldest first (at most [`CLOSED_KEPT`]).
+    pub closed_handoffs: ClosedHandoffs,
+    /// The latest checkpoint of each participant (kept after it leaves).
+    pub latest_checkpoint_by: BTreeMap<String, EventRef>,
 }
 
 impl MissionState {
@@ -108,11 +118,17 @@ impl MissionState {
                     id: event.id,
                     sequence: event.sequence,
                 });
+                self.fold_checkpoint(event);
             }
             // Only the head moves (above): the lost events' effects are
             // gone with them.
             EventBody::LossAccepted { .. } => {}
-            EventBody::Handoff { recipient, .. } => {
+            EventBody::Handoff {
+                recipient,
+                checkpoint_id,
+                ..
+            } => {
+                self.fold_offer(event, recipient, *checkpoint_id);
                 self.handoffs += 1;
                 self.latest_handoff_to.insert(
                     recipient.clone(),
@@ -122,6 +138,27 @@ impl MissionState {
                     },
                 );
             }
+            EventBody::HandoffAccepted {
+                handoff_id,
+                lease_ms,
+            }
+            | EventBody::HandoffHeartbeat {
+                handoff_id,
+                lease_ms,
+            } => self.fold_lease(event, handoff_id, *lease_ms),
+            EventBody::HandoffCompleted { handoff_id, .. } => {
+                self.fold_close(event, handoff_id, HandoffStatus::Completed)
+            }
+            EventBody::HandoffDeclined { handoff_id, .. } => {
+                self.fold_close(event, handoff_id, HandoffStatus::Declined)
+            }
+            EventBody::HandoffReleased { handoff_id, .. } => {
+                self.fold_close(event, handoff_id, HandoffStatus::Released)
+            }
+            EventBody::HandoffExpired { handoff_id, .. } => {
+                self.fold_close(event, handoff_id, HandoffStatus::Expired)
+            }
+            EventBody::ParticipantRemoved { name } => self.fold_removed(event, name),
         }
     }
 

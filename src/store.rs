@@ -20,6 +20,7 @@ use crate::keys::{self, MissionNo};
 use crate::verify::{Problem, VerifyReport};
 
 mod backup;
+mod side;
 
 /// When an append is acknowledged, relative to the disk.
 ///

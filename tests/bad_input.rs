@@ -471,8 +471,62 @@ fn table() -> Vec<Row> {
         row!(
             "latest handoff for someone who has none",
             NotFound,
-            |bus, env| bus.latest_resume_packet("alpha", "ada"),
+            |bus, env| bus.latest_resume_packet("alpha", "rex"),
             Error::HandoffNotFound { .. }
+        ),
+        row!(
+            "accept an unknown handoff",
+            NotFound,
+            |bus, env| bus.accept_handoff("alpha", "bob", Uuid::now_v7(), 1000),
+            Error::HandoffNotFound { .. }
+        ),
+        row!(
+            "accept a handoff addressed to someone else",
+            PermissionDenied,
+            |bus, env| bus.accept_handoff("alpha", "ada", env.handoff_alpha, 1000),
+            Error::PermissionDenied { .. }
+        ),
+        row!(
+            "accept with a zero lease",
+            InvalidInput,
+            |bus, env| bus.accept_handoff("alpha", "bob", env.handoff_alpha, 0),
+            Error::InvalidInput { .. }
+        ),
+        row!(
+            "heartbeat on a handoff not accepted",
+            Conflict,
+            |bus, env| bus.heartbeat("alpha", "bob", env.handoff_alpha, 1000),
+            Error::HandoffState { .. }
+        ),
+        row!(
+            "handoff of another mission, accepted here",
+            NotFound,
+            |bus, env| bus.accept_handoff("beta", "ada", env.handoff_alpha, 1000),
+            Error::HandoffNotFound { .. }
+        ),
+        row!(
+            "remove by a writer",
+            PermissionDenied,
+            |bus, env| bus.remove_participant("alpha", "ada", "bob"),
+            Error::PermissionDenied { .. }
+        ),
+        row!(
+            "remove an unknown participant",
+            NotFound,
+            |bus, env| bus.remove_participant("alpha", "lead", "ghost"),
+            Error::ParticipantNotFound { .. }
+        ),
+        row!(
+            "ack past the head",
+            InvalidInput,
+            |bus, env| bus.ack("alpha", "bob", "main", 99),
+            Error::InvalidInput { .. }
+        ),
+        row!(
+            "ack with an empty consumer name",
+            InvalidInput,
+            |bus, env| bus.ack("alpha", "bob", "", 1),
+            Error::InvalidInput { .. }
         ),
         row!(
             "unknown checkpoint lookup",

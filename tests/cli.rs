@@ -916,7 +916,7 @@ fn prototype_seed_document_imports_and_resumes() {
     let imported = dir.mb(&["import", "seed.json"]).json();
     assert_eq!(
         imported,
-        json!({"mission_id": "mission-proto", "imported": 7, "head_sequence": 7})
+        json!({"mission_id": "mission-proto", "imported": 7, "head_sequence": 7, "filled": []})
     );
     let packet = dir
         .mb(&["resume", "mission-proto", "--for", "agent-b"])

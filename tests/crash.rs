@@ -566,7 +566,7 @@ fn check_store(dir: &Path, model: &mut Model) -> u64 {
                 }
                 EventBody::Handoff { .. } => {
                     let p = bus.resume_packet(&e.id).expect("resume packet by id");
-                    assert_eq!(&p.handoff, e, "handoff index");
+                    assert_eq!(p.handoff.as_ref(), Some(e), "handoff index");
                 }
                 _ => {}
             }

@@ -221,7 +221,10 @@ fn run(ops: Vec<Op>, snapshot_every: u64) {
                 if let Ok(h) = res {
                     model.head += 1;
                     let p = bus.latest_resume_packet("m", r).unwrap();
-                    assert_eq!((p.handoff.id, Some(p.checkpoint.id)), (h.id, cp));
+                    assert_eq!(
+                        (p.handoff.map(|e| e.id), Some(p.checkpoint.id)),
+                        (Some(h.id), cp)
+                    );
                 }
             }
             Op::Batch { sender, n } => {

@@ -140,12 +140,23 @@ impl MissionBus {
                 found
             }
         };
-        Ok(found.and_then(|(no, name)| {
-            self.inner
-                .shared
-                .name_of(no)
-                .map(|mission_id| TokenOwner { mission_id, name })
-        }))
+        let Some((no, name)) = found else {
+            return Ok(None);
+        };
+        let Some(mission_id) = self.inner.shared.name_of(no) else {
+            return Ok(None);
+        };
+        // A removed participant's tokens stop working at once, whatever is
+        // left in the tokens tree or the cache.
+        if !self
+            .cached(&mission_id)?
+            .state
+            .participants
+            .contains_key(&name)
+        {
+            return Ok(None);
+        }
+        Ok(Some(TokenOwner { mission_id, name }))
     }
 
     /// A watch of `mission`'s durable head sequence: it changes after each

@@ -268,6 +268,22 @@ pub(super) fn check_body(body: &EventBody, limits: Limits) -> Result<()> {
             check_text("note", note, MAX_TEXT_BYTES)?;
             note.len()
         }
+        EventBody::HandoffAccepted { lease_ms, .. }
+        | EventBody::HandoffHeartbeat { lease_ms, .. } => {
+            super::lifecycle::check_lease(*lease_ms)?;
+            0
+        }
+        EventBody::HandoffCompleted { note, .. }
+        | EventBody::HandoffDeclined { note, .. }
+        | EventBody::HandoffReleased { note, .. } => {
+            check_text("note", note, MAX_TEXT_BYTES)?;
+            note.len()
+        }
+        EventBody::HandoffExpired { .. } => 0,
+        EventBody::ParticipantRemoved { name } => {
+            check_participant_name("participant name", name)?;
+            0
+        }
     };
     if size > MAX_RECORD_BYTES {
         return Err(Error::TooLarge {

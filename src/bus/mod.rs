@@ -24,10 +24,14 @@ mod async_api;
 mod backup;
 mod builder;
 mod checks;
+mod consumers;
+mod filter;
 mod integrity;
+mod lifecycle;
 mod live;
 mod loss;
 mod reads;
+mod resume;
 mod shared;
 mod tokens;
 mod types;
@@ -37,10 +41,14 @@ mod writes;
 pub use async_api::BatchItem;
 pub use backup::BackupReport;
 pub use builder::MissionBusBuilder;
+pub use consumers::{ConsumerPosition, MAX_CONSUMERS_PER_PARTICIPANT};
+pub use filter::{EventFilter, EventPage};
+pub use lifecycle::MAX_LEASE_MS;
 pub use live::{BusStats, Histogram};
 pub use tokens::token_hash;
 pub use types::{
-    Action, AppendOptions, Committed, MissionSummary, NewMission, ResumePacket, TokenOwner,
+    Action, AppendOptions, Committed, MissionSummary, NewMission, ResumePacket, ResumeSource,
+    TokenOwner,
 };
 
 use async_api::Reply;

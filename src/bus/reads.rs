@@ -242,28 +242,14 @@ impl MissionBus {
         self.packet(&mission, handoff)
     }
 
-    /// The resume packet of the latest handoff addressed to `recipient` in
-    /// `mission`: where a restarted agent picks up, without knowing an id.
+    /// Where `recipient` picks up in `mission`, without knowing an id: the
+    /// handoff it holds (accepted), else the newest offered to it, else its
+    /// own latest checkpoint, else the newest work returned to it, else the
+    /// latest handoff ever addressed to it.
+    /// The packet's `source` says which; `returned` lists work that came
+    /// back to it.
     pub fn latest_resume_packet(&self, mission: &str, recipient: &str) -> Result<ResumePacket> {
-        let c = self.cached(mission)?;
-        let r = c
-            .state
-            .latest_handoff_to
-            .get(recipient)
-            .ok_or_else(|| Error::HandoffNotFound {
-                what: format!("no handoff to '{recipient}' in mission '{mission}'"),
-            })?;
-        let handoff = match self.inner.shared.recent(&r.id, EventType::Handoff) {
-            Some((_, e)) => (*e).clone(),
-            None => self
-                .inner
-                .store()
-                .event(c.no, r.sequence, mission)?
-                .ok_or_else(|| {
-                    Error::corruption(mission, Some(r.sequence), "handoff record missing")
-                })?,
-        };
-        self.packet(mission, handoff)
+        self.resume_for(mission, recipient)
     }
 
     pub(super) fn packet(&self, mission: &str, handoff: Event) -> Result<ResumePacket> {
@@ -279,6 +265,9 @@ impl MissionBus {
                 "handoff index points at a non-handoff event",
             ));
         };
+        let c = self.cached(mission)?;
+        let info = c.state.handoff(&handoff.id);
+        let checkpoint_id = info.map_or(checkpoint_id, |h| &h.resume_checkpoint_id);
         let (cp_mission, checkpoint) = self
             .by_index(Index::Checkpoints, checkpoint_id)?
             .filter(|(m, _)| m == mission)
@@ -287,8 +276,15 @@ impl MissionBus {
                 checkpoint_id: *checkpoint_id,
             })?;
         debug_assert_eq!(cp_mission, mission);
-        let c = self.cached(mission)?;
         Ok(ResumePacket {
+            source: super::ResumeSource::Handoff,
+            handoff_status: info.map(|h| h.status),
+            returned: c
+                .state
+                .returned_to(recipient)
+                .into_iter()
+                .cloned()
+                .collect(),
             mission_id: mission.to_string(),
             title: c.state.title.clone(),
             recipient: recipient.clone(),
@@ -299,7 +295,7 @@ impl MissionBus {
             isolation_profiles: c.state.config.isolation_profiles.clone(),
             stream_length: c.state.stream_length(),
             head_sequence: c.state.head,
-            handoff,
+            handoff: Some(handoff),
         })
     }
 

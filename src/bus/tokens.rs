@@ -47,6 +47,22 @@ impl MissionBus {
         store.flush(durability)?;
         Ok((token, revoked))
     }
+
+    /// Drop every token of `name` in `mission` (durably), and its consumer
+    /// positions. Returns how many tokens.
+    pub(crate) fn revoke_tokens(&self, mission: &str, name: &str) -> Result<u64> {
+        let no = self.mission_no(mission)?;
+        let store = self.inner.store();
+        let n = store.revoke_tokens(no, name)?;
+        self.inner.shared.live.forget_tokens(no, name);
+        store.delete_consumers(no, name, None)?;
+        let durability = match self.inner.durability {
+            Durability::Relaxed => Durability::Flush,
+            d => d,
+        };
+        store.flush(durability)?;
+        Ok(n)
+    }
 }
 
 /// BLAKE3 of a token, the only form in which tokens are stored.

@@ -4,7 +4,7 @@ use uuid::Uuid;
 
 use crate::event::{Event, Json};
 use crate::profiles::{IsolationProfile, MissionConfig};
-use crate::state::Participant;
+use crate::state::{HandoffInfo, HandoffStatus, Participant};
 
 /// An event that was just made durable, as seen by [`MissionBus::subscribe`].
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +69,48 @@ pub enum Action {
         /// Note.
         note: String,
     },
+    /// Accept a handoff addressed to the sender; it holds a lease of
+    /// `lease_ms` milliseconds from now.
+    Accept {
+        /// The handoff.
+        handoff_id: Uuid,
+        /// Lease length (1 ms ..= 24 h).
+        lease_ms: u64,
+    },
+    /// Extend the lease of a handoff the sender holds to `lease_ms` from now.
+    Heartbeat {
+        /// The handoff.
+        handoff_id: Uuid,
+        /// New lease length (1 ms ..= 24 h).
+        lease_ms: u64,
+    },
+    /// Finish a handoff the sender holds.
+    Complete {
+        /// The handoff.
+        handoff_id: Uuid,
+        /// Note.
+        note: String,
+    },
+    /// Refuse a handoff offered to the sender; it returns to its sender.
+    Decline {
+        /// The handoff.
+        handoff_id: Uuid,
+        /// Note.
+        note: String,
+    },
+    /// Give back a handoff the sender holds; it returns to its sender.
+    Release {
+        /// The handoff.
+        handoff_id: Uuid,
+        /// Note.
+        note: String,
+    },
+    /// Remove a participant (lead or operator only). Its tokens stop
+    /// working; work offered to it or held by it returns.
+    Remove {
+        /// Participant name.
+        name: String,
+    },
 }
 
 /// Optional guards on an append.
@@ -132,12 +174,23 @@ pub struct ResumePacket {
     pub recipient: String,
     /// Who handed it off.
     pub sender: String,
-    /// The handoff's note.
+    /// The handoff's note (empty for a checkpoint packet).
     pub handoff_note: String,
-    /// The handoff event itself (its id, sequence and timestamp).
-    pub handoff: Event,
-    /// The full checkpoint event to resume from.
+    /// The handoff event itself (its id, sequence and timestamp); `None`
+    /// when the packet falls back to the recipient's latest checkpoint.
+    pub handoff: Option<Event>,
+    /// Where the packet comes from: a handoff, or (no open handoff) the
+    /// recipient's own latest checkpoint.
+    pub source: ResumeSource,
+    /// The handoff's lifecycle status, when the state still knows it.
+    pub handoff_status: Option<HandoffStatus>,
+    /// The full checkpoint event to resume from: for an accepted handoff,
+    /// the holder's latest checkpoint made since it accepted.
     pub checkpoint: Event,
+    /// Work returned to the recipient (declined, released, expired or
+    /// revoked handoffs it sent, or, as lead, whose sender has left) and
+    /// not yet offered again, newest first.
+    pub returned: Vec<HandoffInfo>,
     /// Participants by name, as of now.
     pub participants: std::collections::BTreeMap<String, Participant>,
     /// Isolation profiles of the mission.
@@ -157,4 +210,23 @@ pub struct MissionSummary {
     pub title: String,
     /// Head sequence = number of events (sequences are contiguous from 1).
     pub head_sequence: u64,
+}
+
+/// What a [`ResumePacket`] was built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeSource {
+    /// A handoff (open if there is one, else the latest addressed to the recipient).
+    Handoff,
+    /// No handoff: the recipient's own latest checkpoint.
+    Checkpoint,
+}
+
+impl ResumeSource {
+    /// The JSON `source` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResumeSource::Handoff => "handoff",
+            ResumeSource::Checkpoint => "checkpoint",
+        }
+    }
 }

@@ -287,6 +287,9 @@ impl Writer {
                         .get(&(no, *id))
                         .is_some_and(|e| e.event_type() == EventType::Checkpoint)
             };
+            // Lifecycle checks (lease deadlines) compare against the event's own time.
+            let mut d = d;
+            d.timestamp.get_or_insert_with(now_micros);
             self.validate(state, mission, no, &d, &staged_checkpoint)?;
             let event = Event {
                 id: d.id.unwrap_or_else(Uuid::now_v7),
@@ -482,6 +485,11 @@ impl Writer {
                     Err(not_found())
                 }
             }
+            EventBody::ParticipantRemoved { name } => {
+                manage(state)?;
+                super::lifecycle::check_removal(state, mission, &d.sender, name)
+            }
+            _ => super::lifecycle::check_step(state, mission, &d.sender, d.timestamp, &d.body),
         }
     }
 

@@ -268,6 +268,29 @@ impl MissionBus {
                     note,
                 }
             }
+            Action::Accept {
+                handoff_id,
+                lease_ms,
+            } => EventBody::HandoffAccepted {
+                handoff_id,
+                lease_ms,
+            },
+            Action::Heartbeat {
+                handoff_id,
+                lease_ms,
+            } => EventBody::HandoffHeartbeat {
+                handoff_id,
+                lease_ms,
+            },
+            Action::Complete { handoff_id, note } => {
+                EventBody::HandoffCompleted { handoff_id, note }
+            }
+            Action::Decline { handoff_id, note } => EventBody::HandoffDeclined { handoff_id, note },
+            Action::Release { handoff_id, note } => EventBody::HandoffReleased { handoff_id, note },
+            Action::Remove { name } => {
+                check_participant_name("participant name", &name)?;
+                EventBody::ParticipantRemoved { name }
+            }
         };
         check_body(&body, self.inner.limits)?;
         Ok(Draft {

@@ -143,9 +143,14 @@ pub(crate) enum Command {
         #[arg(long, value_name = "SEQ")]
         to: Option<u64>,
         /// Only events of this type; repeat for several (message, checkpoint,
-        /// handoff, mission_created, participant_joined, role_changed).
+        /// handoff, mission_created, participant_joined, role_changed,
+        /// handoff_accepted, handoff_heartbeat, handoff_completed,
+        /// handoff_declined, handoff_released, handoff_expired,
+        /// participant_removed).
         #[arg(long = "type", value_name = "TYPE")]
         types: Vec<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
     },
     /// Export a mission as a seed document (default) or JSON Lines.
     Export {
@@ -219,6 +224,158 @@ pub(crate) enum Command {
         #[arg(long, value_name = "NEW_DIR")]
         to: PathBuf,
     },
+    /// Accept a handoff addressed to you; you hold a lease until it lapses.
+    Accept(Step),
+    /// Extend the lease of a handoff you hold.
+    Heartbeat(Step),
+    /// Finish a handoff you hold.
+    Complete(Step),
+    /// Refuse a handoff offered to you; the work returns to its sender.
+    Decline(Step),
+    /// Give back a handoff you hold; the work returns to its sender.
+    Release(Step),
+    /// Expire every lease that lapsed by --at (default now): the work returns.
+    Expire {
+        /// Mission id; every mission when omitted.
+        mission: Option<String>,
+        /// Judge deadlines against this time (RFC 3339) instead of the clock.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+    },
+    /// List handoffs with their lifecycle status (JSON Lines), open first.
+    Handoffs {
+        /// Mission id.
+        mission: String,
+        /// Only those addressed to this participant.
+        #[arg(long = "for", value_name = "NAME")]
+        recipient: Option<String>,
+    },
+    /// List checkpoints newest first (JSON Lines), or show one.
+    Checkpoints {
+        /// Mission id.
+        mission: String,
+        /// Only checkpoints made by this participant.
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+        /// Only checkpoints with a sequence below this (paging).
+        #[arg(long, value_name = "SEQ")]
+        before: Option<u64>,
+        /// At most this many.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: usize,
+        /// Show the checkpoint with this id.
+        #[arg(long, value_name = "ID", conflicts_with_all = ["before", "latest"])]
+        id: Option<String>,
+        /// Show only the latest (of --by when given).
+        #[arg(long)]
+        latest: bool,
+    },
+    /// Change a participant's role (as the operator, or --as a lead).
+    Role {
+        /// Mission id.
+        mission: String,
+        /// Participant name.
+        name: String,
+        /// The new role.
+        #[arg(long)]
+        role: String,
+        /// The acting lead (default: the operator).
+        #[arg(long = "as", value_name = "NAME")]
+        by: Option<String>,
+    },
+    /// Remove a participant (as the operator, or --as a lead); its tokens stop working.
+    Remove {
+        /// Mission id.
+        mission: String,
+        /// Participant name.
+        name: String,
+        /// The acting lead (default: the operator).
+        #[arg(long = "as", value_name = "NAME")]
+        by: Option<String>,
+    },
+    /// Issue a participant token for the HTTP server (printed once).
+    Token {
+        /// Mission id.
+        mission: String,
+        /// Participant name.
+        name: String,
+        /// Revoke the participant's earlier tokens in the same write.
+        #[arg(long)]
+        rotate: bool,
+    },
+    /// Acknowledge events up to SEQ for a named consumer of yours.
+    Ack {
+        /// Mission id.
+        mission: String,
+        #[command(flatten)]
+        actor: Actor,
+        /// Consumer name.
+        #[arg(long, value_name = "NAME")]
+        consumer: String,
+        /// The last sequence processed.
+        sequence: u64,
+    },
+    /// List consumer positions (JSON Lines): everyone's, or --as one participant's.
+    Consumers {
+        /// Mission id.
+        mission: String,
+        /// Only this participant's.
+        #[arg(long = "as", value_name = "NAME")]
+        participant: Option<String>,
+    },
+}
+
+/// A handoff lifecycle step by the participant it is addressed to.
+#[derive(Debug, Args)]
+pub(crate) struct Step {
+    /// Mission id.
+    pub mission: String,
+    #[command(flatten)]
+    pub actor: Actor,
+    /// The handoff id.
+    #[arg(long, value_name = "ID")]
+    pub handoff: String,
+    /// Lease length in milliseconds (accept, heartbeat).
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    pub lease_ms: u64,
+    /// Note (complete, decline, release).
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub note: String,
+}
+
+/// Filters of `replay`, the same as the HTTP query parameters.
+#[derive(Debug, Args, Default)]
+pub(crate) struct FilterArgs {
+    /// Only events by this sender.
+    #[arg(long, value_name = "NAME")]
+    pub sender: Option<String>,
+    /// Only handoffs to this recipient.
+    #[arg(long, value_name = "NAME")]
+    pub recipient: Option<String>,
+    /// Only messages whose topic starts with this.
+    #[arg(long, value_name = "PREFIX")]
+    pub topic_prefix: Option<String>,
+    /// `asc` (default) or `desc` (newest first).
+    #[arg(long, value_name = "ORDER", value_parser = ["asc", "desc"])]
+    pub order: Option<String>,
+    /// At most this many events.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+    /// Start after what this consumer of the reader acknowledged.
+    #[arg(long, value_name = "NAME")]
+    pub consumer: Option<String>,
+}
+
+impl FilterArgs {
+    /// Whether any filter beyond `--from`/`--to`/`--type` was given.
+    pub(crate) fn any(&self) -> bool {
+        self.sender.is_some()
+            || self.recipient.is_some()
+            || self.topic_prefix.is_some()
+            || self.order.is_some()
+            || self.limit.is_some()
+            || self.consumer.is_some()
+    }
 }
 
 /// Who acts.

@@ -114,6 +114,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             from,
             to,
             types,
+            filter,
         } => {
             let types = types
                 .iter()
@@ -132,6 +133,12 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
                 }
             }
             let bus = open_existing(data)?;
+            if filter.any() {
+                let range = (from, to);
+                return super::lifecycle::filtered_replay(
+                    &bus, out, &mission, &reader, range, types, &filter,
+                );
+            }
             replay(&bus, out, &mission, &reader, from, to, &types)
         }
         Command::Export { mission, format } => {
@@ -140,7 +147,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
         }
         Command::Import { file, format } => {
             let text = read_input(&file)?;
-            let events = parse_log(&text, format, &file)?;
+            let (events, filled) = parse_log(&text, format, &file)?;
             let bus = open(data)?;
             let progress = Progress::new("import", events.len() as u64);
             let mission = events.first().map(mission_of).unwrap_or_default();
@@ -151,7 +158,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             writeln!(
                 out,
                 "{}",
-                json!({"mission_id": mission, "imported": count, "head_sequence": count})
+                json!({"mission_id": mission, "imported": count, "head_sequence": count, "filled": filled})
             )?;
             Ok(())
         }
@@ -223,6 +230,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             Ok(())
         }
         Command::Salvage { damaged, to } => salvage(out, &damaged, &to),
+        other => super::lifecycle::run(other, data, out),
     }
 }
 
@@ -304,7 +312,7 @@ fn type_names() -> String {
         .join(", ")
 }
 
-fn parse_uuid(flag: &str, s: &str) -> CliResult<Uuid> {
+pub(crate) fn parse_uuid(flag: &str, s: &str) -> CliResult<Uuid> {
     Uuid::parse_str(s)
         .map_err(|e| Failure::usage(format!("invalid {flag}: '{s}' is not a UUID ({e})")))
 }
@@ -437,26 +445,37 @@ fn read_input(file: &Path) -> CliResult<String> {
 
 /// Parse an import. Without `--format`, a single JSON object that is not an
 /// event is a seed document; anything else is read as JSON Lines.
-fn parse_log(text: &str, format: Option<Format>, file: &Path) -> CliResult<Vec<Event>> {
+/// The log to import, and what a lenient seed parse filled in.
+fn parse_log(
+    text: &str,
+    format: Option<Format>,
+    file: &Path,
+) -> CliResult<(Vec<Event>, Vec<String>)> {
     let name = file.display();
     let whole = || -> CliResult<Value> {
         serde_json::from_str(text)
             .map_err(|e| Failure::usage(format!("{name}: not a JSON seed document: {e}")))
     };
-    let events = match format {
-        Some(Format::Seed) => document::log_from_seed(&whole()?)?,
-        Some(Format::Jsonl) => document::log_from_jsonl(text)?,
+    let seed = |doc: &Value| -> CliResult<(Vec<Event>, Vec<String>)> {
+        let s = document::log_from_seed_lenient(doc)?;
+        Ok((s.events, s.filled))
+    };
+    let (events, filled) = match format {
+        Some(Format::Seed) => seed(&whole()?)?,
+        Some(Format::Jsonl) => (document::log_from_jsonl(text)?, Vec::new()),
         None => match serde_json::from_str::<Value>(text) {
-            Ok(doc @ Value::Object(_)) if doc.get("event_type").is_none() => {
-                document::log_from_seed(&doc)?
+            Ok(doc @ Value::Object(_))
+                if doc.get("event_type").is_none() && doc.get("eventType").is_none() =>
+            {
+                seed(&doc)?
             }
-            _ => document::log_from_jsonl(text)?,
+            _ => (document::log_from_jsonl(text)?, Vec::new()),
         },
     };
     if events.is_empty() {
         return Err(Failure::usage(format!("{name}: no events to import")));
     }
-    Ok(events)
+    Ok((events, filled))
 }
 
 fn mission_of(e: &Event) -> String {

@@ -13,6 +13,7 @@
 mod args;
 mod commands;
 mod demo;
+mod lifecycle;
 mod progress;
 
 use std::ffi::OsString;

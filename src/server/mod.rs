@@ -32,6 +32,7 @@ mod backup;
 mod batch;
 mod console;
 mod error;
+mod lifecycle;
 mod limits;
 mod listener;
 mod logging;
@@ -325,6 +326,7 @@ pub async fn run_with_limits(
         stop: stop_rx.clone(),
         verified: views::LastVerified::default(),
     });
+    lifecycle::spawn_lease_timer(&app);
     let listener = listener::LimitedListener::new(listener, &limits, Arc::clone(&app.connections));
     let router = routes::router(app);
     let mut stopping = stop_rx;

@@ -12,7 +12,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::auth::{bearer, Actor, Caller};
 use super::error::ApiError;
-use super::{stream, App};
+use super::{lifecycle, stream, App};
 use crate::document::{event_to_json, resume_packet_to_json};
 use crate::{Action, AppendOptions, Capability, Json as JsonText, MissionConfig, NewMission};
 
@@ -30,7 +30,7 @@ type ApiResult = Result<Response, ApiError>;
 /// Most events one `GET .../events` page returns.
 pub(crate) const MAX_PAGE: usize = 1000;
 /// Events per page when `limit` is not given.
-const DEFAULT_PAGE: usize = 100;
+pub(crate) const DEFAULT_PAGE: usize = 100;
 
 pub(crate) fn router(app: Arc<App>) -> Router {
     let body_limit = app.limits.max_body_bytes;
@@ -47,7 +47,38 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/missions/{m}/handoffs", post(post_handoff))
         .route("/v1/missions/{m}/handoffs/{id}/resume", get(handoff_resume))
         .route("/v1/missions/{m}/resume", get(latest_resume))
-        .route("/v1/missions/{m}/events", get(events_page))
+        .route("/v1/missions/{m}/events", get(lifecycle::events_page))
+        .route("/v1/missions/{m}/handoffs", get(lifecycle::list_handoffs))
+        .route(
+            "/v1/missions/{m}/handoffs/{id}",
+            get(lifecycle::get_handoff),
+        )
+        .route(
+            "/v1/missions/{m}/handoffs/{id}/{step}",
+            post(lifecycle::handoff_step),
+        )
+        .route(
+            "/v1/missions/{m}/checkpoints",
+            get(lifecycle::list_checkpoints),
+        )
+        .route(
+            "/v1/missions/{m}/checkpoints/{id}",
+            get(lifecycle::get_checkpoint),
+        )
+        .route(
+            "/v1/missions/{m}/participants/{name}",
+            delete(lifecycle::remove_participant).patch(lifecycle::change_role),
+        )
+        .route("/v1/missions/{m}/token", post(lifecycle::rotate_own_token))
+        .route("/v1/missions/{m}/consumers", get(lifecycle::list_consumers))
+        .route(
+            "/v1/missions/{m}/consumers/{name}",
+            axum::routing::delete(lifecycle::delete_consumer),
+        )
+        .route(
+            "/v1/missions/{m}/consumers/{name}/ack",
+            post(lifecycle::ack),
+        )
         .route("/v1/missions/{m}/events/stream", get(stream::events_stream))
         .route("/v1/missions/{m}/verify", get(verify))
         .merge(super::views::routes())
@@ -485,49 +516,6 @@ async fn latest_resume(
         };
         let packet = app.bus.latest_resume_packet(&mission, &recipient)?;
         Ok(Json(resume_packet_to_json(&packet)).into_response())
-    })
-    .await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventsQuery {
-    #[serde(default)]
-    from: Option<u64>,
-    #[serde(default)]
-    limit: Option<usize>,
-}
-
-async fn events_page(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    m: Result<Path<String>, PathRejection>,
-    q: Result<Query<EventsQuery>, QueryRejection>,
-) -> ApiResult {
-    let mission = path(m)?;
-    let q = query(q)?;
-    let from = q.from.unwrap_or(1).max(1);
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("limit must be 1..={MAX_PAGE}, got {limit}"),
-        ));
-    }
-    call(&app, &headers, move |app, caller| {
-        let actor = caller.in_mission(&mission)?;
-        let iter = match &actor {
-            super::auth::Actor::Operator => app.bus.events(&mission, from, u64::MAX)?,
-            super::auth::Actor::Participant(name) => app.bus.replay(&mission, name, from)?,
-        };
-        let mut events = Vec::with_capacity(limit.min(64));
-        let mut next = from;
-        for e in iter.take(limit) {
-            let e = e?;
-            next = e.sequence + 1;
-            events.push(event_to_json(&e));
-        }
-        Ok(Json(json!({"events": events, "next": next})).into_response())
     })
     .await
 }

@@ -28,18 +28,17 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use tokio::sync::{watch, Semaphore};
 
 use super::auth::{bearer, Actor};
 use super::error::ApiError;
 use super::limits::StreamSlot;
-use super::routes::{call, path, query, require};
+use super::routes::{call, path, require};
 use super::App;
 use crate::document::event_to_json;
 use crate::{Capability, MissionBus};
@@ -53,21 +52,23 @@ pub const STREAM_CHUNK_BYTES: usize = 64 * 1024;
 /// How often an idle stream sends a comment, so dead peers are noticed.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct StreamQuery {
-    #[serde(default)]
-    from: Option<u64>,
-}
-
 pub(crate) async fn events_stream(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     m: Result<Path<String>, PathRejection>,
-    q: Result<Query<StreamQuery>, QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let mission = path(m)?;
-    let q = query(q)?;
+    // The filters of `GET .../events`; a stream is always oldest first.
+    let fq = super::lifecycle::filter_query(raw.as_deref(), &[])?;
+    if fq.filter.newest_first || fq.filter.limit.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "a stream takes no 'order' or 'limit' (use GET .../events)",
+        ));
+    }
+    let q = fq.filter.clone();
+    let (filter, consumer) = (fq.filter, fq.consumer);
     // A reconnecting EventSource sends the last id it saw: continue after it.
     let start = match headers.get("last-event-id") {
         Some(v) => v
@@ -82,10 +83,23 @@ pub(crate) async fn events_stream(
     };
     let token_hash = crate::token_hash(&bearer(&headers)?);
     let checked = mission.clone();
-    let actor = call(&app, &headers, move |app, caller| {
+    let (actor, start) = call(&app, &headers, move |app, caller| {
         let actor = caller.in_mission(&checked)?;
         require(app, &checked, &actor, Capability::Read)?;
-        Ok(actor)
+        // With a consumer, start after what it acknowledged.
+        let start = match (&consumer, &actor) {
+            (None, _) => start,
+            (Some(c), Actor::Participant(me)) => {
+                start.max(app.bus.consumer_position(&checked, me, c)? + 1)
+            }
+            (Some(_), Actor::Operator) => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "consumers belong to participants; use a participant token",
+                ))
+            }
+        };
+        Ok((actor, start))
     })
     .await?;
     let slot = app.streams.admit(&app.limits, &mission, token_hash)?;
@@ -103,6 +117,7 @@ pub(crate) async fn events_stream(
         head,
         backlog: VecDeque::new(),
         stop: app.stop.clone(),
+        filter: Arc::new(filter),
         _slot: slot,
     };
     let events = futures_util::stream::unfold(tail, Tail::next_event);
@@ -123,15 +138,19 @@ struct Tail {
     next: u64,
     head: watch::Receiver<u64>,
     /// One chunk read from the log and not yet sent: (sequence, JSON).
-    backlog: VecDeque<(u64, String)>,
+    /// Events read and not yet sent: `None` for one the filter skips (it
+    /// still advances `next`, so delivery stays exactly-once and in order).
+    backlog: VecDeque<(u64, Option<String>)>,
     stop: watch::Receiver<bool>,
+    /// Only matching events are sent; the stream ends after `filter.to`.
+    filter: Arc<crate::EventFilter>,
     _slot: StreamSlot,
 }
 
 impl Tail {
     async fn next_event(mut self) -> Option<(Result<SseEvent, Infallible>, Self)> {
         loop {
-            if *self.stop.borrow() {
+            if *self.stop.borrow() || self.filter.to.is_some_and(|t| self.next > t) {
                 return None;
             }
             if let Some((seq, data)) = self.backlog.pop_front() {
@@ -147,6 +166,7 @@ impl Tail {
                     return None;
                 }
                 self.next = seq + 1;
+                let Some(data) = data else { continue };
                 let sse = SseEvent::default().id(seq.to_string()).data(data);
                 return Some((Ok(sse), self));
             }
@@ -174,7 +194,7 @@ impl Tail {
 
     /// The next chunk of the log from `self.next`, up to the durable head,
     /// rendered as event JSON.
-    async fn read_log(&self) -> crate::Result<VecDeque<(u64, String)>> {
+    async fn read_log(&self) -> crate::Result<VecDeque<(u64, Option<String>)>> {
         let permit = Arc::clone(&self.blocking)
             .acquire_owned()
             .await
@@ -183,7 +203,10 @@ impl Tail {
         let mission = self.mission.clone();
         let reader = self.reader.clone();
         let from = self.next;
-        let to = from.saturating_add(STREAM_CHUNK_EVENTS - 1);
+        let to = from
+            .saturating_add(STREAM_CHUNK_EVENTS - 1)
+            .min(self.filter.to.unwrap_or(u64::MAX));
+        let filter = Arc::clone(&self.filter);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             if let Some(name) = &reader {
@@ -193,9 +216,13 @@ impl Tail {
             let mut bytes = 0;
             for e in bus.events(&mission, from, to)? {
                 let e = e?;
+                if !filter.matches(&e) {
+                    chunk.push_back((e.sequence, None));
+                    continue;
+                }
                 let data = event_to_json(&e).to_string();
                 bytes += data.len();
-                chunk.push_back((e.sequence, data));
+                chunk.push_back((e.sequence, Some(data)));
                 if bytes >= STREAM_CHUNK_BYTES {
                     break;
                 }
