@@ -234,12 +234,26 @@ impl Backend for Local {
     }
 
     fn verify(&self, mission: Option<&str>, each: &mut dyn FnMut(Value) -> CliResult) -> CliResult {
+        // Missions the ledger knows but sled lost entirely are verified
+        // (and reported) too.
         let missions = match mission {
             Some(m) => vec![m.to_string()],
-            None => self.bus.mission_ids(),
+            None => self.bus.verify_ids(),
         };
+        if let Some(e) = self.bus.ledger_problem() {
+            each(
+                serde_json::json!({"ledger": "damaged", "intact": false, "problem": e.to_string()}),
+            )?;
+        }
         for m in &missions {
-            each(self.bus.verify(m)?.to_json())?;
+            // One mission the store cannot read must not hide the others.
+            match self.bus.verify(m) {
+                Ok(report) => each(report.to_json())?,
+                Err(e) if e.kind() == mission_bus::ErrorKind::Integrity => each(
+                    serde_json::json!({"mission_id": m, "intact": false, "error": e.to_string()}),
+                )?,
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(())
     }

@@ -428,14 +428,22 @@ fn verify(backend: &dyn Backend, out: &mut dyn Write, mission: Option<&str>) -> 
     let mut failed = Vec::new();
     backend.verify(mission, &mut |report| {
         writeln!(out, "{report}")?;
+        let m = report["mission_id"].as_str().unwrap_or("");
         if let Some(p) = report["problems"].as_array().and_then(|p| p.first()) {
             let what = p["problem"].as_str().unwrap_or("");
             let p = match p["sequence"].as_u64() {
                 Some(s) => format!("sequence {s}: {what}"),
                 None => what.to_string(),
             };
-            let m = report["mission_id"].as_str().unwrap_or("");
             failed.push(format!("mission '{m}' failed verification: {p}"));
+        } else if let Some(e) = report["error"].as_str() {
+            // A mission the store could not read at all.
+            failed.push(format!("mission '{m}' failed verification: {e}"));
+        } else if let Some(p) = report["problem"].as_str() {
+            // The commit ledger itself is damaged.
+            failed.push(p.to_string());
+        } else if report["intact"] == false {
+            failed.push(format!("mission '{m}' failed verification"));
         }
         Ok(())
     })?;
