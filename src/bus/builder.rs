@@ -10,7 +10,7 @@ use std::sync::mpsc::{self};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::store::{Durability, Store, StoreOptions};
+use crate::store::{Durability, Store, StoreOptions, StoreUrl};
 
 /// Options for opening a [`MissionBus`]. Every setter documents its default.
 #[derive(Debug, Clone)]
@@ -97,7 +97,10 @@ impl MissionBusBuilder {
             flush_every_ms: self.flush_every_ms,
             create_if_missing: self.create_if_missing,
         };
-        let store = Arc::new(Store::open(&self.path, &store_options)?);
+        let store = Arc::new(Store::open(
+            &StoreUrl::Sled(self.path.clone()),
+            &store_options,
+        )?);
         let (ledger, integrity) = if self.commit_ledger {
             super::integrity::check_at_open(&store, &self.path).map_err(|e| e.in_dir(&self.path))?
         } else {

@@ -64,7 +64,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::store::{Durability, Store, StoreOptions};
+use crate::store::{Durability, SledStore, Store, StoreOptions};
 
 /// Largest record body we let reach sled. sled writes values over ~128 KiB
 /// to separate blob files without fsync, so every record stays below that.
@@ -113,8 +113,11 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.shutdown();
         if let Some(store) = self.store.take() {
-            let lock = store.lock_file();
-            let path = store.path().to_path_buf();
+            let Some(sled) = store.as_sled() else {
+                return;
+            };
+            let lock = sled.lock_file();
+            let path = sled.path().to_path_buf();
             drop(store);
             // sled releases its directory lock from background threads a
             // moment after the Db is dropped; wait for it (bounded), so that
@@ -128,7 +131,7 @@ impl Drop for Inner {
                     >= FAST_REOPEN_AFTER_EVENTS
             {
                 // Best effort: a failure only means a slower next open.
-                if Store::write_recovery_snapshot(&path, &self.store_options).is_ok() {
+                if SledStore::write_recovery_snapshot(&path, &self.store_options).is_ok() {
                     released();
                 }
             }
