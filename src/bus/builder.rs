@@ -16,6 +16,7 @@ use crate::store::{Durability, Store, StoreOptions, StoreUrl};
 #[derive(Debug, Clone)]
 pub struct MissionBusBuilder {
     pub(super) path: PathBuf,
+    pub(super) url: StoreUrl,
     pub(super) durability: Durability,
     pub(super) cache_capacity: u64,
     pub(super) flush_every_ms: Option<u64>,
@@ -96,12 +97,12 @@ impl MissionBusBuilder {
             cache_capacity: self.cache_capacity,
             flush_every_ms: self.flush_every_ms,
             create_if_missing: self.create_if_missing,
+            durability: self.durability,
         };
-        let store = Arc::new(Store::open(
-            &StoreUrl::Sled(self.path.clone()),
-            &store_options,
-        )?);
-        let (ledger, integrity) = if self.commit_ledger {
+        let store = Arc::new(Store::open(&self.url, &store_options)?);
+        // The commit ledger guards sled's own log; PostgreSQL's commits are
+        // durable (and replicated) when they return, so it has none.
+        let (ledger, integrity) = if self.commit_ledger && store.as_sled().is_some() {
             super::integrity::check_at_open(&store, &self.path).map_err(|e| e.in_dir(&self.path))?
         } else {
             (None, super::integrity::Integrity::default())

@@ -77,6 +77,13 @@ impl Local {
     /// `create_if_missing: false` is for commands that only read: a
     /// directory without a store is "not found" (exit 4), nothing created.
     pub(crate) fn open(data: &Path, create_if_missing: bool) -> CliResult<Local> {
+        if let Some(url) = super::store_override() {
+            return Ok(Local {
+                bus: MissionBus::builder_url(url)
+                    .create_if_missing(create_if_missing)
+                    .open()?,
+            });
+        }
         match MissionBus::builder(data)
             .create_if_missing(create_if_missing)
             .open()

@@ -22,9 +22,11 @@ use crate::event::Event;
 use crate::keys::{self, MissionNo};
 use crate::verify::VerifyReport;
 
+mod postgres;
 mod sled_backend;
 mod url;
 
+pub(crate) use postgres::PgStore;
 pub(crate) use sled_backend::{CopyCounts, SledStore};
 pub use url::StoreUrl;
 
@@ -82,6 +84,9 @@ pub(crate) struct StoreOptions {
     /// false, opening a directory without a store is `StoreNotFound` and
     /// nothing is created.
     pub(crate) create_if_missing: bool,
+    /// What an acknowledgement promises (PostgreSQL: the session's
+    /// `synchronous_commit`).
+    pub(crate) durability: Durability,
 }
 
 /// Events planned for one mission in one commit: their sequences were
@@ -114,6 +119,8 @@ pub(crate) struct StoredConsumer {
 pub(crate) enum Store {
     /// The embedded default: a data directory.
     Sled(SledStore),
+    /// A PostgreSQL database.
+    Postgres(PgStore),
 }
 
 /// Run `$e` with `$s` bound to whichever backend `$self` is.
@@ -121,6 +128,7 @@ macro_rules! each {
     ($self:expr, $s:ident => $e:expr) => {
         match $self {
             Store::Sled($s) => $e,
+            Store::Postgres($s) => $e,
         }
     };
 }
@@ -130,10 +138,7 @@ impl Store {
     pub(crate) fn open(url: &StoreUrl, opts: &StoreOptions) -> Result<Store> {
         match url {
             StoreUrl::Sled(path) => Ok(Store::Sled(SledStore::open(path, opts)?)),
-            StoreUrl::Postgres(_) => Err(Error::invalid(
-                "store",
-                "PostgreSQL stores are not supported by this build yet",
-            )),
+            StoreUrl::Postgres(url) => Ok(Store::Postgres(PgStore::open(url, opts.durability)?)),
         }
     }
 
@@ -142,6 +147,7 @@ impl Store {
     pub(crate) fn as_sled(&self) -> Option<&SledStore> {
         match self {
             Store::Sled(s) => Some(s),
+            Store::Postgres(_) => None,
         }
     }
 
@@ -149,6 +155,7 @@ impl Store {
     pub(crate) fn path(&self) -> &Path {
         match self {
             Store::Sled(s) => s.path(),
+            Store::Postgres(_) => Path::new(""),
         }
     }
 
@@ -217,9 +224,20 @@ impl Store {
         each!(self, s => s.commit(plans))
     }
 
-    /// Make everything committed so far durable, as `durability` says.
+    /// Make everything committed so far durable, as `durability` says
+    /// (PostgreSQL: nothing to do, a commit returns once durable).
     pub(crate) fn flush(&self, durability: Durability) -> Result<()> {
-        each!(self, s => s.flush(durability))
+        match self {
+            Store::Sled(s) => s.flush(durability),
+            Store::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// Whether other processes write to this store too (PostgreSQL): the
+    /// bus's cached states are then caches of a moving log, re-read when a
+    /// commit finds a head moved.
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self, Store::Postgres(_))
     }
 
     /// The raw snapshot value of a mission, if one was saved.
@@ -359,6 +377,7 @@ impl Store {
     pub(crate) fn describe(&self) -> String {
         match self {
             Store::Sled(s) => format!("sled:{}", s.path().display()),
+            Store::Postgres(p) => p.shown().to_string(),
         }
     }
 }
