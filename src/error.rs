@@ -203,6 +203,15 @@ pub enum Error {
     /// The storage engine failed.
     #[error("storage error: {0}")]
     Storage(Arc<sled::Error>),
+    /// The PostgreSQL database failed or could not be reached (the store
+    /// location is shown without its password).
+    #[error("PostgreSQL store {store}: {reason}")]
+    Database {
+        /// The store location, password removed.
+        store: String,
+        /// What failed, with the server's message and SQLSTATE when it sent one.
+        reason: String,
+    },
     /// A file operation failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -280,7 +289,7 @@ impl Error {
             | HandoffState { .. } => ErrorKind::Conflict,
             Corruption { .. } | Damaged { .. } | AcknowledgedLoss { .. } => ErrorKind::Integrity,
             DataDirInUse { .. } => ErrorKind::Busy,
-            Storage(_) | Io { .. } | Closed => ErrorKind::Other,
+            Storage(_) | Database { .. } | Io { .. } | Closed => ErrorKind::Other,
         }
     }
 

@@ -79,7 +79,7 @@ pub use event::{Event, EventBody, EventType, Json, OPERATOR};
 pub use profiles::{Capability, IsolationProfile, MissionConfig};
 pub use state::{EventRef, MissionState, Participant, REDUCER_VERSION};
 pub use state::{HandoffInfo, HandoffStatus, CLOSED_KEPT};
-pub use store::{Durability, EventIter};
+pub use store::{Durability, EventIter, StoreUrl};
 pub use verify::{Problem, VerifyReport};
 
 /// Entry points for fuzzing the decoders (`fuzz/`). Not a stable API.

@@ -32,6 +32,12 @@ pub(crate) struct Cli {
     )]
     pub data: PathBuf,
 
+    /// Where the store lives: a path or sled:PATH (a sled data directory,
+    /// like --data), or postgres://USER@HOST[,HOST2]/DB?... for PostgreSQL
+    /// (several processes and machines may use one database).
+    #[arg(long, global = true, value_name = "URL", env = "MISSION_BUS_STORE")]
+    pub store: Option<String>,
+
     /// Run the command against the `mission-bus serve` at URL
     /// (http://HOST:PORT) instead of opening the data directory.
     #[arg(long, global = true, value_name = "URL", env = "MISSION_BUS_URL")]

@@ -246,6 +246,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             mission_bus::server::init_logging(&log_level, format)?;
             mission_bus::server::serve_blocking(mission_bus::server::ServeOptions {
                 data: data.to_path_buf(),
+                store: super::store_override(),
                 listen,
                 admin_token_file,
             })?;
