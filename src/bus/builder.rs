@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::sync::mpsc::{self};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
+use crate::salvage::evidence::PreOpenCopy;
 use crate::store::{Durability, Store, StoreOptions, StoreUrl};
 
 /// Options for opening a [`MissionBus`]. Every setter documents its default.
@@ -24,6 +25,7 @@ pub struct MissionBusBuilder {
     pub(super) snapshot_every: u64,
     pub(super) create_if_missing: bool,
     pub(super) commit_ledger: bool,
+    pub(super) evidence_limit: u64,
 }
 
 impl MissionBusBuilder {
@@ -75,6 +77,18 @@ impl MissionBusBuilder {
         self
     }
 
+    /// Before opening an existing store, copy its data file aside when it
+    /// is at most this many bytes, and keep the copy in `DATA/evidence/` if
+    /// the open finds damage: sled's recovery cuts its log at damage and
+    /// loses the intact records after it, which `salvage` then still finds
+    /// in the copy (see `docs/mission-bus.md`, salvage). By default 128 MiB
+    /// ([`crate::salvage::DEFAULT_EVIDENCE_LIMIT`]); 0 never copies. The
+    /// copy is deleted at once when the open finds no damage.
+    pub fn evidence_limit(mut self, bytes: u64) -> Self {
+        self.evidence_limit = bytes;
+        self
+    }
+
     /// Benchmarks only: run without the commit ledger (no ledger file is
     /// read, created or appended to; damage to sled's log can then lose
     /// acknowledged events in silence). By default the ledger is on.
@@ -99,14 +113,40 @@ impl MissionBusBuilder {
             create_if_missing: self.create_if_missing,
             durability: self.durability,
         };
-        let store = Arc::new(Store::open(&self.url, &store_options)?);
+        // sled's recovery on open can cut its log at damage: keep a copy
+        // of its data file from before, for salvage, if the open finds any.
+        let evidence = self
+            .url
+            .sled_path()
+            .map(|path| PreOpenCopy::take(path, self.evidence_limit));
+        let keep_if_damage = |e: &Error, evidence: Option<PreOpenCopy>| {
+            if e.kind() == ErrorKind::Integrity {
+                evidence.map(PreOpenCopy::keep);
+            }
+        };
+        let store = match Store::open(&self.url, &store_options) {
+            Ok(store) => Arc::new(store),
+            Err(e) => {
+                keep_if_damage(&e, evidence);
+                return Err(e);
+            }
+        };
         // The commit ledger guards sled's own log; PostgreSQL's commits are
         // durable (and replicated) when they return, so it has none.
         let (ledger, integrity) = if self.commit_ledger && store.as_sled().is_some() {
-            super::integrity::check_at_open(&store, &self.path).map_err(|e| e.in_dir(&self.path))?
+            match super::integrity::check_at_open(&store, &self.path) {
+                Ok(found) => found,
+                Err(e) => {
+                    keep_if_damage(&e, evidence);
+                    return Err(e.in_dir(&self.path));
+                }
+            }
         } else {
             (None, super::integrity::Integrity::default())
         };
+        if integrity.found_damage() {
+            evidence.map(PreOpenCopy::keep);
+        }
         let integrity = Arc::new(integrity);
         let mut directory = Directory::default();
         for (name, no) in store.missions()? {
