@@ -139,11 +139,22 @@ pub fn probe(profile: &str, mechanism: Mechanism, image: Option<&str>) -> Result
                 })?);
             }
             let launcher = Launcher { mechanism, tools };
-            let mut cmd = launcher.namespace_command(Path::new("/"), &["true".to_string()])?;
-            let out = cmd
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| missing(format!("running `unshare` failed: {e}")))?;
+            // The whole set-up, on an empty directory of our own, running `true`.
+            let scratch = std::env::temp_dir().join(format!(
+                "mission-bus-probe-{}-{}",
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            ));
+            prepare_workspace(&scratch)?;
+            let out = launcher
+                .namespace_command(&scratch, &["true".to_string()])
+                .and_then(|mut cmd| {
+                    cmd.stdin(Stdio::null())
+                        .output()
+                        .map_err(|e| missing(format!("running `unshare` failed: {e}")))
+                });
+            let _ = std::fs::remove_dir(&scratch);
+            let out = out?;
             if !out.status.success() {
                 let why = String::from_utf8_lossy(&out.stderr);
                 return Err(missing(format!(

@@ -323,6 +323,12 @@ pub(crate) enum Command {
         #[arg(long)]
         rotate: bool,
     },
+    /// Isolation cells: run an agent's command under one of the mission's
+    /// isolation profiles (see docs/cells.md).
+    Cell {
+        #[command(subcommand)]
+        command: super::cell::CellCommand,
+    },
     /// Acknowledge events up to SEQ for a named consumer of yours.
     Ack {
         /// Mission id.
