@@ -120,7 +120,9 @@ pub enum Error {
         what: String,
     },
     /// The mission has no isolation profile of this name.
-    #[error("isolation profile not found: '{profile}' in mission '{mission}' (its profiles: {known})")]
+    #[error(
+        "isolation profile not found: '{profile}' in mission '{mission}' (its profiles: {known})"
+    )]
     ProfileNotFound {
         /// The mission id.
         mission: String,
@@ -140,7 +142,9 @@ pub enum Error {
         cell_id: Uuid,
     },
     /// This machine cannot provide an isolation mechanism; nothing was started.
-    #[error("cannot start a '{mechanism}' cell (profile '{profile}'): {missing}; nothing was started")]
+    #[error(
+        "cannot start a '{mechanism}' cell (profile '{profile}'): {missing}; nothing was started"
+    )]
     CellUnavailable {
         /// The profile asked for.
         profile: String,

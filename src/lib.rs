@@ -78,8 +78,8 @@ pub use bus::{
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventBody, EventType, Json, OPERATOR};
 pub use profiles::{Capability, IsolationProfile, MissionConfig};
-pub use state::{EventRef, MissionState, Participant, REDUCER_VERSION};
 pub use state::{Cells, RunningCell, RUNNING_KEPT};
+pub use state::{EventRef, MissionState, Participant, REDUCER_VERSION};
 pub use state::{HandoffInfo, HandoffStatus, CLOSED_KEPT};
 pub use store::{Durability, EventIter};
 pub use verify::{Problem, VerifyReport};

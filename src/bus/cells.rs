@@ -37,7 +37,10 @@ pub(super) fn check_cell_body(body: &EventBody) -> Result<usize> {
                 ));
             }
             if command.is_empty() {
-                return Err(Error::invalid("command", "is empty: give the command to run"));
+                return Err(Error::invalid(
+                    "command",
+                    "is empty: give the command to run",
+                ));
             }
             if command.len() > MAX_COMMAND_WORDS {
                 return Err(Error::invalid(

@@ -55,7 +55,8 @@ pub fn workspace_manifest(workspace: &Path, max_files: usize) -> Result<Vec<Mani
                 };
                 let mut hasher = blake3::Hasher::new();
                 let mut file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-                let bytes = std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(&path, e))?;
+                let bytes =
+                    std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(&path, e))?;
                 out.push(ManifestEntry {
                     path: rel.to_string(),
                     bytes,

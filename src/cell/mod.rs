@@ -190,7 +190,9 @@ pub fn probe(profile: &str, mechanism: Mechanism, image: Option<&str>) -> Result
             if !info.status.success() || said.trim() != "true" {
                 return Err(missing(format!(
                     "`podman info` does not report a working rootless Podman: {}",
-                    String::from_utf8_lossy(&info.stderr).trim().replace('\n', " ")
+                    String::from_utf8_lossy(&info.stderr)
+                        .trim()
+                        .replace('\n', " ")
                 )));
             }
             let exists = Command::new(&podman)
@@ -280,19 +282,29 @@ impl Launcher {
     /// `unshare` running the level 2 set-up script, then `command` in `ws`.
     fn namespace_command(&self, ws: &Path, command: &[String]) -> Result<Command> {
         let [unshare, mount, sh] = &self.tools[..] else {
-            return Err(Error::invalid("mechanism", "level 2 tools were not resolved"));
+            return Err(Error::invalid(
+                "mechanism",
+                "level 2 tools were not resolved",
+            ));
         };
         let points = mounts::mount_points()?;
         let mut c = Command::new(unshare);
-        c.args(["--user", "--map-root-user", "--mount", "--propagation", "private", "--"])
-            .arg(sh)
-            .args(["-c", mounts::SETUP_SCRIPT, "mission-bus-cell"])
-            .arg(mount)
-            .arg(unshare)
-            .arg(ws)
-            .arg(points.len().to_string())
-            .args(&points)
-            .args(command);
+        c.args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+        ])
+        .arg(sh)
+        .args(["-c", mounts::SETUP_SCRIPT, "mission-bus-cell"])
+        .arg(mount)
+        .arg(unshare)
+        .arg(ws)
+        .arg(points.len().to_string())
+        .args(&points)
+        .args(command);
         Ok(c)
     }
 }

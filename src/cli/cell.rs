@@ -159,9 +159,9 @@ pub(crate) fn run(
             };
             let mut cmd = launcher.command(&spec)?;
             cmd.env_remove("MISSION_BUS_DATA");
-            let mut child = cmd.spawn().map_err(|e| {
-                Failure::other(format!("cannot start '{}': {e}", command[0]))
-            })?;
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| Failure::other(format!("cannot start '{}': {e}", command[0])))?;
             let forwarding = cell_run::forward_signals(child.id());
             let status = child
                 .wait()

@@ -29,7 +29,11 @@ impl Loopback {
         let bound = listener
             .local_addr()
             .map_err(|e| Failure::other(format!("cell: loopback listener: {e}")))?;
-        let admin = format!("cell-{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        let admin = format!(
+            "cell-{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
         let (stop, stopped) = oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -41,11 +45,12 @@ impl Loopback {
             .name("mission-bus-cell-serve".into())
             .spawn(move || {
                 let served = runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)
-                        .map_err(|e| mission_bus::Error::InvalidInput {
+                    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| {
+                        mission_bus::Error::InvalidInput {
                             field: "loopback listener".into(),
                             reason: e.to_string(),
-                        })?;
+                        }
+                    })?;
                     mission_bus::server::run(listener, bus, admin, async move {
                         let _ = stopped.await;
                     })

@@ -94,7 +94,9 @@ async fn start(
                 return Err(e.into());
             }
         };
-        Ok(created(json!({"event": event_to_json(&event), "token": token})))
+        Ok(created(
+            json!({"event": event_to_json(&event), "token": token}),
+        ))
     })
     .await
 }
