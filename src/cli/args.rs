@@ -162,7 +162,7 @@ pub(crate) enum Command {
         /// handoff, mission_created, participant_joined, role_changed,
         /// handoff_accepted, handoff_heartbeat, handoff_completed,
         /// handoff_declined, handoff_released, handoff_expired,
-        /// participant_removed).
+        /// participant_removed, cell_started, cell_exited).
         #[arg(long = "type", value_name = "TYPE")]
         types: Vec<String>,
         #[command(flatten)]
