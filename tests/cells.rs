@@ -515,3 +515,57 @@ fn the_library_checks_cell_events() {
     assert!(state.cells.running.is_empty());
     assert_eq!((state.cells.started, state.cells.exited), (1, 1));
 }
+
+#[test]
+fn sigterm_to_cell_run_reaches_the_command_and_the_end_is_recorded() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = Dir::local();
+    mission(&dir);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mission-bus"))
+        .current_dir(dir.path())
+        .env_remove("MISSION_BUS_DATA")
+        .env_remove("MISSION_BUS_URL")
+        .env_remove("MISSION_BUS_TOKEN")
+        .args([
+            "cell",
+            "run",
+            "m1",
+            "--as",
+            "ana",
+            "--profile",
+            "level1-directory",
+            "--",
+        ])
+        .args(["sh", "-c", "echo ready; exec sleep 60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let started: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(started["event_type"], "cell_started");
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let killed = Command::new("kill")
+        .args(["-s", "TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exited: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(128 + 15),
+        "cell run lived on and reports the signal"
+    );
+    assert_eq!(exited["event_type"], "cell_exited");
+    assert_eq!(exited["signal"], 15);
+    assert!(exited["exit_code"].is_null());
+    assert!(exited["duration_ms"].as_u64().unwrap() < 60_000);
+    let log = events(&dir);
+    assert_eq!(
+        of_type(&log, "cell_exited")[0]["cell_id"],
+        started["cell_id"]
+    );
+}

@@ -159,10 +159,11 @@ pub(crate) fn run(
             };
             let mut cmd = launcher.command(&spec)?;
             cmd.env_remove("MISSION_BUS_DATA");
+            let forwarding = cell_run::Forwarding::install();
             let mut child = cmd
                 .spawn()
                 .map_err(|e| Failure::other(format!("cannot start '{}': {e}", command[0])))?;
-            let forwarding = cell_run::forward_signals(child.id());
+            forwarding.target(child.id());
             let status = child
                 .wait()
                 .map_err(|e| Failure::other(format!("waiting for '{}': {e}", command[0])));

@@ -3,6 +3,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use mission_bus::MissionBus;
@@ -96,11 +97,97 @@ impl Drop for Loopback {
 }
 
 /// While alive, SIGTERM and SIGHUP sent to this process are passed on to
-/// the cell's process `pid` (with the `kill` tool), and SIGINT is left to
-/// the command (a terminal's Ctrl-C reaches its whole process group), so
-/// this process lives on to record `cell_exited`.
+/// the cell's process (with the `kill` tool), and SIGINT is left to the
+/// command (a terminal's Ctrl-C reaches its whole process group), so this
+/// process lives on to record `cell_exited`. Installed BEFORE the command
+/// is spawned: a signal that arrives in between is delivered as soon as
+/// [`Forwarding::target`] names the process.
 pub(crate) struct Forwarding {
     stop: Option<oneshot::Sender<()>>,
+    shared: Arc<Mutex<Target>>,
+}
+
+#[derive(Default)]
+struct Target {
+    pid: Option<u32>,
+    pending: Option<&'static str>,
+}
+
+fn send(name: &str, pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-s", name, &pid.to_string()])
+        .status();
+}
+
+impl Forwarding {
+    /// Install the handlers (best effort: without a runtime or handlers,
+    /// signals keep their default effect).
+    pub(crate) fn install() -> Forwarding {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let (ready_tx, ready) = std::sync::mpsc::channel::<()>();
+        let shared = Arc::new(Mutex::new(Target::default()));
+        let target = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new()
+            .name("mission-bus-cell-signals".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    let _ = ready_tx.send(());
+                    return;
+                };
+                rt.block_on(async move {
+                    let (Ok(mut term), Ok(mut hup), Ok(mut int)) = (
+                        signal(SignalKind::terminate()),
+                        signal(SignalKind::hangup()),
+                        signal(SignalKind::interrupt()),
+                    ) else {
+                        let _ = ready_tx.send(());
+                        return;
+                    };
+                    let _ = ready_tx.send(());
+                    loop {
+                        let name = tokio::select! {
+                            _ = &mut stopped => return,
+                            _ = term.recv() => "TERM",
+                            _ = hup.recv() => "HUP",
+                            _ = int.recv() => continue,
+                        };
+                        let pid = {
+                            let mut t = target.lock().unwrap_or_else(|p| p.into_inner());
+                            if t.pid.is_none() {
+                                t.pending = Some(name);
+                            }
+                            t.pid
+                        };
+                        if let Some(pid) = pid {
+                            send(name, pid);
+                        }
+                    }
+                });
+            });
+        if spawned.is_ok() {
+            let _ = ready.recv();
+        }
+        Forwarding {
+            stop: Some(stop),
+            shared,
+        }
+    }
+
+    /// The cell's process, once spawned; passes on a signal that came first.
+    pub(crate) fn target(&self, pid: u32) {
+        let pending = {
+            let mut t = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            t.pid = Some(pid);
+            t.pending.take()
+        };
+        if let Some(name) = pending {
+            send(name, pid);
+        }
+    }
 }
 
 impl Drop for Forwarding {
@@ -109,48 +196,4 @@ impl Drop for Forwarding {
             let _ = stop.send(());
         }
     }
-}
-
-/// Start forwarding signals to `pid` (best effort: without a runtime or
-/// handlers, signals keep their default effect).
-pub(crate) fn forward_signals(pid: u32) -> Forwarding {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (stop, mut stopped) = oneshot::channel::<()>();
-    let (ready_tx, ready) = std::sync::mpsc::channel::<()>();
-    let spawned = std::thread::Builder::new()
-        .name("mission-bus-cell-signals".into())
-        .spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                let (Ok(mut term), Ok(mut hup), Ok(mut int)) = (
-                    signal(SignalKind::terminate()),
-                    signal(SignalKind::hangup()),
-                    signal(SignalKind::interrupt()),
-                ) else {
-                    let _ = ready_tx.send(());
-                    return;
-                };
-                let _ = ready_tx.send(());
-                loop {
-                    let name = tokio::select! {
-                        _ = &mut stopped => return,
-                        _ = term.recv() => "TERM",
-                        _ = hup.recv() => "HUP",
-                        _ = int.recv() => continue,
-                    };
-                    let _ = Command::new("kill")
-                        .args(["-s", name, &pid.to_string()])
-                        .status();
-                }
-            });
-        });
-    if spawned.is_ok() {
-        let _ = ready.recv();
-    }
-    Forwarding { stop: Some(stop) }
 }
