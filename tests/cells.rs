@@ -380,10 +380,42 @@ fn level2_cannot_write_outside_its_workspace() {
     dir.mb(&["verify", "m1"]).ok();
 }
 
+/// The user level 3 runs as when the tests run as root (rootless Podman
+/// needs a non-root user with subordinate ids; `.ci/run` creates one).
+const PODMAN_USER_ENV: &str = "MISSION_BUS_TEST_PODMAN_USER";
+
+/// Run `sh -c script` as `user` (with its HOME), from `cwd`.
+fn as_user(user: &str, cwd: &Path, script: &str) -> std::process::Output {
+    let home = String::from_utf8(
+        Command::new("getent")
+            .args(["passwd", user])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .split(':')
+    .nth(5)
+    .unwrap_or("/")
+    .to_string();
+    Command::new("setpriv")
+        .args(["--reuid", user, "--regid", user, "--init-groups", "--"])
+        .args(["env", &format!("HOME={home}"), &format!("USER={user}")])
+        .args(["sh", "-c", script])
+        .current_dir(cwd)
+        .env_remove("MISSION_BUS_DATA")
+        .env_remove("MISSION_BUS_URL")
+        .env_remove("MISSION_BUS_TOKEN")
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn level3_runs_in_rootless_podman_or_says_why_not() {
     let dir = Dir::local();
     mission(&dir);
+    // As this user: with podman missing, or as root, it must refuse, naming why.
     let out = dir
         .mb(&[
             "cell",
@@ -393,10 +425,12 @@ fn level3_runs_in_rootless_podman_or_says_why_not() {
             "lena",
             "--profile",
             "level3-rootless-podman",
+            "--image",
+            "localhost/mission-bus-test-cell",
             "--",
             "sh",
             "-c",
-            "echo in > /workspace/in.txt",
+            "true",
         ])
         .output();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -405,13 +439,66 @@ fn level3_runs_in_rootless_podman_or_says_why_not() {
             stderr.contains("cannot start a 'rootless_podman' cell"),
             "{stderr}"
         );
-        println!("SKIP level 3: {}", stderr.trim());
         assert!(of_type(&events(&dir), "cell_started").is_empty());
+    }
+    let user = match std::env::var(PODMAN_USER_ENV) {
+        Ok(u) if !u.is_empty() => u,
+        _ => {
+            println!(
+                "SKIP level 3 container run: {} (set {PODMAN_USER_ENV} to a non-root user with \
+                 subordinate ids and a working rootless Podman, as .ci/run does)",
+                stderr.trim()
+            );
+            return;
+        }
+    };
+    // The whole scenario as that user, in a directory of its own.
+    let tmp = tempfile::tempdir().unwrap();
+    // The user must reach its directory through the temp dir.
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let work = tmp.path().join("w");
+    std::fs::create_dir(&work).unwrap();
+    let chown = Command::new("chown")
+        .args([&user, work.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let mb = env!("CARGO_BIN_EXE_mission-bus");
+    // An image without a registry: the host's dash and its libraries.
+    let script = format!(
+        r#"set -e
+mkdir -p rootfs/bin rootfs/workspace && cp /bin/dash rootfs/bin/sh
+for l in $(ldd /bin/dash | grep -o '/[^ ]*'); do mkdir -p rootfs$(dirname $l); cp -L $l rootfs$l; done
+tar -C rootfs -cf rootfs.tar . && podman import -q rootfs.tar localhost/mission-bus-test-cell >/dev/null
+{mb} create m1 --title T --lead lena >/dev/null
+{mb} cell run m1 --as lena --profile level3-rootless-podman --image localhost/mission-bus-test-cell -- /bin/sh -c 'echo in > /workspace/in.txt; if [ -e {data} ]; then echo seen > seen.txt; fi; if {{ echo x > /escape; }} 2>/dev/null; then echo wrote > escape.txt; fi; exit 7' >/dev/null || test $? = 7
+{mb} export m1 --format jsonl"#,
+        data = work.join("mission-bus-data").display(),
+    );
+    let out = as_user(&user, &work, &script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && stderr.contains("cannot start a 'rootless_podman' cell") {
+        println!("SKIP level 3 container run as {user}: {}", stderr.trim());
         return;
     }
-    let ws = dir.path().join("mission-bus-cells/m1/lena");
+    assert!(out.status.success(), "as {user}: {stderr}\n{stdout}");
+    let ws = work.join("mission-bus-cells/m1/lena");
     assert_eq!(std::fs::read_to_string(ws.join("in.txt")).unwrap(), "in\n");
-    assert_eq!(of_type(&events(&dir), "cell_exited")[0]["exit_code"], 0);
+    assert!(
+        !ws.join("seen.txt").exists(),
+        "the store's directory is not in the container"
+    );
+    assert!(!ws.join("escape.txt").exists());
+    let log: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        of_type(&log, "cell_started")[0]["mechanism"],
+        "rootless_podman"
+    );
+    assert_eq!(of_type(&log, "cell_exited")[0]["exit_code"], 7);
 }
 
 #[test]
