@@ -73,3 +73,44 @@ impl Cells {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{now_micros, EventBody};
+
+    fn started(seq: u64) -> Event {
+        Event {
+            id: Uuid::now_v7(),
+            sequence: seq,
+            timestamp: now_micros(),
+            sender: "ana".into(),
+            body: EventBody::CellStarted {
+                profile: "p".into(),
+                mechanism: "directory_workspace".into(),
+                workspace: "/w".into(),
+                command: vec!["true".into()],
+            },
+        }
+    }
+
+    #[test]
+    fn running_cells_stay_bounded_and_the_oldest_go_first() {
+        let mut cells = Cells::default();
+        let first = started(1);
+        cells.fold_started(&first, "p");
+        let mut last = first.id;
+        for seq in 2..=(RUNNING_KEPT as u64 + 5) {
+            let e = started(seq);
+            last = e.id;
+            cells.fold_started(&e, "p");
+        }
+        assert_eq!(cells.running.len(), RUNNING_KEPT);
+        assert_eq!(cells.abandoned, 5);
+        assert!(!cells.running.contains_key(&first.id));
+        cells.fold_exited(&last);
+        cells.fold_exited(&first.id); // forgotten: not counted twice
+        assert_eq!(cells.exited, 1);
+        assert_eq!(cells.started, RUNNING_KEPT as u64 + 5);
+    }
+}
