@@ -656,3 +656,57 @@ fn sigterm_to_cell_run_reaches_the_command_and_the_end_is_recorded() {
         started["cell_id"]
     );
 }
+
+#[test]
+fn a_command_that_cannot_start_is_recorded_as_such() {
+    let dir = Dir::local();
+    mission(&dir);
+    // A workspace that is a file is refused before anything is recorded.
+    dir.create("afile", "x");
+    let err = dir
+        .mb(&[
+            "cell",
+            "run",
+            "m1",
+            "--as",
+            "ana",
+            "--profile",
+            "level1-directory",
+            "--workspace",
+            "afile",
+            "--",
+            "true",
+        ])
+        .fails(2);
+    assert!(err.contains("not a directory"), "{err}");
+    assert!(of_type(&events(&dir), "cell_started").is_empty());
+    // A command that does not exist: the start was recorded, so is the failure.
+    let out = dir
+        .mb(&[
+            "cell",
+            "run",
+            "m1",
+            "--as",
+            "ana",
+            "--profile",
+            "level1-directory",
+            "--",
+            "./no-such-program",
+        ])
+        .output();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot start './no-such-program'"),
+        "{stderr}"
+    );
+    let log = events(&dir);
+    let exited = of_type(&log, "cell_exited");
+    assert_eq!(exited.len(), 1);
+    assert!(exited[0]["exit_code"].is_null() && exited[0]["signal"].is_null());
+    assert!(exited[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("no-such-program"));
+    assert!(dir.mb(&["verify", "m1"]).ok().contains("\"intact\":true"));
+}

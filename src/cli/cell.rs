@@ -126,6 +126,12 @@ pub(crate) fn run(
             workspace.display()
         )));
     };
+    if workspace.exists() && !workspace.is_dir() {
+        return Err(Failure::usage(format!(
+            "workspace {} exists and is not a directory",
+            workspace.display()
+        )));
+    }
     // 3. Record the start: the bus checks profile and capability here.
     let started = host.start(&mission, &name, &profile, mechanism, &ws_text, &command)?;
     let cell_id = started.cell_id;
