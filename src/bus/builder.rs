@@ -120,8 +120,8 @@ impl MissionBusBuilder {
             .sled_path()
             .map(|path| PreOpenCopy::take(path, self.evidence_limit));
         let keep_if_damage = |e: &Error, evidence: Option<PreOpenCopy>| {
-            if e.kind() == ErrorKind::Integrity {
-                evidence.map(PreOpenCopy::keep);
+            if let (ErrorKind::Integrity, Some(copy)) = (e.kind(), evidence) {
+                copy.keep();
             }
         };
         let store = match Store::open(&self.url, &store_options) {
@@ -144,8 +144,8 @@ impl MissionBusBuilder {
         } else {
             (None, super::integrity::Integrity::default())
         };
-        if integrity.found_damage() {
-            evidence.map(PreOpenCopy::keep);
+        if let (true, Some(copy)) = (integrity.found_damage(), evidence) {
+            copy.keep();
         }
         let integrity = Arc::new(integrity);
         let mut directory = Directory::default();

@@ -23,6 +23,7 @@
 mod async_api;
 mod backup;
 mod builder;
+mod cells;
 mod checks;
 mod consumers;
 mod copy;

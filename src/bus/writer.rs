@@ -583,6 +583,9 @@ impl Writer {
                 manage(state)?;
                 super::lifecycle::check_removal(state, mission, &d.sender, name)
             }
+            EventBody::CellStarted { .. } | EventBody::CellExited { .. } => {
+                super::cells::check_cell(state, &d.sender, &d.body)
+            }
             _ => super::lifecycle::check_step(state, mission, &d.sender, d.timestamp, &d.body),
         }
     }

@@ -168,7 +168,7 @@ pub(crate) enum Command {
         /// handoff, mission_created, participant_joined, role_changed,
         /// handoff_accepted, handoff_heartbeat, handoff_completed,
         /// handoff_declined, handoff_released, handoff_expired,
-        /// participant_removed).
+        /// participant_removed, cell_started, cell_exited).
         #[arg(long = "type", value_name = "TYPE")]
         types: Vec<String>,
         #[command(flatten)]
@@ -340,6 +340,12 @@ pub(crate) enum Command {
         /// Revoke the participant's earlier tokens in the same write.
         #[arg(long)]
         rotate: bool,
+    },
+    /// Isolation cells: run an agent's command under one of the mission's
+    /// isolation profiles (see docs/cells.md).
+    Cell {
+        #[command(subcommand)]
+        command: super::cell::CellCommand,
     },
     /// Acknowledge events up to SEQ for a named consumer of yours.
     Ack {

@@ -195,6 +195,9 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
         Command::Verify { mission } => verify(&*existing()?, out, mission.as_deref()),
         // Run by `cli::run` before stdout is locked (MCP owns stdout).
         Command::Mcp => Err(Failure::other("mcp must run before the output is set up")),
+        Command::Cell { command } => {
+            super::cell::run(command, data, server.as_deref(), token.as_deref(), out)
+        }
         Command::Backup { to } => {
             let report = existing()?.backup(&to)?;
             writeln!(out, "{report}")?;

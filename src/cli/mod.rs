@@ -12,6 +12,8 @@
 
 mod args;
 mod backend;
+mod cell;
+mod cell_run;
 mod commands;
 mod demo;
 mod lifecycle;

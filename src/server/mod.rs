@@ -31,6 +31,7 @@ mod admin;
 mod auth;
 mod backup;
 mod batch;
+mod cells;
 mod console;
 mod error;
 mod lifecycle;
