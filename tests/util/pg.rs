@@ -197,3 +197,53 @@ pub fn cluster() -> Option<&'static Cluster> {
         }
     }
 }
+
+/// This process's shared cluster, or why there is none (for benches that
+/// print `n/a (why)`).
+pub fn try_cluster() -> Result<&'static Cluster, String> {
+    static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+    CLUSTER
+        .get_or_init(|| {
+            let dir = Cluster::workdir("b")?;
+            Cluster::start_in(&dir, "")
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+impl Cluster {
+    /// The plain baseline: `pgbench` with `clients` clients for `seconds`,
+    /// each transaction ONE insert of a 117-byte bytea into
+    /// `bench_events (mission, seq bigserial, body)` of database `db`
+    /// (created if missing). Returns transactions per second.
+    pub fn pgbench_insert(&self, db: &str, clients: usize, seconds: u64) -> Result<f64, String> {
+        self.psql(
+            db,
+            "CREATE TABLE IF NOT EXISTS bench_events (mission bigint NOT NULL, seq bigserial, \
+             body bytea NOT NULL, PRIMARY KEY (mission, seq))",
+        )?;
+        let script = self.dir.join("insert.sql");
+        std::fs::write(
+            &script,
+            "INSERT INTO bench_events (mission, body) VALUES (1, convert_to(repeat('x', 117), 'UTF8'));\n",
+        )
+        .map_err(|e| e.to_string())?;
+        let out = as_postgres(&format!(
+            "pgbench -n -c {clients} -j 2 -T {seconds} -f {} -h {} -p {} -U postgres {db}",
+            script.display(),
+            self.dir.display(),
+            self.port
+        ))
+        .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find(|l| l.starts_with("tps = "))
+            .and_then(|l| l[6..].split_whitespace().next()?.parse().ok())
+            .ok_or_else(|| {
+                format!(
+                    "pgbench printed no tps: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
+    }
+}
