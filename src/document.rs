@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::bus::ResumePacket;
 use crate::error::{Error, Result};
-use crate::event::{now_micros, Event, EventBody, EventType, Json, OPERATOR};
+use crate::event::{now_micros, Event, EventBody, EventMeta, EventType, Json, OPERATOR};
 use crate::profiles::MissionConfig;
 use crate::state::{HandoffInfo, MissionState, Participant};
 
@@ -139,7 +139,56 @@ pub fn event_to_json(e: &Event) -> Value {
             m.insert("participant".into(), json!(name));
         }
     }
+    meta_to_json(&e.meta, &mut m);
     Value::Object(m)
+}
+
+/// Per-event metadata as top-level fields, present only when set:
+/// `correlation_id`, `causation_id`, `attributes` (an object of strings).
+fn meta_to_json(meta: &EventMeta, m: &mut Map<String, Value>) {
+    if let Some(c) = &meta.correlation_id {
+        m.insert("correlation_id".into(), json!(c));
+    }
+    if let Some(c) = &meta.causation_id {
+        m.insert("causation_id".into(), json!(c));
+    }
+    if !meta.attributes.is_empty() {
+        m.insert("attributes".into(), json!(meta.attributes));
+    }
+}
+
+/// Read `correlation_id`, `causation_id` and `attributes` (all optional).
+fn meta_from_json(obj: &Map<String, Value>, at: &str) -> Result<EventMeta> {
+    let opt = |name: &str| -> Result<Option<String>> {
+        match obj.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(Error::invalid(format!("{at}: {name}"), "must be a string")),
+        }
+    };
+    let mut meta = EventMeta {
+        correlation_id: opt("correlation_id")?,
+        causation_id: opt("causation_id")?,
+        ..EventMeta::default()
+    };
+    match obj.get("attributes") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(a)) => {
+            for (k, v) in a {
+                let v = v.as_str().ok_or_else(|| {
+                    Error::invalid(format!("{at}: attributes.{k}"), "must be a string")
+                })?;
+                meta.attributes.insert(k.clone(), v.to_string());
+            }
+        }
+        Some(_) => {
+            return Err(Error::invalid(
+                format!("{at}: attributes"),
+                "must be an object of strings",
+            ))
+        }
+    }
+    Ok(meta)
 }
 
 /// Parse an event from JSON. `at` names where it came from in errors
@@ -298,6 +347,7 @@ pub fn event_from_json(v: &Value, at: &str, sequence: Option<u64>) -> Result<Eve
         timestamp,
         sender: string("sender")?,
         body,
+        meta: meta_from_json(obj, at)?,
     })
 }
 
@@ -451,6 +501,7 @@ pub fn log_from_seed(doc: &Value) -> Result<Vec<Event>> {
             title,
             config,
         },
+        meta: EventMeta::default(),
     }];
     match obj.get("participants") {
         None | Some(Value::Null) => {}
@@ -489,6 +540,7 @@ pub fn log_from_seed(doc: &Value) -> Result<Vec<Event>> {
                         role,
                         metadata,
                     },
+                    meta: EventMeta::default(),
                 });
             }
         }

@@ -106,6 +106,48 @@ pub struct Event {
     pub sender: String,
     /// What happened.
     pub body: EventBody,
+    /// Correlation, causation and free-form attributes (empty by default).
+    pub meta: EventMeta,
+}
+
+/// Per-event metadata, settable on every append: a correlation id (one
+/// conversation or request across events and missions), a causation id
+/// (the event or request that caused this one) and free-form string
+/// attributes. It is part of the record, so the hash chain covers it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct EventMeta {
+    /// Groups events of one request/conversation (any string, ≤ 128 bytes).
+    pub correlation_id: Option<String>,
+    /// What caused this event (any string, ≤ 128 bytes; often an event id).
+    pub causation_id: Option<String>,
+    /// Free-form string attributes (≤ 32 entries; keys ≤ 64 bytes, values
+    /// ≤ 1024 bytes).
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+impl EventMeta {
+    /// No correlation, no causation, no attributes.
+    pub fn is_empty(&self) -> bool {
+        self.correlation_id.is_none() && self.causation_id.is_none() && self.attributes.is_empty()
+    }
+
+    /// With this correlation id.
+    pub fn correlation(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// With this causation id.
+    pub fn causation(mut self, id: impl Into<String>) -> Self {
+        self.causation_id = Some(id.into());
+        self
+    }
+
+    /// With this attribute.
+    pub fn attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.attributes.insert(key.into(), value.into());
+        self
+    }
 }
 
 /// The name recorded as sender for actions of the store's operator (creating

@@ -75,7 +75,7 @@ pub use bus::{
     MAX_LEASE_MS,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use event::{Event, EventBody, EventType, Json, OPERATOR};
+pub use event::{Event, EventBody, EventMeta, EventType, Json, OPERATOR};
 pub use profiles::{Capability, IsolationProfile, MissionConfig};
 pub use state::{EventRef, MissionState, Participant, REDUCER_VERSION};
 pub use state::{HandoffInfo, HandoffStatus, CLOSED_KEPT};

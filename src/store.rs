@@ -191,24 +191,24 @@ impl Store {
     fn open_trees(path: &Path, db: sled::Db) -> Result<Store> {
         let meta = db.open_tree(TREE_META)?;
         match meta.get(META_FORMAT)? {
-            // A version-1 store is upgraded in place: only this key changes
-            // (records are never rewritten; v1 and v2 records are both read).
+            // Older stores are upgraded in place: only this key changes
+            // (records are never rewritten; v1, v2 and v3 records are all read).
             None => {
-                meta.insert(META_FORMAT, &[codec::FORMAT_VERSION])?;
+                meta.insert(META_FORMAT, &[codec::STORE_FORMAT])?;
             }
-            Some(v) if v.as_ref() == [codec::FORMAT_V1] => {
-                meta.insert(META_FORMAT, &[codec::FORMAT_VERSION])?;
+            Some(v) if matches!(v.as_ref(), [codec::FORMAT_V1] | [codec::FORMAT_VERSION]) => {
+                meta.insert(META_FORMAT, &[codec::STORE_FORMAT])?;
             }
-            Some(v) if v.as_ref() == [codec::FORMAT_VERSION] => {}
+            Some(v) if v.as_ref() == [codec::STORE_FORMAT] => {}
             Some(v) => {
                 return Err(Error::corruption(
                     "(store)",
                     None,
                     format!(
-                        "data dir {} has format version {:?}; this build reads versions 1 and {}",
+                        "data dir {} has format version {:?}; this build reads versions 1 to {}",
                         path.display(),
                         v.as_ref(),
-                        codec::FORMAT_VERSION
+                        codec::STORE_FORMAT
                     ),
                 ))
             }

@@ -172,6 +172,7 @@ fn run(ops: Vec<Op>, snapshot_every: u64) {
                 let opts = AppendOptions {
                     expected_sequence: expected,
                     event_id: Some(id),
+                    ..AppendOptions::default()
                 };
                 let ok = model.can_write(s) && expected.is_none_or(|e| e == model.head);
                 let res = bus.append(
@@ -259,6 +260,7 @@ fn run(ops: Vec<Op>, snapshot_every: u64) {
                 let opts = AppendOptions {
                     expected_sequence: None,
                     event_id: Some(id),
+                    ..AppendOptions::default()
                 };
                 let res = bus.append(
                     "m",

@@ -5,7 +5,7 @@ use super::{
 };
 
 use crate::error::{Error, Result};
-use crate::event::{EventBody, Json};
+use crate::event::{EventBody, EventMeta, Json};
 use crate::profiles::Capability;
 use crate::state::MissionState;
 
@@ -293,4 +293,37 @@ pub(super) fn check_body(body: &EventBody, limits: Limits) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Most attributes one event's metadata holds.
+pub const MAX_META_ATTRIBUTES: usize = 32;
+/// Longest correlation or causation id, and attribute key, in bytes.
+pub const MAX_META_ID_BYTES: usize = 128;
+/// Longest attribute value, in bytes.
+pub const MAX_META_VALUE_BYTES: usize = 1024;
+
+/// Per-event metadata: ids and keys non-empty labels of at most 128 bytes
+/// without control characters, at most 32 attributes, values at most
+/// 1024 bytes of text. Returned unchanged when sound.
+pub(crate) fn check_meta(meta: EventMeta) -> Result<EventMeta> {
+    if let Some(c) = &meta.correlation_id {
+        check_label("correlation_id", c, MAX_META_ID_BYTES)?;
+    }
+    if let Some(c) = &meta.causation_id {
+        check_label("causation_id", c, MAX_META_ID_BYTES)?;
+    }
+    if meta.attributes.len() > MAX_META_ATTRIBUTES {
+        return Err(Error::invalid(
+            "attributes",
+            format!(
+                "has {} entries, more than {MAX_META_ATTRIBUTES}",
+                meta.attributes.len()
+            ),
+        ));
+    }
+    for (k, v) in &meta.attributes {
+        check_label("attributes key", k, MAX_META_ID_BYTES)?;
+        check_text(&format!("attributes.{k}"), v, MAX_META_VALUE_BYTES)?;
+    }
+    Ok(meta)
 }

@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use crate::event::{Event, Json};
+use crate::event::{Event, EventMeta, Json};
 use crate::profiles::{IsolationProfile, MissionConfig};
 use crate::state::{HandoffInfo, HandoffStatus, Participant};
 
@@ -124,6 +124,8 @@ pub struct AppendOptions {
     /// writing again (safe retries); with other content it is
     /// [`Error::EventIdConflict`]. Applies to single appends.
     pub event_id: Option<Uuid>,
+    /// Correlation id, causation id and attributes stored with the event.
+    pub meta: EventMeta,
 }
 
 /// A mission to create.

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::event::{now_micros, Event, EventBody, EventType, OPERATOR};
+use crate::event::{now_micros, Event, EventBody, EventMeta, EventType, OPERATOR};
 use crate::keys::MissionNo;
 use crate::ledger::{Ledger, LedgerHead};
 use crate::profiles::Capability;
@@ -245,7 +245,11 @@ impl Writer {
             if let Some(original) = self.stored_with_id(group, no, id)? {
                 let (orig_no, orig) = original;
                 let d = &drafts[0];
-                return if orig_no == no && orig.sender == d.sender && orig.body == d.body {
+                return if orig_no == no
+                    && orig.sender == d.sender
+                    && orig.body == d.body
+                    && orig.meta == d.meta
+                {
                     Ok(Planned::Stored(vec![orig]))
                 } else {
                     Err(Error::EventIdConflict {
@@ -307,6 +311,7 @@ impl Writer {
                 timestamp: d.timestamp.unwrap_or_else(now_micros),
                 sender: d.sender,
                 body: d.body,
+                meta: d.meta,
             };
             match scratch.as_mut() {
                 Some(s) => s.apply(&event),
@@ -669,6 +674,7 @@ impl Writer {
                 timestamp: Some(e.timestamp),
                 sender: e.sender.clone(),
                 body: e.body.clone(),
+                meta: e.meta.clone(),
             };
             if e.sequence > 1 {
                 self.validate(&state, &mission, no, &draft, &|id| checkpoints.contains(id))
@@ -781,6 +787,7 @@ impl Writer {
                         last: damage.last,
                         ledger_hash: damage.ledger.hash,
                     },
+                    meta: EventMeta::default(),
                 };
                 let plan = PlannedAppend {
                     mission: no,

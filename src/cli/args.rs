@@ -375,6 +375,15 @@ pub(crate) struct FilterArgs {
     /// Only messages whose topic starts with this.
     #[arg(long, value_name = "PREFIX")]
     pub topic_prefix: Option<String>,
+    /// Only events with this correlation id.
+    #[arg(long = "correlation", value_name = "ID")]
+    pub correlation_id: Option<String>,
+    /// Only events with this causation id.
+    #[arg(long = "causation", value_name = "ID")]
+    pub causation_id: Option<String>,
+    /// Only events holding this attribute.
+    #[arg(long = "with-attr", value_name = "KEY=VALUE")]
+    pub attribute: Option<String>,
     /// `asc` (default) or `desc` (newest first).
     #[arg(long, value_name = "ORDER", value_parser = ["asc", "desc"])]
     pub order: Option<String>,
@@ -392,6 +401,9 @@ impl FilterArgs {
         self.sender.is_some()
             || self.recipient.is_some()
             || self.topic_prefix.is_some()
+            || self.correlation_id.is_some()
+            || self.causation_id.is_some()
+            || self.attribute.is_some()
             || self.order.is_some()
             || self.limit.is_some()
             || self.consumer.is_some()
@@ -416,6 +428,15 @@ pub(crate) struct Guard {
     /// the stored event instead of writing twice.
     #[arg(long, value_name = "UUID")]
     pub event_id: Option<String>,
+    /// Correlation id stored with the event (groups events of one request).
+    #[arg(long, value_name = "ID")]
+    pub correlation_id: Option<String>,
+    /// Causation id stored with the event (what caused it, e.g. an event id).
+    #[arg(long, value_name = "ID")]
+    pub causation_id: Option<String>,
+    /// An attribute stored with the event (repeatable).
+    #[arg(long = "attr", value_name = "KEY=VALUE")]
+    pub attributes: Vec<String>,
 }
 
 /// Log line formats of `serve`.

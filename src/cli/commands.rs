@@ -11,7 +11,9 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use mission_bus::document;
-use mission_bus::{Action, AppendOptions, Event, EventType, Json, MissionBus, MissionConfig};
+use mission_bus::{
+    Action, AppendOptions, Event, EventMeta, EventType, Json, MissionBus, MissionConfig,
+};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -363,10 +365,27 @@ fn append(
             .as_deref()
             .map(|s| parse_uuid("--event-id", s))
             .transpose()?,
+        meta: meta_args(guard)?,
     };
     let e = backend()?.append(mission, sender, action, &opts)?;
     writeln!(out, "{e}")?;
     Ok(())
+}
+
+/// `--correlation-id`, `--causation-id` and `--attr KEY=VALUE` as metadata.
+pub(crate) fn meta_args(guard: &Guard) -> CliResult<EventMeta> {
+    let mut meta = EventMeta {
+        correlation_id: guard.correlation_id.clone(),
+        causation_id: guard.causation_id.clone(),
+        ..EventMeta::default()
+    };
+    for a in &guard.attributes {
+        let (k, v) = a
+            .split_once('=')
+            .ok_or_else(|| Failure::usage(format!("--attr '{a}' is not KEY=VALUE")))?;
+        meta.attributes.insert(k.to_string(), v.to_string());
+    }
+    Ok(meta)
 }
 
 fn read_input(file: &Path) -> CliResult<String> {

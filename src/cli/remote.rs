@@ -162,6 +162,15 @@ fn guard_fields(body: &mut Value, opts: &AppendOptions) {
     if let Some(s) = opts.expected_sequence {
         body["expected_sequence"] = json!(s);
     }
+    if let Some(c) = &opts.meta.correlation_id {
+        body["correlation_id"] = json!(c);
+    }
+    if let Some(c) = &opts.meta.causation_id {
+        body["causation_id"] = json!(c);
+    }
+    if !opts.meta.attributes.is_empty() {
+        body["attributes"] = json!(opts.meta.attributes);
+    }
     if let Some(id) = opts.event_id {
         body["event_id"] = json!(id.to_string());
     }

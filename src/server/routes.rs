@@ -23,7 +23,9 @@ use super::auth::{bearer, Actor, Caller};
 use super::error::ApiError;
 use super::{lifecycle, stream, App};
 use crate::document::{event_to_json, resume_packet_to_json};
-use crate::{Action, AppendOptions, Capability, Json as JsonText, MissionConfig, NewMission};
+use crate::{
+    Action, AppendOptions, Capability, EventMeta, Json as JsonText, MissionConfig, NewMission,
+};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -313,6 +315,12 @@ struct PostMessage {
     #[serde(default)]
     event_id: Option<Uuid>,
     #[serde(default)]
+    correlation_id: Option<String>,
+    #[serde(default)]
+    causation_id: Option<String>,
+    #[serde(default)]
+    attributes: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
     sender: Option<String>,
 }
 
@@ -329,6 +337,12 @@ struct PostCheckpoint {
     #[serde(default)]
     event_id: Option<Uuid>,
     #[serde(default)]
+    correlation_id: Option<String>,
+    #[serde(default)]
+    causation_id: Option<String>,
+    #[serde(default)]
+    attributes: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
     sender: Option<String>,
 }
 
@@ -343,6 +357,12 @@ struct PostHandoff {
     expected_sequence: Option<u64>,
     #[serde(default)]
     event_id: Option<Uuid>,
+    #[serde(default)]
+    correlation_id: Option<String>,
+    #[serde(default)]
+    causation_id: Option<String>,
+    #[serde(default)]
+    attributes: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     sender: Option<String>,
 }
@@ -392,6 +412,11 @@ async fn post_message(
     let opts = AppendOptions {
         expected_sequence: req.expected_sequence,
         event_id: req.event_id,
+        meta: EventMeta {
+            correlation_id: req.correlation_id,
+            causation_id: req.causation_id,
+            attributes: req.attributes,
+        },
     };
     let action = Action::Publish {
         topic: req.topic,
@@ -411,6 +436,11 @@ async fn post_checkpoint(
     let opts = AppendOptions {
         expected_sequence: req.expected_sequence,
         event_id: req.event_id,
+        meta: EventMeta {
+            correlation_id: req.correlation_id,
+            causation_id: req.causation_id,
+            attributes: req.attributes,
+        },
     };
     let action = Action::Checkpoint {
         summary: req.summary,
@@ -431,6 +461,11 @@ async fn post_handoff(
     let opts = AppendOptions {
         expected_sequence: req.expected_sequence,
         event_id: req.event_id,
+        meta: EventMeta {
+            correlation_id: req.correlation_id,
+            causation_id: req.causation_id,
+            attributes: req.attributes,
+        },
     };
     let action = Action::Handoff {
         recipient: req.recipient,
