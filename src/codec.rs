@@ -31,6 +31,10 @@
 
 use std::borrow::Cow;
 
+mod history;
+pub(crate) use history::Anchor;
+pub use history::Tombstone;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -178,6 +182,27 @@ enum BodyV1<'a> {
         #[serde(borrow)]
         name: Cow<'a, str>,
     },
+    MissionForked {
+        #[serde(borrow)]
+        mission_id: Cow<'a, str>,
+        #[serde(borrow)]
+        title: Cow<'a, str>,
+        config_json: String,
+        #[serde(borrow)]
+        parent: Cow<'a, str>,
+        parent_sequence: u64,
+        parent_hash: [u8; 32],
+        parent_checkpoint: [u8; 16],
+    },
+    HistoryPruned {
+        before: u64,
+        anchor_hash: [u8; 32],
+        state_hash: [u8; 32],
+    },
+    RetentionSet {
+        max_age_s: u64,
+        max_count: u64,
+    },
 }
 
 /// Per-event metadata after the body of a version-3 record.
@@ -288,6 +313,39 @@ pub(crate) fn encode_event(mission_id: &str, event: &Event, prev: &Hash) -> Enco
             at_us: to_micros(*at),
         },
         EventBody::ParticipantRemoved { name } => BodyV1::ParticipantRemoved { name: b(name) },
+        EventBody::MissionForked {
+            mission_id,
+            title,
+            config,
+            parent,
+            parent_sequence,
+            parent_hash,
+            parent_checkpoint,
+        } => BodyV1::MissionForked {
+            mission_id: b(mission_id),
+            title: b(title),
+            config_json: Json::from_value(&config.to_json()).into_string(),
+            parent: b(parent),
+            parent_sequence: *parent_sequence,
+            parent_hash: *parent_hash,
+            parent_checkpoint: *parent_checkpoint.as_bytes(),
+        },
+        EventBody::HistoryPruned {
+            before,
+            anchor_hash,
+            state_hash,
+        } => BodyV1::HistoryPruned {
+            before: *before,
+            anchor_hash: *anchor_hash,
+            state_hash: *state_hash,
+        },
+        EventBody::RetentionSet {
+            max_age_s,
+            max_count,
+        } => BodyV1::RetentionSet {
+            max_age_s: *max_age_s,
+            max_count: *max_count,
+        },
     };
     let record = RecordV1 {
         id: *event.id.as_bytes(),
@@ -574,6 +632,44 @@ pub(crate) fn decode_checked(sequence: u64, value: &[u8]) -> Result<Event, Strin
         },
         BodyV1::ParticipantRemoved { name } => EventBody::ParticipantRemoved {
             name: name.into_owned(),
+        },
+        BodyV1::MissionForked {
+            mission_id,
+            title,
+            config_json,
+            parent,
+            parent_sequence,
+            parent_hash,
+            parent_checkpoint,
+        } => {
+            let value: serde_json::Value = serde_json::from_str(&config_json)
+                .map_err(|e| format!("config: stored JSON is malformed: {e}"))?;
+            let config = MissionConfig::from_json(&value).map_err(|e| format!("config: {e}"))?;
+            EventBody::MissionForked {
+                mission_id: mission_id.into_owned(),
+                title: title.into_owned(),
+                config,
+                parent: parent.into_owned(),
+                parent_sequence,
+                parent_hash,
+                parent_checkpoint: Uuid::from_bytes(parent_checkpoint),
+            }
+        }
+        BodyV1::HistoryPruned {
+            before,
+            anchor_hash,
+            state_hash,
+        } => EventBody::HistoryPruned {
+            before,
+            anchor_hash,
+            state_hash,
+        },
+        BodyV1::RetentionSet {
+            max_age_s,
+            max_count,
+        } => EventBody::RetentionSet {
+            max_age_s,
+            max_count,
         },
     };
     let timestamp = from_micros(record.timestamp_us)

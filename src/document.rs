@@ -28,7 +28,7 @@ use crate::bus::ResumePacket;
 use crate::error::{Error, Result};
 use crate::event::{now_micros, Event, EventBody, EventMeta, EventType, Json, OPERATOR};
 use crate::profiles::MissionConfig;
-use crate::state::{HandoffInfo, MissionState, Participant};
+use crate::state::{HandoffInfo, Lineage, MissionState, Participant};
 
 /// 64 hex digits to 32 bytes.
 fn parse_hash(s: &str) -> Option<[u8; 32]> {
@@ -137,6 +137,42 @@ pub fn event_to_json(e: &Event) -> Value {
         }
         EventBody::ParticipantRemoved { name } => {
             m.insert("participant".into(), json!(name));
+        }
+        EventBody::MissionForked {
+            mission_id,
+            title,
+            config,
+            parent,
+            parent_sequence,
+            parent_hash,
+            parent_checkpoint,
+        } => {
+            m.insert("mission_id".into(), json!(mission_id));
+            m.insert("title".into(), json!(title));
+            m.insert("config".into(), config.to_json());
+            m.insert("parent_mission".into(), json!(parent));
+            m.insert("parent_sequence".into(), json!(parent_sequence));
+            m.insert("parent_hash".into(), json!(crate::store::hex(parent_hash)));
+            m.insert(
+                "parent_checkpoint_id".into(),
+                json!(parent_checkpoint.to_string()),
+            );
+        }
+        EventBody::HistoryPruned {
+            before,
+            anchor_hash,
+            state_hash,
+        } => {
+            m.insert("pruned_before".into(), json!(before));
+            m.insert("anchor_hash".into(), json!(crate::store::hex(anchor_hash)));
+            m.insert("state_hash".into(), json!(crate::store::hex(state_hash)));
+        }
+        EventBody::RetentionSet {
+            max_age_s,
+            max_count,
+        } => {
+            m.insert("max_age_s".into(), json!(max_age_s));
+            m.insert("max_count".into(), json!(max_count));
         }
     }
     meta_to_json(&e.meta, &mut m);
@@ -249,6 +285,10 @@ pub fn event_from_json(v: &Value, at: &str, sequence: Option<u64>) -> Result<Eve
             .as_u64()
             .ok_or_else(|| Error::invalid(field(name), "must be a non-negative integer"))
     };
+    let hash_field = |name: &str| -> Result<[u8; 32]> {
+        let s = string(name)?;
+        parse_hash(&s).ok_or_else(|| Error::invalid(field(name), "must be 64 hex digits"))
+    };
     let json_field = |name: &str, default: Value| -> Json {
         Json::from_value(obj.get(name).unwrap_or(&default))
     };
@@ -340,6 +380,28 @@ pub fn event_from_json(v: &Value, at: &str, sequence: Option<u64>) -> Result<Eve
         EventType::ParticipantRemoved => EventBody::ParticipantRemoved {
             name: string("participant")?,
         },
+        EventType::MissionForked => EventBody::MissionForked {
+            mission_id: string("mission_id")?,
+            title: string("title")?,
+            config: match obj.get("config") {
+                None | Some(Value::Null) => MissionConfig::default(),
+                Some(c) => MissionConfig::from_json(c)
+                    .map_err(|reason| Error::invalid(field("config"), reason))?,
+            },
+            parent: string("parent_mission")?,
+            parent_sequence: positive("parent_sequence")?,
+            parent_hash: hash_field("parent_hash")?,
+            parent_checkpoint: uuid("parent_checkpoint_id")?,
+        },
+        EventType::HistoryPruned => EventBody::HistoryPruned {
+            before: positive("pruned_before")?,
+            anchor_hash: hash_field("anchor_hash")?,
+            state_hash: hash_field("state_hash")?,
+        },
+        EventType::RetentionSet => EventBody::RetentionSet {
+            max_age_s: lease("max_age_s")?,
+            max_count: lease("max_count")?,
+        },
     };
     Ok(Event {
         id,
@@ -378,6 +440,25 @@ fn participants_to_json(ps: &BTreeMap<String, Participant>) -> Value {
 /// A resume packet with the prototype's fields (plus `handoff_id` and
 /// `head_sequence`).
 pub fn resume_packet_to_json(p: &ResumePacket) -> Value {
+    let mut v = resume_fields(p);
+    if let Some(l) = &p.forked_from {
+        v["forked_from"] = lineage_to_json(l);
+    }
+    v
+}
+
+/// A fork's lineage: `{mission_id, sequence, hash, checkpoint_id}` (the
+/// parent, the checkpoint's sequence there, the parent's chain hash at it).
+pub fn lineage_to_json(l: &Lineage) -> Value {
+    json!({
+        "mission_id": l.mission,
+        "sequence": l.sequence,
+        "hash": crate::store::hex(&l.hash),
+        "checkpoint_id": l.checkpoint.to_string(),
+    })
+}
+
+fn resume_fields(p: &ResumePacket) -> Value {
     json!({
         "mission_id": p.mission_id,
         "title": p.title,

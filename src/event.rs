@@ -274,6 +274,51 @@ pub enum EventBody {
         /// Participant name.
         name: String,
     },
+    /// Always sequence 1 of a fork: a mission created from a checkpoint of
+    /// another. Like [`EventBody::MissionCreated`], plus the lineage: the
+    /// parent mission, the checkpoint's sequence there and the parent's
+    /// chain hash at that sequence. The events after it (by the operator)
+    /// re-register the parent's participants as they were at that point and
+    /// copy the checkpoint; the fork's own chain starts fresh.
+    MissionForked {
+        /// The new mission's id.
+        mission_id: String,
+        /// Title.
+        title: String,
+        /// Roles and isolation profiles (the parent's).
+        config: MissionConfig,
+        /// The parent mission.
+        parent: String,
+        /// The sequence of the checkpoint forked from, in the parent.
+        parent_sequence: u64,
+        /// The parent's chain hash at `parent_sequence`.
+        parent_hash: [u8; 32],
+        /// The checkpoint forked from.
+        parent_checkpoint: Uuid,
+    },
+    /// The events before `before` were pruned (by the operator). The anchor
+    /// kept in the store holds `anchor_hash`, the chain hash of the record
+    /// at `before - 1`, and the mission's state as of it, whose BLAKE3 is
+    /// `state_hash`: `verify` checks both against this event, and the
+    /// chain from `before` on. The reducer folds it as a no-op except the
+    /// head and the first kept sequence.
+    HistoryPruned {
+        /// First sequence kept.
+        before: u64,
+        /// Chain hash of the record at `before - 1`.
+        anchor_hash: [u8; 32],
+        /// BLAKE3 of the encoded state as of `before - 1` kept by the anchor.
+        state_hash: [u8; 32],
+    },
+    /// The mission's retention policy (by the operator): prune events older
+    /// than `max_age_s` seconds and/or beyond the newest `max_count` (0:
+    /// no limit). Applied by `apply-retention` and the server's timer.
+    RetentionSet {
+        /// Keep events at most this old, in seconds (0: no limit).
+        max_age_s: u64,
+        /// Keep at most this many of the newest events (0: no limit).
+        max_count: u64,
+    },
 }
 
 /// The kind of an event, as written in JSON's `event_type`.
@@ -307,11 +352,17 @@ pub enum EventType {
     HandoffExpired,
     /// `participant_removed`
     ParticipantRemoved,
+    /// `mission_forked`
+    MissionForked,
+    /// `history_pruned`
+    HistoryPruned,
+    /// `retention_set`
+    RetentionSet,
 }
 
 impl EventType {
     /// Every event type, in declaration order.
-    pub const ALL: [EventType; 14] = [
+    pub const ALL: [EventType; 17] = [
         EventType::MissionCreated,
         EventType::ParticipantJoined,
         EventType::RoleChanged,
@@ -326,6 +377,9 @@ impl EventType {
         EventType::HandoffReleased,
         EventType::HandoffExpired,
         EventType::ParticipantRemoved,
+        EventType::MissionForked,
+        EventType::HistoryPruned,
+        EventType::RetentionSet,
     ];
 
     /// The `event_type` string.
@@ -345,6 +399,9 @@ impl EventType {
             EventType::HandoffReleased => "handoff_released",
             EventType::HandoffExpired => "handoff_expired",
             EventType::ParticipantRemoved => "participant_removed",
+            EventType::MissionForked => "mission_forked",
+            EventType::HistoryPruned => "history_pruned",
+            EventType::RetentionSet => "retention_set",
         }
     }
 
@@ -396,6 +453,19 @@ impl EventBody {
             EventBody::HandoffReleased { .. } => EventType::HandoffReleased,
             EventBody::HandoffExpired { .. } => EventType::HandoffExpired,
             EventBody::ParticipantRemoved { .. } => EventType::ParticipantRemoved,
+            EventBody::MissionForked { .. } => EventType::MissionForked,
+            EventBody::HistoryPruned { .. } => EventType::HistoryPruned,
+            EventBody::RetentionSet { .. } => EventType::RetentionSet,
+        }
+    }
+
+    /// The mission id a creation record (`mission_created` or
+    /// `mission_forked`) names; `None` for every other event.
+    pub fn created_mission(&self) -> Option<&str> {
+        match self {
+            EventBody::MissionCreated { mission_id, .. }
+            | EventBody::MissionForked { mission_id, .. } => Some(mission_id),
+            _ => None,
         }
     }
 

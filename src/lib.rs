@@ -71,13 +71,14 @@ pub use bus::{
     MAX_ARTIFACTS, MAX_NAME_BYTES, MAX_RECORD_BYTES, MAX_TEXT_BYTES, MAX_TOPIC_BYTES,
 };
 pub use bus::{
-    ConsumerPosition, EventFilter, EventPage, ResumeSource, MAX_CONSUMERS_PER_PARTICIPANT,
-    MAX_LEASE_MS,
+    ConsumerPosition, EventFilter, EventPage, PruneReport, ResumeSource,
+    MAX_CONSUMERS_PER_PARTICIPANT, MAX_LEASE_MS,
 };
+pub use codec::Tombstone;
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventBody, EventMeta, EventType, Json, OPERATOR};
 pub use profiles::{Capability, IsolationProfile, MissionConfig};
-pub use state::{EventRef, MissionState, Participant, REDUCER_VERSION};
+pub use state::{EventRef, Lineage, MissionState, Participant, Retention, REDUCER_VERSION};
 pub use state::{HandoffInfo, HandoffStatus, CLOSED_KEPT};
 pub use store::{Durability, EventIter};
 pub use verify::{Problem, VerifyReport};

@@ -98,6 +98,14 @@ impl MissionBusBuilder {
             create_if_missing: self.create_if_missing,
         };
         let store = Arc::new(Store::open(&self.path, &store_options)?);
+        // Finish deletes and prunes a crash interrupted (records of deleted
+        // missions, records below a prune anchor). Best effort: what is
+        // left is ignored by every read and removed next time.
+        match store.finish_history_cleanups() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "finished an interrupted delete or prune"),
+            Err(e) => tracing::warn!(error = %e, "could not finish an interrupted delete or prune"),
+        }
         let (ledger, integrity) = if self.commit_ledger {
             super::integrity::check_at_open(&store, &self.path).map_err(|e| e.in_dir(&self.path))?
         } else {

@@ -280,6 +280,32 @@ pub(super) fn check_body(body: &EventBody, limits: Limits) -> Result<()> {
             note.len()
         }
         EventBody::HandoffExpired { .. } => 0,
+        EventBody::MissionForked {
+            mission_id,
+            title,
+            config,
+            parent,
+            parent_sequence,
+            ..
+        } => {
+            check_identifier("mission id", mission_id)?;
+            check_identifier("parent mission", parent)?;
+            check_text("title", title, MAX_TEXT_BYTES)?;
+            if *parent_sequence == 0 {
+                return Err(Error::invalid("parent_sequence", "must be at least 1"));
+            }
+            title.len() + config.to_json().to_string().len()
+        }
+        EventBody::HistoryPruned { before, .. } => {
+            if *before < 2 {
+                return Err(Error::invalid(
+                    "pruned_before",
+                    format!("must be at least 2, got {before}"),
+                ));
+            }
+            0
+        }
+        EventBody::RetentionSet { .. } => 0,
         EventBody::ParticipantRemoved { name } => {
             check_participant_name("participant name", name)?;
             0

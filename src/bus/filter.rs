@@ -128,7 +128,7 @@ impl MissionBus {
                 format!("must be 1..={MAX_READ_LIMIT}, got {limit}"),
             ));
         }
-        let mut from = filter.from.unwrap_or(1).max(1);
+        let mut from = filter.from.unwrap_or(1).max(c.state.first_sequence());
         if let Some(name) = consumer {
             let Some(r) = reader else {
                 return Err(Error::invalid(

@@ -80,6 +80,7 @@ impl Integrity {
             head_sequence: 0,
             head_hash: String::new(),
             problems: Vec::new(),
+            notes: Vec::new(),
         };
         report.problems.push(Problem {
             sequence: Some(d.first),

@@ -4,7 +4,7 @@ use uuid::Uuid;
 
 use crate::event::{Event, EventMeta, Json};
 use crate::profiles::{IsolationProfile, MissionConfig};
-use crate::state::{HandoffInfo, HandoffStatus, Participant};
+use crate::state::{HandoffInfo, HandoffStatus, Lineage, Participant};
 
 /// An event that was just made durable, as seen by [`MissionBus::subscribe`].
 #[derive(Debug, Clone, PartialEq)]
@@ -201,6 +201,8 @@ pub struct ResumePacket {
     pub stream_length: u64,
     /// The mission's head sequence (all events, membership included).
     pub head_sequence: u64,
+    /// Where the mission was forked from, if it is a fork.
+    pub forked_from: Option<Lineage>,
 }
 
 /// One line of [`MissionBus::missions`].
@@ -212,6 +214,8 @@ pub struct MissionSummary {
     pub title: String,
     /// Head sequence = number of events (sequences are contiguous from 1).
     pub head_sequence: u64,
+    /// Where the mission was forked from, if it is a fork.
+    pub forked_from: Option<Lineage>,
 }
 
 /// What a [`ResumePacket`] was built from.

@@ -110,6 +110,7 @@ impl Writer {
                 let r = match self.store.mission_no(&mission) {
                     Ok(Some(no)) => self.store.verify(no, &mission).map(|mut r| {
                         self.integrity.annotate(&mut r);
+                        self.verify_lineage(no, &mission, &mut r);
                         r
                     }),
                     Ok(None) => Err(Error::MissionNotFound { mission }),
@@ -130,6 +131,7 @@ impl Writer {
             Job::Backup { to, reply } => {
                 let _ = reply.send(super::backup::run(&self.store, &to));
             }
+            Job::History(job) => self.history(job),
         }
     }
 
@@ -148,14 +150,25 @@ impl Writer {
 
     /// The committed state of a mission: from the cache, else from the
     /// snapshot plus the events after it, else from the whole log.
-    fn load(&self, no: MissionNo, mission: &str) -> Result<Arc<Cached>> {
+    pub(super) fn load(&self, no: MissionNo, mission: &str) -> Result<Arc<Cached>> {
         if let Some(c) = self.shared.cached(no) {
             return Ok(c);
         }
         let (head, head_hash) = self.store.head(no, mission)?;
-        let (mut state, from, snapshot_seq) = match self.valid_snapshot(no, head)? {
-            Some(s) => (s.state, s.sequence + 1, s.sequence),
-            None => (MissionState::default(), 1, 0),
+        // A pruned mission starts from its anchor's state unless a
+        // snapshot is at least as recent.
+        let anchor = self.store.anchor(no, mission)?;
+        let (mut state, from, snapshot_seq) = match (self.valid_snapshot(no, head)?, anchor) {
+            (Some(s), a) if a.as_ref().is_none_or(|a| s.sequence + 1 >= a.before) => {
+                (s.state, s.sequence + 1, s.sequence)
+            }
+            (_, Some(a)) => {
+                let state = a
+                    .state()
+                    .map_err(|e| Error::corruption(mission, Some(a.before - 1), e))?;
+                (state, a.before, 0)
+            }
+            (_, None) => (MissionState::default(), 1, 0),
         };
         for event in self.store.scan(no, mission, from, head) {
             state.apply(&event?);
@@ -204,10 +217,9 @@ impl Writer {
         if let Some(e) = self.integrity.refuse_write(mission) {
             return Err(e);
         }
-        let creating = matches!(
-            drafts.first().map(|d| &d.body),
-            Some(EventBody::MissionCreated { .. })
-        );
+        let creating = drafts
+            .first()
+            .is_some_and(|d| d.body.created_mission().is_some());
         let mut cached = if creating {
             if self.name_to_no(mission).is_some() || group.new_names.contains_key(mission) {
                 return Err(Error::MissionExists {
@@ -279,7 +291,7 @@ impl Writer {
         let mut batch_ids = HashSet::new();
         let mut remember = Vec::new();
         for (i, d) in drafts.into_iter().enumerate() {
-            if i > 0 && matches!(d.body, EventBody::MissionCreated { .. }) {
+            if i > 0 && d.body.created_mission().is_some() {
                 return Err(Error::invalid(
                     "batch",
                     "mission_created may only come first",
@@ -420,7 +432,17 @@ impl Writer {
                     d.sender
                 ),
             )),
-            EventBody::MissionCreated { mission_id, .. } => {
+            EventBody::MissionForked { .. } if d.sender != OPERATOR => Err(Error::invalid(
+                "mission_forked",
+                format!("only {OPERATOR} forks a mission, not '{}'", d.sender),
+            )),
+            EventBody::HistoryPruned { .. } => Err(Error::invalid(
+                "history_pruned",
+                "is written by prune only, never appended or imported",
+            )),
+            EventBody::RetentionSet { .. } => manage(state),
+            EventBody::MissionCreated { mission_id, .. }
+            | EventBody::MissionForked { mission_id, .. } => {
                 if mission_id != mission {
                     return Err(Error::invalid(
                         "mission_created",
@@ -648,10 +670,10 @@ impl Writer {
     /// Import a whole log: validate everything, then write in chunks with
     /// the mission registered in the last one, so it appears atomically.
     fn import(&self, events: Vec<Event>, mut progress: Box<dyn FnMut(u64) + Send>) -> Result<u64> {
-        let EventBody::MissionCreated { mission_id, .. } = &events[0].body else {
+        let Some(mission_id) = events[0].body.created_mission() else {
             unreachable!("checked by import_log");
         };
-        let mission = mission_id.clone();
+        let mission = mission_id.to_string();
         if let Some(e) = self.integrity.refuse_write(&mission) {
             return Err(e);
         }

@@ -55,6 +55,7 @@ pub(super) enum Job {
         mission: String,
         reply: mpsc::Sender<Result<Option<Event>>>,
     },
+    History(super::history::HistoryJob),
 }
 
 impl MissionBus {
@@ -340,14 +341,17 @@ impl MissionBus {
         let Some(first) = events.first() else {
             return Err(Error::invalid("import", "the log is empty"));
         };
-        let EventBody::MissionCreated {
+        let (EventBody::MissionCreated {
             mission_id, title, ..
-        } = &first.body
+        }
+        | EventBody::MissionForked {
+            mission_id, title, ..
+        }) = &first.body
         else {
             return Err(Error::invalid(
                 "import",
                 format!(
-                    "the first event (sequence {}) is a {}, not mission_created",
+                    "the first event (sequence {}) is a {}, not mission_created or mission_forked",
                     first.sequence,
                     first.event_type()
                 ),

@@ -180,17 +180,17 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             Ok(())
         }
         Command::Missions => {
-            for (mission_id, title, head) in existing()?.missions()? {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({
-                        "mission_id": mission_id,
-                        "title": title,
-                        "events": head,
-                        "head_sequence": head,
-                    })
-                )?;
+            for (mission_id, title, head, lineage) in existing()?.missions()? {
+                let mut line = json!({
+                    "mission_id": mission_id,
+                    "title": title,
+                    "events": head,
+                    "head_sequence": head,
+                });
+                if !lineage.is_null() {
+                    line["forked_from"] = lineage;
+                }
+                writeln!(out, "{line}")?;
             }
             Ok(())
         }
@@ -437,10 +437,7 @@ fn parse_log(
 }
 
 fn mission_of(e: &Event) -> String {
-    match &e.body {
-        mission_bus::EventBody::MissionCreated { mission_id, .. } => mission_id.clone(),
-        _ => String::new(),
-    }
+    e.body.created_mission().unwrap_or_default().to_string()
 }
 
 fn verify(backend: &dyn Backend, out: &mut dyn Write, mission: Option<&str>) -> CliResult {

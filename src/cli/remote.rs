@@ -338,7 +338,7 @@ impl Backend for Remote {
         Ok(v["imported"].as_u64().unwrap_or(0))
     }
 
-    fn missions(&self) -> CliResult<Vec<(String, String, u64)>> {
+    fn missions(&self) -> CliResult<Vec<(String, String, u64, Value)>> {
         let v = self.json(self.get("/v1/missions", &[])?)?;
         let mut out = Vec::new();
         for m in v["missions"].as_array().cloned().unwrap_or_default() {
@@ -350,7 +350,12 @@ impl Backend for Remote {
                 ));
             }
             let title = m["title"].as_str().unwrap_or("").to_string();
-            out.push((id, title, m["head_sequence"].as_u64().unwrap_or(0)));
+            out.push((
+                id,
+                title,
+                m["head_sequence"].as_u64().unwrap_or(0),
+                m["forked_from"].clone(),
+            ));
         }
         Ok(out)
     }

@@ -33,7 +33,7 @@ use super::error::ApiError;
 use super::routes::{body, call, created, path, query, MAX_PAGE};
 use super::App;
 use crate::document::{self, event_to_json};
-use crate::{Action, AppendOptions, Event, EventBody, EventMeta, Json as JsonText};
+use crate::{Action, AppendOptions, Event, EventMeta, Json as JsonText};
 
 /// Where imports are posted (the route below spells it out, so the route
 /// table can be read from the source: tests/openapi.rs).
@@ -343,10 +343,11 @@ async fn import(
             ApiError::bad_request("invalid_body", format!("import: not UTF-8: {e}"))
         })?;
         let events = parse_log(text, format)?;
-        let mission = match events.first().map(|e| &e.body) {
-            Some(EventBody::MissionCreated { mission_id, .. }) => mission_id.clone(),
-            _ => String::new(),
-        };
+        let mission = events
+            .first()
+            .and_then(|e| e.body.created_mission())
+            .unwrap_or_default()
+            .to_string();
         let count = app.bus.import_log(events, |_| {})?;
         Ok(created(json!({
             "mission_id": mission,

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::keys::{self, MissionNo};
 
-const TREE_CONSUMERS: &str = "consumers";
+pub(super) const TREE_CONSUMERS: &str = "consumers";
 /// Version byte of `consumers` values.
 const CONSUMER_VERSION: u8 = 1;
 
