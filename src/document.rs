@@ -654,3 +654,27 @@ pub fn log_from_jsonl(text: &str) -> Result<Vec<Event>> {
     }
     Ok(out)
 }
+
+/// A tombstone: `mission_id`, `head_sequence`, `head_hash`, `deleted_at`,
+/// `deleted_by`.
+pub fn tombstone_to_json(t: &crate::Tombstone) -> Value {
+    json!({
+        "mission_id": t.mission_id,
+        "head_sequence": t.head_sequence,
+        "head_hash": crate::store::hex(&t.head_hash),
+        "deleted_at": crate::event::from_micros(t.deleted_at_us)
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        "deleted_by": t.deleted_by,
+    })
+}
+
+/// A prune's outcome: `mission_id`, `first_sequence` (the first kept),
+/// `removed`, `event` (the `history_pruned` event, or null).
+pub fn prune_report_to_json(r: &crate::PruneReport) -> Value {
+    json!({
+        "mission_id": r.mission_id,
+        "first_sequence": r.before,
+        "removed": r.removed,
+        "event": r.event.as_ref().map(event_to_json),
+    })
+}

@@ -65,6 +65,7 @@ mod state;
 mod store;
 mod verify;
 
+pub use bus::{chain_archives, read_archive, Archive, ArchiveInfo};
 pub use bus::{
     token_hash, Action, AppendOptions, BackupReport, BatchItem, BusStats, Committed, Histogram,
     MissionBus, MissionBusBuilder, MissionSummary, NewMission, ResumePacket, TokenOwner,

@@ -239,11 +239,23 @@ impl MissionBus {
         if policy.is_none() {
             return Ok(None);
         }
-        let head = c.state.head;
+        // The prune's own record does not count: a policy applied twice
+        // in a row prunes once.
+        let mut head = c.state.head;
+        if let Ok(Some(last)) = self.inner.store().event(c.no, head, mission) {
+            if matches!(last.body, EventBody::HistoryPruned { .. }) {
+                head -= 1;
+            }
+        }
         let first = c.state.first_sequence();
         let mut cut = first;
         if policy.max_count > 0 && head > policy.max_count {
-            cut = cut.max(head - policy.max_count + 1);
+            // Hysteresis: by count, prune only once a tenth of the limit
+            // (at least one event) is over it, not at every new event.
+            let over = head - policy.max_count + 1;
+            if over >= first + (policy.max_count / 10).max(1) {
+                cut = cut.max(over);
+            }
         }
         if policy.max_age_s > 0 {
             let limit =
@@ -571,6 +583,15 @@ impl Writer {
             mission_id: mission.to_string(),
             event: event.clone(),
         });
+        if let Some(tx) = self
+            .shared
+            .mission_channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(mission)
+        {
+            let _ = tx.send(Arc::clone(&c));
+        }
         let _ = self.shared.committed.send(c);
         tracing::info!(mission, before, removed, "mission pruned");
         Ok(PruneReport {

@@ -20,6 +20,7 @@
 //! the recent-events cache) and `writer` (the single writer thread: plan,
 //! commit, publish, acknowledge).
 
+mod archive;
 mod async_api;
 mod backup;
 mod builder;
@@ -40,6 +41,7 @@ mod types;
 mod writer;
 mod writes;
 
+pub use archive::{chain_archives, read_archive, Archive, ArchiveInfo};
 pub use async_api::BatchItem;
 pub use backup::BackupReport;
 pub use builder::MissionBusBuilder;

@@ -254,6 +254,18 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             Ok(())
         }
         Command::Demo => demo::run(data, out),
+        c @ (Command::Fork { .. }
+        | Command::Delete { .. }
+        | Command::Prune { .. }
+        | Command::Retention { .. }
+        | Command::ApplyRetention
+        | Command::Tombstones { .. }
+        | Command::Archive { .. }
+        | Command::VerifyArchive { .. }
+        | Command::Restore { .. }
+        | Command::Compact) => {
+            super::history::run(c, data, server.as_deref(), token.as_deref(), out)
+        }
         Command::Salvage { damaged, to } => salvage(out, &damaged, &to),
         other => super::lifecycle::run(other, data, out),
     }

@@ -14,6 +14,7 @@ mod args;
 mod backend;
 mod commands;
 mod demo;
+mod history;
 mod lifecycle;
 mod mcp;
 mod progress;

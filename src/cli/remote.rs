@@ -121,6 +121,16 @@ impl Remote {
             .map_err(|e| Failure::other(format!("reading the server's answer: {e}")))
     }
 
+    /// `GET path` (no body) or `POST path` with a JSON body, as the admin;
+    /// the JSON answer.
+    pub(crate) fn admin(&self, path: &str, body: Option<Value>) -> CliResult<Value> {
+        let resp = match body {
+            None => self.get(path, &[])?,
+            Some(b) => self.post(path, &[], b.to_string())?,
+        };
+        self.json(resp)
+    }
+
     fn append_json(&self, mission: &str, body: Value) -> CliResult<Value> {
         let resp = self.post(
             &format!("/v1/admin/missions/{}/events", seg(mission)),
@@ -146,7 +156,7 @@ pub(crate) fn exit_code(status: u16, code: &str) -> i32 {
 }
 
 /// Percent-encode one path segment.
-fn seg(s: &str) -> String {
+pub(crate) fn seg(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -272,3 +272,35 @@ impl Store {
         Ok(removed)
     }
 }
+
+impl Store {
+    /// The raw records of a mission with sequences `from..=to`, in order,
+    /// CRC-checked and contiguous (for archives: the bytes exactly as
+    /// stored, so their hashes can be recomputed anywhere).
+    pub(crate) fn raw_records(
+        &self,
+        mission: MissionNo,
+        name: &str,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = Result<(u64, sled::IVec)>> + '_ {
+        let name = name.to_string();
+        let mut expected = from;
+        self.events
+            .range(keys::event_key(mission, from)..=keys::event_key(mission, to.max(from)))
+            .map(move |item| {
+                let (k, v) = item?;
+                let seq = keys::parse_event_key(&k).map_or(0, |(_, s)| s);
+                if seq != expected {
+                    return Err(Error::corruption(
+                        &name,
+                        Some(expected),
+                        format!("record missing (next record is sequence {seq})"),
+                    ));
+                }
+                expected += 1;
+                codec::check_record(&v).map_err(|e| Error::corruption(&name, Some(seq), e))?;
+                Ok((seq, v))
+            })
+    }
+}
