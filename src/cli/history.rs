@@ -302,6 +302,12 @@ fn compact(data: &Path, out: &mut dyn Write) -> CliResult {
         )
     };
     std::fs::rename(data, &old).map_err(|e| fail("moving the store aside", e))?;
+    // Evidence kept by an earlier open of a damaged store moves along.
+    let evidence = old.join("evidence");
+    if evidence.exists() {
+        std::fs::rename(&evidence, fresh.join("evidence"))
+            .map_err(|e| fail("moving evidence/ along", e))?;
+    }
     std::fs::rename(&fresh, data).map_err(|e| fail("moving the copy in", e))?;
     std::fs::remove_dir_all(&old).map_err(|e| fail("removing the old store", e))?;
     // Proves the swapped-in store opens.
