@@ -67,8 +67,7 @@ fn log(mission: &str, n: u64) -> Vec<Event> {
         } else {
             EventBody::Message {
                 topic: format!("status/{}", seq % 10),
-                payload: Json::parse("payload", &format!(r#"{{"seq":{seq},"ok":true}}"#))
-                    .unwrap(),
+                payload: Json::parse("payload", &format!(r#"{{"seq":{seq},"ok":true}}"#)).unwrap(),
             }
         };
         log.push(ev(seq, "ada", body));

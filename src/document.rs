@@ -50,6 +50,7 @@ pub fn event_to_json(e: &Event) -> Value {
         EventType::Message => "message_id",
         EventType::Checkpoint => "checkpoint_id",
         EventType::Handoff => "handoff_id",
+        EventType::CellStarted => "cell_id",
         _ => "event_id",
     };
     m.insert(id_field.into(), json!(e.id.to_string()));
@@ -138,6 +139,30 @@ pub fn event_to_json(e: &Event) -> Value {
         EventBody::ParticipantRemoved { name } => {
             m.insert("participant".into(), json!(name));
         }
+        EventBody::CellStarted {
+            profile,
+            mechanism,
+            workspace,
+            command,
+        } => {
+            m.insert("profile".into(), json!(profile));
+            m.insert("mechanism".into(), json!(mechanism));
+            m.insert("workspace".into(), json!(workspace));
+            m.insert("command".into(), json!(command));
+        }
+        EventBody::CellExited {
+            cell_id,
+            exit_code,
+            signal,
+            duration_ms,
+            error,
+        } => {
+            m.insert("cell_id".into(), json!(cell_id.to_string()));
+            m.insert("exit_code".into(), json!(exit_code));
+            m.insert("signal".into(), json!(signal));
+            m.insert("duration_ms".into(), json!(duration_ms));
+            m.insert("error".into(), json!(error));
+        }
         EventBody::MissionForked {
             mission_id,
             title,
@@ -177,6 +202,34 @@ pub fn event_to_json(e: &Event) -> Value {
     }
     meta_to_json(&e.meta, &mut m);
     Value::Object(m)
+}
+
+/// A required array of strings (a cell's command).
+fn strings(v: Option<&Value>, field: &str) -> Result<Vec<String>> {
+    let Some(Value::Array(items)) = v else {
+        return Err(Error::invalid(field, "must be an array of strings"));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            a.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| Error::invalid(format!("{field}[{i}]"), "must be a string"))
+        })
+        .collect()
+}
+
+/// An optional 32-bit integer (`null` or missing: none).
+fn optional_i32(v: Option<&Value>, field: &str) -> Result<Option<i32>> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(n) => n
+            .as_i64()
+            .and_then(|n| i32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| Error::invalid(field, "must be a 32-bit integer or null")),
+    }
 }
 
 /// Per-event metadata as top-level fields, present only when set:
@@ -263,6 +316,7 @@ pub fn event_from_json(v: &Value, at: &str, sequence: Option<u64>) -> Result<Eve
         EventType::Message => "message_id",
         EventType::Checkpoint => "checkpoint_id",
         EventType::Handoff => "handoff_id",
+        EventType::CellStarted => "cell_id",
         _ => "event_id",
     })?;
     let sequence = match sequence {
@@ -379,6 +433,19 @@ pub fn event_from_json(v: &Value, at: &str, sequence: Option<u64>) -> Result<Eve
         },
         EventType::ParticipantRemoved => EventBody::ParticipantRemoved {
             name: string("participant")?,
+        },
+        EventType::CellStarted => EventBody::CellStarted {
+            profile: string("profile")?,
+            mechanism: string("mechanism")?,
+            workspace: string("workspace")?,
+            command: strings(obj.get("command"), &field("command"))?,
+        },
+        EventType::CellExited => EventBody::CellExited {
+            cell_id: uuid("cell_id")?,
+            exit_code: optional_i32(obj.get("exit_code"), &field("exit_code"))?,
+            signal: optional_i32(obj.get("signal"), &field("signal"))?,
+            duration_ms: lease("duration_ms")?,
+            error: string_or("error", "")?,
         },
         EventType::MissionForked => EventBody::MissionForked {
             mission_id: string("mission_id")?,
@@ -514,13 +581,17 @@ where
             out.push(event_to_json(&e));
         }
     }
-    Ok(json!({
+    let mut doc = json!({
         "mission_id": state.mission_id,
         "title": state.title,
         "config": state.config.to_json(),
         "participants": participants_to_json(&state.participants),
         "events": out,
-    }))
+    });
+    if let Some(l) = &state.parent {
+        doc["forked_from"] = lineage_to_json(l);
+    }
+    Ok(doc)
 }
 
 /// Turn a seed document into a complete log for [`crate::MissionBus::import_log`]:
@@ -572,16 +643,45 @@ pub fn log_from_seed(doc: &Value) -> Result<Vec<Event>> {
         .first()
         .map(|e| e.timestamp)
         .unwrap_or_else(now_micros);
+    let body = match obj.get("forked_from") {
+        None | Some(Value::Null) => EventBody::MissionCreated {
+            mission_id,
+            title,
+            config,
+        },
+        Some(l) => {
+            let at = "seed document: forked_from";
+            let field = |k: &str| {
+                l.get(k)
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| Error::invalid(format!("{at}.{k}"), "missing or not a string"))
+            };
+            EventBody::MissionForked {
+                mission_id,
+                title,
+                config,
+                parent: field("mission_id")?.to_string(),
+                parent_sequence: l
+                    .get("sequence")
+                    .and_then(Value::as_u64)
+                    .filter(|s| *s > 0)
+                    .ok_or_else(|| {
+                        Error::invalid(format!("{at}.sequence"), "must be a positive integer")
+                    })?,
+                parent_hash: parse_hash(field("hash")?)
+                    .ok_or_else(|| Error::invalid(format!("{at}.hash"), "must be 64 hex digits"))?,
+                parent_checkpoint: Uuid::parse_str(field("checkpoint_id")?).map_err(|e| {
+                    Error::invalid(format!("{at}.checkpoint_id"), format!("not a UUID: {e}"))
+                })?,
+            }
+        }
+    };
     let mut log = vec![Event {
         id: Uuid::now_v7(),
         sequence: 1,
         timestamp: created_at,
         sender: OPERATOR.to_string(),
-        body: EventBody::MissionCreated {
-            mission_id,
-            title,
-            config,
-        },
+        body,
         meta: EventMeta::default(),
     }];
     match obj.get("participants") {

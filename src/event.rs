@@ -274,6 +274,32 @@ pub enum EventBody {
         /// Participant name.
         name: String,
     },
+    /// An agent's command was started in an isolation cell (see
+    /// docs/cells.md). The event's id is the cell's id.
+    CellStarted {
+        /// The isolation profile's name (one of the mission's).
+        profile: String,
+        /// The profile's mechanism, e.g. `mount_namespace`.
+        mechanism: String,
+        /// The workspace directory, as an absolute path on the cell's host.
+        workspace: String,
+        /// The command and its arguments.
+        command: Vec<String>,
+    },
+    /// The command of a cell ended (or could not be started after its
+    /// `cell_started` was recorded).
+    CellExited {
+        /// The `cell_started` event's id.
+        cell_id: Uuid,
+        /// The exit code, when the command exited normally.
+        exit_code: Option<i32>,
+        /// The signal that ended it, when one did.
+        signal: Option<i32>,
+        /// Wall-clock run time in milliseconds.
+        duration_ms: u64,
+        /// Why the command could not run (empty when it ran).
+        error: String,
+    },
     /// Always sequence 1 of a fork: a mission created from a checkpoint of
     /// another. Like [`EventBody::MissionCreated`], plus the lineage: the
     /// parent mission, the checkpoint's sequence there and the parent's
@@ -352,6 +378,10 @@ pub enum EventType {
     HandoffExpired,
     /// `participant_removed`
     ParticipantRemoved,
+    /// `cell_started`
+    CellStarted,
+    /// `cell_exited`
+    CellExited,
     /// `mission_forked`
     MissionForked,
     /// `history_pruned`
@@ -362,7 +392,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every event type, in declaration order.
-    pub const ALL: [EventType; 17] = [
+    pub const ALL: [EventType; 19] = [
         EventType::MissionCreated,
         EventType::ParticipantJoined,
         EventType::RoleChanged,
@@ -377,6 +407,8 @@ impl EventType {
         EventType::HandoffReleased,
         EventType::HandoffExpired,
         EventType::ParticipantRemoved,
+        EventType::CellStarted,
+        EventType::CellExited,
         EventType::MissionForked,
         EventType::HistoryPruned,
         EventType::RetentionSet,
@@ -399,6 +431,8 @@ impl EventType {
             EventType::HandoffReleased => "handoff_released",
             EventType::HandoffExpired => "handoff_expired",
             EventType::ParticipantRemoved => "participant_removed",
+            EventType::CellStarted => "cell_started",
+            EventType::CellExited => "cell_exited",
             EventType::MissionForked => "mission_forked",
             EventType::HistoryPruned => "history_pruned",
             EventType::RetentionSet => "retention_set",
@@ -453,6 +487,8 @@ impl EventBody {
             EventBody::HandoffReleased { .. } => EventType::HandoffReleased,
             EventBody::HandoffExpired { .. } => EventType::HandoffExpired,
             EventBody::ParticipantRemoved { .. } => EventType::ParticipantRemoved,
+            EventBody::CellStarted { .. } => EventType::CellStarted,
+            EventBody::CellExited { .. } => EventType::CellExited,
             EventBody::MissionForked { .. } => EventType::MissionForked,
             EventBody::HistoryPruned { .. } => EventType::HistoryPruned,
             EventBody::RetentionSet { .. } => EventType::RetentionSet,

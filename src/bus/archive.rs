@@ -91,7 +91,7 @@ impl MissionBus {
         };
         let mut lines = Vec::new();
         let mut prev = prev_hash;
-        for item in store.raw_records(c.no, mission, first, last) {
+        for item in store.raw_records(c.no, mission, first, last)? {
             let (seq, v) = item?;
             if codec::prev_hash(&v) != prev {
                 return Err(Error::corruption(

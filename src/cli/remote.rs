@@ -58,11 +58,16 @@ impl Remote {
         Ok(Remote { base, token, agent })
     }
 
+    /// The server's address, `http://HOST:PORT`.
+    pub(super) fn base(&self) -> &str {
+        &self.base
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    fn get(&self, path: &str, query: &[(&str, String)]) -> CliResult<Response<Body>> {
+    pub(super) fn get(&self, path: &str, query: &[(&str, String)]) -> CliResult<Response<Body>> {
         let mut req = self
             .agent
             .get(self.url(path))
@@ -73,7 +78,7 @@ impl Remote {
         self.check(req.call())
     }
 
-    fn post(
+    pub(super) fn post(
         &self,
         path: &str,
         query: &[(&str, String)],
@@ -114,7 +119,7 @@ impl Remote {
         Err(Failure::new(exit_code(status, &code), message))
     }
 
-    fn json(&self, resp: Response<Body>) -> CliResult<Value> {
+    pub(super) fn json(&self, resp: Response<Body>) -> CliResult<Value> {
         let mut resp = resp;
         resp.body_mut()
             .read_json::<Value>()

@@ -12,18 +12,19 @@ use sled::transaction::TransactionError;
 use sled::Transactional;
 
 use super::side::TREE_CONSUMERS;
-use super::{commit_one, keys, PlannedAppend, Store};
+use super::{commit_one, keys, SledStore};
 use crate::codec::{self, Anchor, Hash, Tombstone, GENESIS};
 use crate::error::{Error, Result};
 use crate::event::EventBody;
 use crate::keys::MissionNo;
+use crate::store::PlannedAppend;
 
 const TREE_ANCHORS: &str = "anchors";
 const TREE_TOMBSTONES: &str = "tombstones";
 /// Records removed per transaction while deleting.
 const CHUNK: usize = 5_000;
 
-impl Store {
+impl SledStore {
     fn anchors_tree(&self) -> Result<sled::Tree> {
         Ok(self.db.open_tree(TREE_ANCHORS)?)
     }
@@ -273,7 +274,7 @@ impl Store {
     }
 }
 
-impl Store {
+impl SledStore {
     /// The raw records of a mission with sequences `from..=to`, in order,
     /// CRC-checked and contiguous (for archives: the bytes exactly as
     /// stored, so their hashes can be recomputed anywhere).
