@@ -376,7 +376,7 @@ impl Store {
     /// The prune anchor of a mission, if it was ever pruned.
     pub(crate) fn anchor(&self, mission: MissionNo, name: &str) -> Result<Option<Anchor>> {
         match self {
-            Store::Sled(s) => s.anchor(mission, name),
+            Store::Sled(s) => sled_backend::guard(s.path(), || s.anchor(mission, name)),
             Store::Postgres(_) => Ok(None),
         }
     }
@@ -384,7 +384,7 @@ impl Store {
     /// The first sequence a mission's log holds and the hash it chains to.
     pub(crate) fn first_kept(&self, mission: MissionNo, name: &str) -> Result<(u64, Hash)> {
         match self {
-            Store::Sled(s) => s.first_kept(mission, name),
+            Store::Sled(s) => sled_backend::guard(s.path(), || s.first_kept(mission, name)),
             Store::Postgres(_) => Ok((1, codec::GENESIS)),
         }
     }
@@ -396,7 +396,7 @@ impl Store {
         anchor: &Anchor,
     ) -> Result<(u64, Hash)> {
         match self.as_sled() {
-            Some(s) => s.commit_prune(plan, anchor),
+            Some(s) => sled_backend::guard(s.path(), || s.commit_prune(plan, anchor)),
             None => Err(self.sled_only("prune")),
         }
     }
@@ -404,7 +404,7 @@ impl Store {
     /// Remove a mission's records below `before` (after a prune).
     pub(crate) fn remove_before(&self, mission: MissionNo, name: &str, before: u64) -> Result<u64> {
         match self.as_sled() {
-            Some(s) => s.remove_before(mission, name, before),
+            Some(s) => sled_backend::guard(s.path(), || s.remove_before(mission, name, before)),
             None => Err(self.sled_only("prune")),
         }
     }
@@ -412,7 +412,7 @@ impl Store {
     /// Delete a mission behind `tombstone`.
     pub(crate) fn delete_mission(&self, tombstone: &Tombstone) -> Result<u64> {
         match self.as_sled() {
-            Some(s) => s.delete_mission(tombstone),
+            Some(s) => sled_backend::guard(s.path(), || s.delete_mission(tombstone)),
             None => Err(self.sled_only("delete")),
         }
     }
@@ -420,7 +420,7 @@ impl Store {
     /// Tombstones of deleted missions (of one id, or all).
     pub(crate) fn tombstones(&self, mission: Option<&str>) -> Result<Vec<Tombstone>> {
         match self {
-            Store::Sled(s) => s.tombstones(mission),
+            Store::Sled(s) => sled_backend::guard(s.path(), || s.tombstones(mission)),
             Store::Postgres(_) => Ok(Vec::new()),
         }
     }
@@ -428,7 +428,7 @@ impl Store {
     /// Finish deletes and prunes a crash interrupted.
     pub(crate) fn finish_history_cleanups(&self) -> Result<u64> {
         match self {
-            Store::Sled(s) => s.finish_history_cleanups(),
+            Store::Sled(s) => sled_backend::guard(s.path(), || s.finish_history_cleanups()),
             Store::Postgres(_) => Ok(0),
         }
     }
