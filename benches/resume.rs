@@ -25,6 +25,7 @@ fn build(bus: &MissionBus, mission: &str, n: u64) {
         timestamp: now,
         sender: sender.to_string(),
         body,
+        meta: Default::default(),
     };
     let mut log = vec![ev(
         1,

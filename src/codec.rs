@@ -31,10 +31,14 @@
 
 use std::borrow::Cow;
 
+mod history;
+pub(crate) use history::Anchor;
+pub use history::Tombstone;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::event::{from_micros, to_micros, Event, EventBody, Json};
+use crate::event::{from_micros, to_micros, Event, EventBody, EventMeta, Json};
 use crate::keys::MissionNo;
 use crate::profiles::MissionConfig;
 use crate::state::{MissionState, REDUCER_VERSION};
@@ -43,6 +47,13 @@ use crate::state::{MissionState, REDUCER_VERSION};
 pub(crate) const FORMAT_VERSION: u8 = 2;
 /// The first record format (still read, never written).
 pub(crate) const FORMAT_V1: u8 = 1;
+/// Version byte of a record carrying per-event metadata: the version-2
+/// frame, then the body, then the metadata (written only when an event has
+/// metadata, so events without any keep their version-2 bytes).
+pub(crate) const FORMAT_V3: u8 = 3;
+/// `meta.format_version` written today: 3 (stores may hold v1, v2 and v3
+/// records).
+pub(crate) const STORE_FORMAT: u8 = 3;
 /// Magic at [`MAGIC_AT`] in every version-2 record.
 pub(crate) const MAGIC: &[u8; 8] = b"MBUSREC2";
 /// Offset of [`MAGIC`] in a version-2 record.
@@ -188,6 +199,38 @@ enum BodyV1<'a> {
         #[serde(borrow)]
         error: Cow<'a, str>,
     },
+    MissionForked {
+        #[serde(borrow)]
+        mission_id: Cow<'a, str>,
+        #[serde(borrow)]
+        title: Cow<'a, str>,
+        config_json: String,
+        #[serde(borrow)]
+        parent: Cow<'a, str>,
+        parent_sequence: u64,
+        parent_hash: [u8; 32],
+        parent_checkpoint: [u8; 16],
+    },
+    HistoryPruned {
+        before: u64,
+        anchor_hash: [u8; 32],
+        state_hash: [u8; 32],
+    },
+    RetentionSet {
+        max_age_s: u64,
+        max_count: u64,
+    },
+}
+
+/// Per-event metadata after the body of a version-3 record.
+#[derive(Serialize, Deserialize)]
+struct MetaV3<'a> {
+    #[serde(borrow)]
+    correlation_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    causation_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    attributes: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
 /// An encoded event record and its chain hash.
@@ -311,6 +354,39 @@ pub(crate) fn encode_event(mission_id: &str, event: &Event, prev: &Hash) -> Enco
             duration_ms: *duration_ms,
             error: b(error),
         },
+        EventBody::MissionForked {
+            mission_id,
+            title,
+            config,
+            parent,
+            parent_sequence,
+            parent_hash,
+            parent_checkpoint,
+        } => BodyV1::MissionForked {
+            mission_id: b(mission_id),
+            title: b(title),
+            config_json: Json::from_value(&config.to_json()).into_string(),
+            parent: b(parent),
+            parent_sequence: *parent_sequence,
+            parent_hash: *parent_hash,
+            parent_checkpoint: *parent_checkpoint.as_bytes(),
+        },
+        EventBody::HistoryPruned {
+            before,
+            anchor_hash,
+            state_hash,
+        } => BodyV1::HistoryPruned {
+            before: *before,
+            anchor_hash: *anchor_hash,
+            state_hash: *state_hash,
+        },
+        EventBody::RetentionSet {
+            max_age_s,
+            max_count,
+        } => BodyV1::RetentionSet {
+            max_age_s: *max_age_s,
+            max_count: *max_count,
+        },
     };
     let record = RecordV1 {
         id: *event.id.as_bytes(),
@@ -321,7 +397,11 @@ pub(crate) fn encode_event(mission_id: &str, event: &Event, prev: &Hash) -> Enco
     let name = mission_id.as_bytes();
     let name_len = u16::try_from(name.len()).expect("mission ids are at most 128 bytes");
     let mut value = Vec::with_capacity(V2_FIXED + name.len() + 128);
-    value.push(FORMAT_VERSION);
+    value.push(if event.meta.is_empty() {
+        FORMAT_VERSION
+    } else {
+        FORMAT_V3
+    });
     value.extend_from_slice(&[0u8; 4]);
     value.extend_from_slice(prev);
     value.extend_from_slice(MAGIC);
@@ -331,6 +411,20 @@ pub(crate) fn encode_event(mission_id: &str, event: &Event, prev: &Hash) -> Enco
     value.extend_from_slice(name);
     bincode::serde::encode_into_std_write(&record, &mut value, bincode_config())
         .expect("encoding into a Vec cannot fail");
+    if !event.meta.is_empty() {
+        let meta = MetaV3 {
+            correlation_id: event.meta.correlation_id.as_deref().map(b),
+            causation_id: event.meta.causation_id.as_deref().map(b),
+            attributes: event
+                .meta
+                .attributes
+                .iter()
+                .map(|(k, v)| (b(k), b(v)))
+                .collect(),
+        };
+        bincode::serde::encode_into_std_write(&meta, &mut value, bincode_config())
+            .expect("encoding into a Vec cannot fail");
+    }
     let len = u32::try_from(value.len()).expect("records are far below 4 GiB");
     value[LEN_AT..SEQ_AT].copy_from_slice(&len.to_be_bytes());
     let crc = crc32fast::hash(&value[PREV_AT..]);
@@ -411,9 +505,9 @@ pub(crate) fn check_record(value: &[u8]) -> Result<(), String> {
             value.len()
         ));
     }
-    if value[0] != FORMAT_VERSION && value[0] != FORMAT_V1 {
+    if !matches!(value[0], FORMAT_V1 | FORMAT_VERSION | FORMAT_V3) {
         return Err(format!(
-            "unknown record format version {} (this build reads versions 1 and 2)",
+            "unknown record format version {} (this build reads versions 1, 2 and 3)",
             value[0]
         ));
     }
@@ -458,10 +552,29 @@ pub(crate) fn decode_checked(sequence: u64, value: &[u8]) -> Result<Event, Strin
         bincode_config().with_limit::<RECORD_DECODE_LIMIT>(),
     )
     .map_err(|e| format!("record body does not decode: {e}"))?;
-    if body_at + used != value.len() {
+    let mut end = body_at + used;
+    let mut meta = EventMeta::default();
+    if value[0] == FORMAT_V3 {
+        let (m, used): (MetaV3<'_>, usize) = bincode::serde::borrow_decode_from_slice(
+            &value[end..],
+            bincode_config().with_limit::<RECORD_DECODE_LIMIT>(),
+        )
+        .map_err(|e| format!("record metadata does not decode: {e}"))?;
+        end += used;
+        meta = EventMeta {
+            correlation_id: m.correlation_id.map(Cow::into_owned),
+            causation_id: m.causation_id.map(Cow::into_owned),
+            attributes: m
+                .attributes
+                .into_iter()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        };
+    }
+    if end != value.len() {
         return Err(format!(
             "record has {} trailing bytes after its body",
-            value.len() - body_at - used
+            value.len() - end
         ));
     }
     let json = |text: Cow<'_, str>| Json::from_stored(text.into_owned());
@@ -585,6 +698,44 @@ pub(crate) fn decode_checked(sequence: u64, value: &[u8]) -> Result<Event, Strin
             duration_ms,
             error: error.into_owned(),
         },
+        BodyV1::MissionForked {
+            mission_id,
+            title,
+            config_json,
+            parent,
+            parent_sequence,
+            parent_hash,
+            parent_checkpoint,
+        } => {
+            let value: serde_json::Value = serde_json::from_str(&config_json)
+                .map_err(|e| format!("config: stored JSON is malformed: {e}"))?;
+            let config = MissionConfig::from_json(&value).map_err(|e| format!("config: {e}"))?;
+            EventBody::MissionForked {
+                mission_id: mission_id.into_owned(),
+                title: title.into_owned(),
+                config,
+                parent: parent.into_owned(),
+                parent_sequence,
+                parent_hash,
+                parent_checkpoint: Uuid::from_bytes(parent_checkpoint),
+            }
+        }
+        BodyV1::HistoryPruned {
+            before,
+            anchor_hash,
+            state_hash,
+        } => EventBody::HistoryPruned {
+            before,
+            anchor_hash,
+            state_hash,
+        },
+        BodyV1::RetentionSet {
+            max_age_s,
+            max_count,
+        } => EventBody::RetentionSet {
+            max_age_s,
+            max_count,
+        },
     };
     let timestamp = from_micros(record.timestamp_us)
         .ok_or_else(|| format!("timestamp {} us is out of range", record.timestamp_us))?;
@@ -594,6 +745,7 @@ pub(crate) fn decode_checked(sequence: u64, value: &[u8]) -> Result<Event, Strin
         timestamp,
         sender: record.sender.into_owned(),
         body,
+        meta,
     })
 }
 
@@ -689,6 +841,7 @@ mod tests {
                 topic: "t".into(),
                 payload: Json::from_value(&serde_json::json!({"k": [1, 2, 3]})),
             },
+            meta: Default::default(),
         }
     }
 
@@ -707,6 +860,25 @@ mod tests {
         assert!(decode_event(4, &enc.value)
             .unwrap_err()
             .contains("carries sequence 3"));
+    }
+
+    #[test]
+    fn metadata_makes_a_version_3_record_that_round_trips() {
+        let mut e = message(2);
+        assert_eq!(encode_event("m-1", &e, &GENESIS).value[0], FORMAT_VERSION);
+        e.meta = EventMeta::default()
+            .correlation("c")
+            .causation("d")
+            .attribute("k", "v");
+        let enc = encode_event("m-1", &e, &GENESIS);
+        assert_eq!(enc.value[0], FORMAT_V3);
+        assert_eq!(decode_event(2, &enc.value).unwrap(), e);
+        assert_eq!(record_hash(&[], &enc.value), enc.hash);
+        for i in 0..enc.value.len() {
+            let mut bad = enc.value.clone();
+            bad[i] ^= 0x40;
+            assert!(decode_event(2, &bad).is_err(), "flip at byte {i}");
+        }
     }
 
     #[test]

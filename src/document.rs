@@ -26,9 +26,9 @@ use uuid::Uuid;
 
 use crate::bus::ResumePacket;
 use crate::error::{Error, Result};
-use crate::event::{now_micros, Event, EventBody, EventType, Json, OPERATOR};
+use crate::event::{now_micros, Event, EventBody, EventMeta, EventType, Json, OPERATOR};
 use crate::profiles::MissionConfig;
-use crate::state::{HandoffInfo, MissionState, Participant};
+use crate::state::{HandoffInfo, Lineage, MissionState, Participant};
 
 /// 64 hex digits to 32 bytes.
 fn parse_hash(s: &str) -> Option<[u8; 32]> {
@@ -163,7 +163,44 @@ pub fn event_to_json(e: &Event) -> Value {
             m.insert("duration_ms".into(), json!(duration_ms));
             m.insert("error".into(), json!(error));
         }
+        EventBody::MissionForked {
+            mission_id,
+            title,
+            config,
+            parent,
+            parent_sequence,
+            parent_hash,
+            parent_checkpoint,
+        } => {
+            m.insert("mission_id".into(), json!(mission_id));
+            m.insert("title".into(), json!(title));
+            m.insert("config".into(), config.to_json());
+            m.insert("parent_mission".into(), json!(parent));
+            m.insert("parent_sequence".into(), json!(parent_sequence));
+            m.insert("parent_hash".into(), json!(crate::store::hex(parent_hash)));
+            m.insert(
+                "parent_checkpoint_id".into(),
+                json!(parent_checkpoint.to_string()),
+            );
+        }
+        EventBody::HistoryPruned {
+            before,
+            anchor_hash,
+            state_hash,
+        } => {
+            m.insert("pruned_before".into(), json!(before));
+            m.insert("anchor_hash".into(), json!(crate::store::hex(anchor_hash)));
+            m.insert("state_hash".into(), json!(crate::store::hex(state_hash)));
+        }
+        EventBody::RetentionSet {
+            max_age_s,
+            max_count,
+        } => {
+            m.insert("max_age_s".into(), json!(max_age_s));
+            m.insert("max_count".into(), json!(max_count));
+        }
     }
+    meta_to_json(&e.meta, &mut m);
     Value::Object(m)
 }
 
@@ -193,6 +230,54 @@ fn optional_i32(v: Option<&Value>, field: &str) -> Result<Option<i32>> {
             .map(Some)
             .ok_or_else(|| Error::invalid(field, "must be a 32-bit integer or null")),
     }
+}
+
+/// Per-event metadata as top-level fields, present only when set:
+/// `correlation_id`, `causation_id`, `attributes` (an object of strings).
+fn meta_to_json(meta: &EventMeta, m: &mut Map<String, Value>) {
+    if let Some(c) = &meta.correlation_id {
+        m.insert("correlation_id".into(), json!(c));
+    }
+    if let Some(c) = &meta.causation_id {
+        m.insert("causation_id".into(), json!(c));
+    }
+    if !meta.attributes.is_empty() {
+        m.insert("attributes".into(), json!(meta.attributes));
+    }
+}
+
+/// Read `correlation_id`, `causation_id` and `attributes` (all optional).
+fn meta_from_json(obj: &Map<String, Value>, at: &str) -> Result<EventMeta> {
+    let opt = |name: &str| -> Result<Option<String>> {
+        match obj.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(Error::invalid(format!("{at}: {name}"), "must be a string")),
+        }
+    };
+    let mut meta = EventMeta {
+        correlation_id: opt("correlation_id")?,
+        causation_id: opt("causation_id")?,
+        ..EventMeta::default()
+    };
+    match obj.get("attributes") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(a)) => {
+            for (k, v) in a {
+                let v = v.as_str().ok_or_else(|| {
+                    Error::invalid(format!("{at}: attributes.{k}"), "must be a string")
+                })?;
+                meta.attributes.insert(k.clone(), v.to_string());
+            }
+        }
+        Some(_) => {
+            return Err(Error::invalid(
+                format!("{at}: attributes"),
+                "must be an object of strings",
+            ))
+        }
+    }
+    Ok(meta)
 }
 
 /// Parse an event from JSON. `at` names where it came from in errors
@@ -253,6 +338,10 @@ pub fn event_from_json(v: &Value, at: &str, sequence: Option<u64>) -> Result<Eve
         get(name)?
             .as_u64()
             .ok_or_else(|| Error::invalid(field(name), "must be a non-negative integer"))
+    };
+    let hash_field = |name: &str| -> Result<[u8; 32]> {
+        let s = string(name)?;
+        parse_hash(&s).ok_or_else(|| Error::invalid(field(name), "must be 64 hex digits"))
     };
     let json_field = |name: &str, default: Value| -> Json {
         Json::from_value(obj.get(name).unwrap_or(&default))
@@ -358,6 +447,28 @@ pub fn event_from_json(v: &Value, at: &str, sequence: Option<u64>) -> Result<Eve
             duration_ms: lease("duration_ms")?,
             error: string_or("error", "")?,
         },
+        EventType::MissionForked => EventBody::MissionForked {
+            mission_id: string("mission_id")?,
+            title: string("title")?,
+            config: match obj.get("config") {
+                None | Some(Value::Null) => MissionConfig::default(),
+                Some(c) => MissionConfig::from_json(c)
+                    .map_err(|reason| Error::invalid(field("config"), reason))?,
+            },
+            parent: string("parent_mission")?,
+            parent_sequence: positive("parent_sequence")?,
+            parent_hash: hash_field("parent_hash")?,
+            parent_checkpoint: uuid("parent_checkpoint_id")?,
+        },
+        EventType::HistoryPruned => EventBody::HistoryPruned {
+            before: positive("pruned_before")?,
+            anchor_hash: hash_field("anchor_hash")?,
+            state_hash: hash_field("state_hash")?,
+        },
+        EventType::RetentionSet => EventBody::RetentionSet {
+            max_age_s: lease("max_age_s")?,
+            max_count: lease("max_count")?,
+        },
     };
     Ok(Event {
         id,
@@ -365,6 +476,7 @@ pub fn event_from_json(v: &Value, at: &str, sequence: Option<u64>) -> Result<Eve
         timestamp,
         sender: string("sender")?,
         body,
+        meta: meta_from_json(obj, at)?,
     })
 }
 
@@ -395,6 +507,25 @@ fn participants_to_json(ps: &BTreeMap<String, Participant>) -> Value {
 /// A resume packet with the prototype's fields (plus `handoff_id` and
 /// `head_sequence`).
 pub fn resume_packet_to_json(p: &ResumePacket) -> Value {
+    let mut v = resume_fields(p);
+    if let Some(l) = &p.forked_from {
+        v["forked_from"] = lineage_to_json(l);
+    }
+    v
+}
+
+/// A fork's lineage: `{mission_id, sequence, hash, checkpoint_id}` (the
+/// parent, the checkpoint's sequence there, the parent's chain hash at it).
+pub fn lineage_to_json(l: &Lineage) -> Value {
+    json!({
+        "mission_id": l.mission,
+        "sequence": l.sequence,
+        "hash": crate::store::hex(&l.hash),
+        "checkpoint_id": l.checkpoint.to_string(),
+    })
+}
+
+fn resume_fields(p: &ResumePacket) -> Value {
     json!({
         "mission_id": p.mission_id,
         "title": p.title,
@@ -450,13 +581,17 @@ where
             out.push(event_to_json(&e));
         }
     }
-    Ok(json!({
+    let mut doc = json!({
         "mission_id": state.mission_id,
         "title": state.title,
         "config": state.config.to_json(),
         "participants": participants_to_json(&state.participants),
         "events": out,
-    }))
+    });
+    if let Some(l) = &state.parent {
+        doc["forked_from"] = lineage_to_json(l);
+    }
+    Ok(doc)
 }
 
 /// Turn a seed document into a complete log for [`crate::MissionBus::import_log`]:
@@ -508,16 +643,46 @@ pub fn log_from_seed(doc: &Value) -> Result<Vec<Event>> {
         .first()
         .map(|e| e.timestamp)
         .unwrap_or_else(now_micros);
+    let body = match obj.get("forked_from") {
+        None | Some(Value::Null) => EventBody::MissionCreated {
+            mission_id,
+            title,
+            config,
+        },
+        Some(l) => {
+            let at = "seed document: forked_from";
+            let field = |k: &str| {
+                l.get(k)
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| Error::invalid(format!("{at}.{k}"), "missing or not a string"))
+            };
+            EventBody::MissionForked {
+                mission_id,
+                title,
+                config,
+                parent: field("mission_id")?.to_string(),
+                parent_sequence: l
+                    .get("sequence")
+                    .and_then(Value::as_u64)
+                    .filter(|s| *s > 0)
+                    .ok_or_else(|| {
+                        Error::invalid(format!("{at}.sequence"), "must be a positive integer")
+                    })?,
+                parent_hash: parse_hash(field("hash")?)
+                    .ok_or_else(|| Error::invalid(format!("{at}.hash"), "must be 64 hex digits"))?,
+                parent_checkpoint: Uuid::parse_str(field("checkpoint_id")?).map_err(|e| {
+                    Error::invalid(format!("{at}.checkpoint_id"), format!("not a UUID: {e}"))
+                })?,
+            }
+        }
+    };
     let mut log = vec![Event {
         id: Uuid::now_v7(),
         sequence: 1,
         timestamp: created_at,
         sender: OPERATOR.to_string(),
-        body: EventBody::MissionCreated {
-            mission_id,
-            title,
-            config,
-        },
+        body,
+        meta: EventMeta::default(),
     }];
     match obj.get("participants") {
         None | Some(Value::Null) => {}
@@ -556,6 +721,7 @@ pub fn log_from_seed(doc: &Value) -> Result<Vec<Event>> {
                         role,
                         metadata,
                     },
+                    meta: EventMeta::default(),
                 });
             }
         }
@@ -587,4 +753,28 @@ pub fn log_from_jsonl(text: &str) -> Result<Vec<Event>> {
         out.push(event_from_json(&v, &at, None)?);
     }
     Ok(out)
+}
+
+/// A tombstone: `mission_id`, `head_sequence`, `head_hash`, `deleted_at`,
+/// `deleted_by`.
+pub fn tombstone_to_json(t: &crate::Tombstone) -> Value {
+    json!({
+        "mission_id": t.mission_id,
+        "head_sequence": t.head_sequence,
+        "head_hash": crate::store::hex(&t.head_hash),
+        "deleted_at": crate::event::from_micros(t.deleted_at_us)
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        "deleted_by": t.deleted_by,
+    })
+}
+
+/// A prune's outcome: `mission_id`, `first_sequence` (the first kept),
+/// `removed`, `event` (the `history_pruned` event, or null).
+pub fn prune_report_to_json(r: &crate::PruneReport) -> Value {
+    json!({
+        "mission_id": r.mission_id,
+        "first_sequence": r.before,
+        "removed": r.removed,
+        "event": r.event.as_ref().map(event_to_json),
+    })
 }

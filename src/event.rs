@@ -106,6 +106,48 @@ pub struct Event {
     pub sender: String,
     /// What happened.
     pub body: EventBody,
+    /// Correlation, causation and free-form attributes (empty by default).
+    pub meta: EventMeta,
+}
+
+/// Per-event metadata, settable on every append: a correlation id (one
+/// conversation or request across events and missions), a causation id
+/// (the event or request that caused this one) and free-form string
+/// attributes. It is part of the record, so the hash chain covers it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct EventMeta {
+    /// Groups events of one request/conversation (any string, ≤ 128 bytes).
+    pub correlation_id: Option<String>,
+    /// What caused this event (any string, ≤ 128 bytes; often an event id).
+    pub causation_id: Option<String>,
+    /// Free-form string attributes (≤ 32 entries; keys ≤ 64 bytes, values
+    /// ≤ 1024 bytes).
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+impl EventMeta {
+    /// No correlation, no causation, no attributes.
+    pub fn is_empty(&self) -> bool {
+        self.correlation_id.is_none() && self.causation_id.is_none() && self.attributes.is_empty()
+    }
+
+    /// With this correlation id.
+    pub fn correlation(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// With this causation id.
+    pub fn causation(mut self, id: impl Into<String>) -> Self {
+        self.causation_id = Some(id.into());
+        self
+    }
+
+    /// With this attribute.
+    pub fn attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.attributes.insert(key.into(), value.into());
+        self
+    }
 }
 
 /// The name recorded as sender for actions of the store's operator (creating
@@ -258,6 +300,51 @@ pub enum EventBody {
         /// Why the command could not run (empty when it ran).
         error: String,
     },
+    /// Always sequence 1 of a fork: a mission created from a checkpoint of
+    /// another. Like [`EventBody::MissionCreated`], plus the lineage: the
+    /// parent mission, the checkpoint's sequence there and the parent's
+    /// chain hash at that sequence. The events after it (by the operator)
+    /// re-register the parent's participants as they were at that point and
+    /// copy the checkpoint; the fork's own chain starts fresh.
+    MissionForked {
+        /// The new mission's id.
+        mission_id: String,
+        /// Title.
+        title: String,
+        /// Roles and isolation profiles (the parent's).
+        config: MissionConfig,
+        /// The parent mission.
+        parent: String,
+        /// The sequence of the checkpoint forked from, in the parent.
+        parent_sequence: u64,
+        /// The parent's chain hash at `parent_sequence`.
+        parent_hash: [u8; 32],
+        /// The checkpoint forked from.
+        parent_checkpoint: Uuid,
+    },
+    /// The events before `before` were pruned (by the operator). The anchor
+    /// kept in the store holds `anchor_hash`, the chain hash of the record
+    /// at `before - 1`, and the mission's state as of it, whose BLAKE3 is
+    /// `state_hash`: `verify` checks both against this event, and the
+    /// chain from `before` on. The reducer folds it as a no-op except the
+    /// head and the first kept sequence.
+    HistoryPruned {
+        /// First sequence kept.
+        before: u64,
+        /// Chain hash of the record at `before - 1`.
+        anchor_hash: [u8; 32],
+        /// BLAKE3 of the encoded state as of `before - 1` kept by the anchor.
+        state_hash: [u8; 32],
+    },
+    /// The mission's retention policy (by the operator): prune events older
+    /// than `max_age_s` seconds and/or beyond the newest `max_count` (0:
+    /// no limit). Applied by `apply-retention` and the server's timer.
+    RetentionSet {
+        /// Keep events at most this old, in seconds (0: no limit).
+        max_age_s: u64,
+        /// Keep at most this many of the newest events (0: no limit).
+        max_count: u64,
+    },
 }
 
 /// The kind of an event, as written in JSON's `event_type`.
@@ -295,11 +382,17 @@ pub enum EventType {
     CellStarted,
     /// `cell_exited`
     CellExited,
+    /// `mission_forked`
+    MissionForked,
+    /// `history_pruned`
+    HistoryPruned,
+    /// `retention_set`
+    RetentionSet,
 }
 
 impl EventType {
     /// Every event type, in declaration order.
-    pub const ALL: [EventType; 16] = [
+    pub const ALL: [EventType; 19] = [
         EventType::MissionCreated,
         EventType::ParticipantJoined,
         EventType::RoleChanged,
@@ -316,6 +409,9 @@ impl EventType {
         EventType::ParticipantRemoved,
         EventType::CellStarted,
         EventType::CellExited,
+        EventType::MissionForked,
+        EventType::HistoryPruned,
+        EventType::RetentionSet,
     ];
 
     /// The `event_type` string.
@@ -337,6 +433,9 @@ impl EventType {
             EventType::ParticipantRemoved => "participant_removed",
             EventType::CellStarted => "cell_started",
             EventType::CellExited => "cell_exited",
+            EventType::MissionForked => "mission_forked",
+            EventType::HistoryPruned => "history_pruned",
+            EventType::RetentionSet => "retention_set",
         }
     }
 
@@ -390,6 +489,19 @@ impl EventBody {
             EventBody::ParticipantRemoved { .. } => EventType::ParticipantRemoved,
             EventBody::CellStarted { .. } => EventType::CellStarted,
             EventBody::CellExited { .. } => EventType::CellExited,
+            EventBody::MissionForked { .. } => EventType::MissionForked,
+            EventBody::HistoryPruned { .. } => EventType::HistoryPruned,
+            EventBody::RetentionSet { .. } => EventType::RetentionSet,
+        }
+    }
+
+    /// The mission id a creation record (`mission_created` or
+    /// `mission_forked`) names; `None` for every other event.
+    pub fn created_mission(&self) -> Option<&str> {
+        match self {
+            EventBody::MissionCreated { mission_id, .. }
+            | EventBody::MissionForked { mission_id, .. } => Some(mission_id),
+            _ => None,
         }
     }
 

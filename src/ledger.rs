@@ -75,6 +75,9 @@ const ITEM_HEAD: u8 = 1;
 const ITEM_LOSS: u8 = 2;
 const ITEM_STEP: u8 = 3;
 const ITEM_CONFIRM: u8 = 4;
+/// A mission was deleted (plain entry, written BEFORE sled deletes it):
+/// its head is forgotten, so its absence from sled is no loss.
+const ITEM_DELETED: u8 = 5;
 /// Rewrite the file once it is larger than this many times its compacted
 /// size (and at least `COMPACT_MIN` bytes).
 const COMPACT_FACTOR: u64 = 4;
@@ -331,13 +334,13 @@ fn parse_body(body: &[u8], offset: u64, scan: &mut Scan) -> std::result::Result<
             .map_err(|_| "mission id is not UTF-8".to_string())?
             .to_string();
         match kind {
-            ITEM_HEAD | ITEM_LOSS if plain == 0 => {
+            ITEM_HEAD | ITEM_LOSS | ITEM_DELETED if plain == 0 => {
                 plain += 1;
                 // Any later record confirms a pending step entry.
                 scan.confirm_tail();
                 parse_plain(kind, mission, &mut c, scan)?;
             }
-            ITEM_HEAD | ITEM_LOSS => parse_plain(kind, mission, &mut c, scan)?,
+            ITEM_HEAD | ITEM_LOSS | ITEM_DELETED => parse_plain(kind, mission, &mut c, scan)?,
             ITEM_STEP => {
                 let sequence = c.u64()?;
                 let hash = c.hash()?;
@@ -388,6 +391,13 @@ fn parse_plain(
         let sequence = c.u64()?;
         let hash = c.hash()?;
         scan.heads.insert(mission, LedgerHead { sequence, hash });
+        return Ok(());
+    }
+    if kind == ITEM_DELETED {
+        // [head sequence u64][head hash 32] at deletion: informative.
+        c.u64()?;
+        c.hash()?;
+        scan.heads.remove(&mission);
         return Ok(());
     }
     let first = c.u64()?;
@@ -690,6 +700,32 @@ impl Ledger {
             self.heads.insert((*m).to_string(), h.clone());
         }
         self.losses.extend_from_slice(losses);
+        self.unconfirmed = None;
+        self.compact_if_large()
+    }
+
+    /// Record that `mission` (at `head`) is being deleted: one plain entry,
+    /// fdatasynced, written BEFORE sled deletes the mission. From then on
+    /// the ledger no longer expects the mission, so a crash after this
+    /// entry (whether or not sled's delete landed) never reports its
+    /// events as lost; a crash before it leaves the mission in both.
+    pub(crate) fn record_delete(&mut self, mission: &str, head: &LedgerHead) -> Result<()> {
+        let mut body = Vec::with_capacity(47 + mission.len());
+        body.extend_from_slice(&1u32.to_be_bytes());
+        body.push(ITEM_DELETED);
+        put_id(&mut body, mission);
+        body.extend_from_slice(&head.sequence.to_be_bytes());
+        body.extend_from_slice(&head.hash);
+        let entry = frame(&body);
+        let written = (&*self.file)
+            .write_all(&entry)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            let _ = self.file.set_len(self.len);
+            return Err(Error::io(&self.path, e));
+        }
+        self.len += entry.len() as u64;
+        self.heads.remove(mission);
         self.unconfirmed = None;
         self.compact_if_large()
     }

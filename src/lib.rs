@@ -66,20 +66,22 @@ mod state;
 mod store;
 mod verify;
 
+pub use bus::{chain_archives, read_archive, Archive, ArchiveInfo};
 pub use bus::{
     token_hash, Action, AppendOptions, BackupReport, BatchItem, BusStats, Committed, Histogram,
     MissionBus, MissionBusBuilder, MissionSummary, NewMission, ResumePacket, TokenOwner,
     MAX_ARTIFACTS, MAX_NAME_BYTES, MAX_RECORD_BYTES, MAX_TEXT_BYTES, MAX_TOPIC_BYTES,
 };
 pub use bus::{
-    ConsumerPosition, CopyReport, EventFilter, EventPage, ResumeSource,
+    ConsumerPosition, CopyReport, EventFilter, EventPage, PruneReport, ResumeSource,
     MAX_CONSUMERS_PER_PARTICIPANT, MAX_LEASE_MS,
 };
+pub use codec::Tombstone;
 pub use error::{Error, ErrorKind, Result};
-pub use event::{Event, EventBody, EventType, Json, OPERATOR};
+pub use event::{Event, EventBody, EventMeta, EventType, Json, OPERATOR};
 pub use profiles::{Capability, IsolationProfile, MissionConfig};
 pub use state::{Cells, RunningCell, RUNNING_KEPT};
-pub use state::{EventRef, MissionState, Participant, REDUCER_VERSION};
+pub use state::{EventRef, Lineage, MissionState, Participant, Retention, REDUCER_VERSION};
 pub use state::{HandoffInfo, HandoffStatus, CLOSED_KEPT};
 pub use store::{Durability, EventIter, StoreUrl};
 pub use verify::{Problem, VerifyReport};

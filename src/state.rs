@@ -25,7 +25,7 @@ use crate::profiles::{Capability, MissionConfig};
 /// Version of the reducer's output shape. Snapshots record it; a snapshot
 /// built by another version is ignored and the state rebuilt from the log.
 /// Bump it whenever `MissionState` or `apply` changes.
-pub const REDUCER_VERSION: u32 = 3;
+pub const REDUCER_VERSION: u32 = 4;
 
 /// A registered participant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +45,35 @@ pub struct EventRef {
     pub id: Uuid,
     /// Its sequence.
     pub sequence: u64,
+}
+
+/// Where a forked mission comes from (its `mission_forked` record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// The parent mission.
+    pub mission: String,
+    /// The sequence of the checkpoint forked from, in the parent.
+    pub sequence: u64,
+    /// The parent's chain hash at that sequence.
+    pub hash: [u8; 32],
+    /// The checkpoint forked from.
+    pub checkpoint: Uuid,
+}
+
+/// A mission's retention policy (0: no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Retention {
+    /// Prune events older than this many seconds.
+    pub max_age_s: u64,
+    /// Keep at most this many of the newest events.
+    pub max_count: u64,
+}
+
+impl Retention {
+    /// Whether no limit is set.
+    pub fn is_none(&self) -> bool {
+        self.max_age_s == 0 && self.max_count == 0
+    }
 }
 
 /// Everything known about a mission, rebuilt by folding its log.
@@ -78,6 +107,13 @@ pub struct MissionState {
     pub latest_checkpoint_by: BTreeMap<String, EventRef>,
     /// Isolation cells: running ones and counts (see [`Cells`]).
     pub cells: Cells,
+    /// The parent, for a forked mission.
+    pub parent: Option<Lineage>,
+    /// The first sequence still stored after a prune (0: never pruned,
+    /// the log starts at 1).
+    pub pruned_before: u64,
+    /// The retention policy (none by default).
+    pub retention: Retention,
 }
 
 impl MissionState {
@@ -165,7 +201,43 @@ impl MissionState {
             EventBody::ParticipantRemoved { name } => self.fold_removed(event, name),
             EventBody::CellStarted { profile, .. } => self.cells.fold_started(event, profile),
             EventBody::CellExited { cell_id, .. } => self.cells.fold_exited(cell_id),
+            EventBody::MissionForked {
+                mission_id,
+                title,
+                config,
+                parent,
+                parent_sequence,
+                parent_hash,
+                parent_checkpoint,
+            } => {
+                self.mission_id = mission_id.clone();
+                self.title = title.clone();
+                self.config = config.clone();
+                self.parent = Some(Lineage {
+                    mission: parent.clone(),
+                    sequence: *parent_sequence,
+                    hash: *parent_hash,
+                    checkpoint: *parent_checkpoint,
+                });
+            }
+            EventBody::HistoryPruned { before, .. } => {
+                self.pruned_before = self.pruned_before.max(*before);
+            }
+            EventBody::RetentionSet {
+                max_age_s,
+                max_count,
+            } => {
+                self.retention = Retention {
+                    max_age_s: *max_age_s,
+                    max_count: *max_count,
+                };
+            }
         }
+    }
+
+    /// The first sequence the log still holds (1 unless pruned).
+    pub fn first_sequence(&self) -> u64 {
+        self.pruned_before.max(1)
     }
 
     /// Number of stream events (messages, checkpoints, handoffs): the

@@ -34,6 +34,9 @@ pub struct VerifyReport {
     /// Problems in log order; the first is the first thing wrong. Capped at
     /// [`VerifyReport::MAX_PROBLEMS`].
     pub problems: Vec<Problem>,
+    /// Remarks that are not problems (a fork's parent verified, deleted
+    /// or pruned; a pruned log's anchor).
+    pub notes: Vec<String>,
 }
 
 impl VerifyReport {
@@ -63,6 +66,7 @@ impl VerifyReport {
                 "sequence": p.sequence,
                 "problem": p.what,
             })).collect::<Vec<_>>(),
+            "notes": self.notes,
         })
     }
 }

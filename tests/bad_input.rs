@@ -378,7 +378,7 @@ fn table() -> Vec<Row> {
             Error::InvalidInput { field, .. } if field == "metadata"),
         row!("nil UUID as an event id", InvalidInput,
             |bus, env| bus.append("alpha", "ada", mission_bus::Action::Publish { topic: "t".into(), payload: Json::null() },
-                &mission_bus::AppendOptions { expected_sequence: None, event_id: Some(uuid::Uuid::nil()) }).map(|_| ()),
+                &mission_bus::AppendOptions { expected_sequence: None, event_id: Some(uuid::Uuid::nil()), ..Default::default() }).map(|_| ()),
             Error::InvalidInput { field, reason } if field == "event id" && reason.contains("nil")),
         row!("lead name starting with '@'", InvalidInput,
             |bus, env| bus.create_mission(NewMission::new("gamma", "t").lead("@lead")),
@@ -625,7 +625,8 @@ fn table() -> Vec<Row> {
                 },
                 &AppendOptions {
                     expected_sequence: Some(0),
-                    event_id: None
+                    event_id: None,
+                    ..AppendOptions::default()
                 }
             ),
             Error::MissionNotFound { .. }
@@ -667,7 +668,8 @@ fn table() -> Vec<Row> {
                 },
                 &AppendOptions {
                     expected_sequence: Some(3),
-                    event_id: None
+                    event_id: None,
+                    ..AppendOptions::default()
                 }
             ),
             Error::SequenceConflict {
@@ -688,7 +690,8 @@ fn table() -> Vec<Row> {
                 },
                 &AppendOptions {
                     expected_sequence: None,
-                    event_id: Some(env.msg_alpha)
+                    event_id: Some(env.msg_alpha),
+                    ..AppendOptions::default()
                 }
             ),
             Error::EventIdConflict { sequence: 6, .. }

@@ -151,6 +151,7 @@ fn sequence_mismatch_names_both_heads_and_writes_nothing() {
         let opts = AppendOptions {
             expected_sequence: Some(wrong),
             event_id: Some(id),
+            ..AppendOptions::default()
         };
         let err = bus
             .append("m", "a", publish("t", json!(2)), &opts)
@@ -185,6 +186,7 @@ fn sequence_mismatch_names_both_heads_and_writes_nothing() {
             &AppendOptions {
                 expected_sequence: Some(head),
                 event_id: Some(id),
+                ..AppendOptions::default()
             },
         )
         .unwrap();
@@ -296,6 +298,7 @@ fn idempotent_retries_return_the_original_and_conflicts_are_permanent() {
                 &AppendOptions {
                     expected_sequence: Some(head - 1),
                     event_id: Some(id),
+                    ..AppendOptions::default()
                 },
             )
             .unwrap();

@@ -483,6 +483,7 @@ fn extra_record_past_the_head_is_reported() {
             topic: "t".into(),
             payload: json!("forged").into(),
         },
+        meta: Default::default(),
     };
     f.tamper(|t| {
         // A well-formed record (valid CRC) chained after record 10.
@@ -524,6 +525,7 @@ fn record_inserted_in_the_middle_is_reported() {
             topic: "t".into(),
             payload: json!("inserted").into(),
         },
+        meta: Default::default(),
     };
     f.tamper(|t| {
         for seq in (6..=10).rev() {

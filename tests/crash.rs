@@ -286,6 +286,7 @@ fn import_log(i: u64) -> Vec<Event> {
             timestamp: t0 + chrono::Duration::milliseconds(n as i64),
             sender: sender.to_string(),
             body,
+            meta: Default::default(),
         });
     };
     push(

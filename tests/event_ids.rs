@@ -21,6 +21,7 @@ fn with_id(id: Uuid) -> AppendOptions {
     AppendOptions {
         expected_sequence: None,
         event_id: Some(id),
+        ..AppendOptions::default()
     }
 }
 
@@ -85,6 +86,7 @@ fn importing_a_log_whose_ids_exist_in_another_mission_is_allowed() {
     let retry = AppendOptions {
         expected_sequence: None,
         event_id: Some(log[2].id),
+        ..AppendOptions::default()
     };
     let again = bus.append("copy", "lead", msg_of(&log[2]), &retry).unwrap();
     assert_eq!(again.sequence, 3);

@@ -62,7 +62,7 @@ fn format_v1_fixture_still_opens_verifies_and_replays() {
     {
         let db = sled::open(dir.path()).unwrap();
         let meta = db.open_tree("meta").unwrap();
-        assert_eq!(meta.get("format_version").unwrap().unwrap().as_ref(), [2]);
+        assert_eq!(meta.get("format_version").unwrap().unwrap().as_ref(), [3]);
         let entry = db
             .open_tree("missions")
             .unwrap()

@@ -120,8 +120,8 @@ fn sigkill_of_the_primary_loses_no_acknowledged_event() {
                                     payload: payload.clone().into(),
                                 },
                                 &AppendOptions {
-                                    expected_sequence: None,
                                     event_id: Some(id),
+                                    ..AppendOptions::default()
                                 },
                             );
                             match r {
@@ -225,8 +225,8 @@ fn sigkill_of_the_primary_loses_no_acknowledged_event() {
                 payload: payload.clone(),
             },
             &AppendOptions {
-                expected_sequence: None,
                 event_id: Some(id),
+                ..AppendOptions::default()
             },
         )
         .map(|e| (e.sequence, e.id));

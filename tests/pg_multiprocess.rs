@@ -76,7 +76,7 @@ fn four_buses_race_expected_sequences_on_one_database() {
                         loop {
                             let opts = AppendOptions {
                                 expected_sequence: Some(view[m]),
-                                event_id: None,
+                                ..AppendOptions::default()
                             };
                             let action = Action::Publish {
                                 topic: "t".into(),
@@ -152,8 +152,8 @@ fn appends_without_expectation_replan_and_retries_by_id_are_idempotent_across_bu
                         .map(|i| {
                             let id = Uuid::now_v7();
                             let opts = AppendOptions {
-                                expected_sequence: None,
                                 event_id: Some(id),
+                                ..AppendOptions::default()
                             };
                             let action = Action::Publish {
                                 topic: "t".into(),
@@ -183,8 +183,8 @@ fn appends_without_expectation_replan_and_retries_by_id_are_idempotent_across_bu
                 payload: json!([w, i]).into(),
             },
             &AppendOptions {
-                expected_sequence: None,
                 event_id: Some(id),
+                ..AppendOptions::default()
             },
         )
         .unwrap();

@@ -174,6 +174,7 @@ fn run(ops: Vec<Op>, snapshot_every: u64) {
                 let opts = AppendOptions {
                     expected_sequence: expected,
                     event_id: Some(id),
+                    ..AppendOptions::default()
                 };
                 let ok = model.can_write(s) && expected.is_none_or(|e| e == model.head);
                 let res = bus.append(
@@ -261,6 +262,7 @@ fn run(ops: Vec<Op>, snapshot_every: u64) {
                 let opts = AppendOptions {
                     expected_sequence: None,
                     event_id: Some(id),
+                    ..AppendOptions::default()
                 };
                 let res = bus.append(
                     "m",

@@ -44,6 +44,8 @@ pub struct BatchItem {
     pub action: Action,
     /// A caller-chosen event id, unique within the mission (`None`: a new v7 id).
     pub event_id: Option<Uuid>,
+    /// Correlation id, causation id and attributes stored with the event.
+    pub meta: crate::event::EventMeta,
 }
 
 impl MissionBus {
@@ -57,7 +59,8 @@ impl MissionBus {
         action: Action,
         opts: &super::AppendOptions,
     ) -> Result<Event> {
-        let draft = self.draft(sender, action, opts.event_id, None)?;
+        let mut draft = self.draft(sender, action, opts.event_id, None)?;
+        draft.meta = super::checks::check_meta(opts.meta.clone())?;
         let mut events = self
             .send_async(Job::append_async(
                 mission,
@@ -86,8 +89,12 @@ impl MissionBus {
             .into_iter()
             .enumerate()
             .map(|(i, it)| {
-                self.draft(&it.sender, it.action, it.event_id, None)
-                    .map_err(|e| at_item(e, i))
+                let meta = super::checks::check_meta(it.meta).map_err(|e| at_item(e, i))?;
+                let mut d = self
+                    .draft(&it.sender, it.action, it.event_id, None)
+                    .map_err(|e| at_item(e, i))?;
+                d.meta = meta;
+                Ok(d)
             })
             .collect::<Result<Vec<_>>>()?;
         self.send_async(Job::append_async(mission, drafts, expected_sequence))

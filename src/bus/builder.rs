@@ -147,6 +147,14 @@ impl MissionBusBuilder {
         if let (true, Some(copy)) = (integrity.found_damage(), evidence) {
             copy.keep();
         }
+        // Finish deletes and prunes a crash interrupted (records of deleted
+        // missions, records below a prune anchor). Best effort: what is
+        // left is ignored by every read and removed next time.
+        match store.finish_history_cleanups() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "finished an interrupted delete or prune"),
+            Err(e) => tracing::warn!(error = %e, "could not finish an interrupted delete or prune"),
+        }
         let integrity = Arc::new(integrity);
         let mut directory = Directory::default();
         for (name, no) in store.missions()? {

@@ -5,7 +5,7 @@ use super::{
 };
 
 use crate::error::{Error, Result};
-use crate::event::{EventBody, Json};
+use crate::event::{EventBody, EventMeta, Json};
 use crate::profiles::Capability;
 use crate::state::MissionState;
 
@@ -280,6 +280,32 @@ pub(super) fn check_body(body: &EventBody, limits: Limits) -> Result<()> {
             note.len()
         }
         EventBody::HandoffExpired { .. } => 0,
+        EventBody::MissionForked {
+            mission_id,
+            title,
+            config,
+            parent,
+            parent_sequence,
+            ..
+        } => {
+            check_identifier("mission id", mission_id)?;
+            check_identifier("parent mission", parent)?;
+            check_text("title", title, MAX_TEXT_BYTES)?;
+            if *parent_sequence == 0 {
+                return Err(Error::invalid("parent_sequence", "must be at least 1"));
+            }
+            title.len() + config.to_json().to_string().len()
+        }
+        EventBody::HistoryPruned { before, .. } => {
+            if *before < 2 {
+                return Err(Error::invalid(
+                    "pruned_before",
+                    format!("must be at least 2, got {before}"),
+                ));
+            }
+            0
+        }
+        EventBody::RetentionSet { .. } => 0,
         EventBody::ParticipantRemoved { name } => {
             check_participant_name("participant name", name)?;
             0
@@ -296,4 +322,37 @@ pub(super) fn check_body(body: &EventBody, limits: Limits) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Most attributes one event's metadata holds.
+pub const MAX_META_ATTRIBUTES: usize = 32;
+/// Longest correlation or causation id, and attribute key, in bytes.
+pub const MAX_META_ID_BYTES: usize = 128;
+/// Longest attribute value, in bytes.
+pub const MAX_META_VALUE_BYTES: usize = 1024;
+
+/// Per-event metadata: ids and keys non-empty labels of at most 128 bytes
+/// without control characters, at most 32 attributes, values at most
+/// 1024 bytes of text. Returned unchanged when sound.
+pub(crate) fn check_meta(meta: EventMeta) -> Result<EventMeta> {
+    if let Some(c) = &meta.correlation_id {
+        check_label("correlation_id", c, MAX_META_ID_BYTES)?;
+    }
+    if let Some(c) = &meta.causation_id {
+        check_label("causation_id", c, MAX_META_ID_BYTES)?;
+    }
+    if meta.attributes.len() > MAX_META_ATTRIBUTES {
+        return Err(Error::invalid(
+            "attributes",
+            format!(
+                "has {} entries, more than {MAX_META_ATTRIBUTES}",
+                meta.attributes.len()
+            ),
+        ));
+    }
+    for (k, v) in &meta.attributes {
+        check_label("attributes key", k, MAX_META_ID_BYTES)?;
+        check_text(&format!("attributes.{k}"), v, MAX_META_VALUE_BYTES)?;
+    }
+    Ok(meta)
 }

@@ -1,4 +1,5 @@
-//! Filtered reads: by event type, sender, recipient and topic prefix,
+//! Filtered reads: by event type, sender, recipient, topic prefix and
+//! metadata (correlation id, causation id, one attribute),
 //! bounded by `from`/`to`, oldest or newest first, at most `limit`, and
 //! optionally starting after a consumer's acknowledged position. The filter
 //! runs in the store's scan (`Store::scan_filtered`), so only matching
@@ -23,6 +24,12 @@ pub struct EventFilter {
     pub recipient: Option<String>,
     /// Only messages whose topic starts with this.
     pub topic_prefix: Option<String>,
+    /// Only events with this correlation id.
+    pub correlation_id: Option<String>,
+    /// Only events with this causation id.
+    pub causation_id: Option<String>,
+    /// Only events holding this attribute (key, value).
+    pub attribute: Option<(String, String)>,
     /// First sequence (default 1).
     pub from: Option<u64>,
     /// Last sequence (default: the head).
@@ -47,6 +54,25 @@ impl EventFilter {
             match &e.body {
                 EventBody::Handoff { recipient, .. } if recipient == r => {}
                 _ => return false,
+            }
+        }
+        if self
+            .correlation_id
+            .as_ref()
+            .is_some_and(|c| e.meta.correlation_id.as_ref() != Some(c))
+        {
+            return false;
+        }
+        if self
+            .causation_id
+            .as_ref()
+            .is_some_and(|c| e.meta.causation_id.as_ref() != Some(c))
+        {
+            return false;
+        }
+        if let Some((k, v)) = &self.attribute {
+            if e.meta.attributes.get(k) != Some(v) {
+                return false;
             }
         }
         if let Some(p) = &self.topic_prefix {
@@ -102,7 +128,7 @@ impl MissionBus {
                 format!("must be 1..={MAX_READ_LIMIT}, got {limit}"),
             ));
         }
-        let mut from = filter.from.unwrap_or(1).max(1);
+        let mut from = filter.from.unwrap_or(1).max(c.state.first_sequence());
         if let Some(name) = consumer {
             let Some(r) = reader else {
                 return Err(Error::invalid(

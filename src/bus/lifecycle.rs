@@ -274,6 +274,7 @@ impl MissionBus {
                     handoff_id,
                     at: now,
                 },
+                meta: crate::event::EventMeta::default(),
             };
             let result = self.send(|reply| Job::Append {
                 mission: mission.to_string(),

@@ -20,6 +20,7 @@
 //! the recent-events cache) and `writer` (the single writer thread: plan,
 //! commit, publish, acknowledge).
 
+mod archive;
 mod async_api;
 mod backup;
 mod builder;
@@ -29,6 +30,7 @@ mod consumers;
 mod copy;
 mod durable;
 mod filter;
+mod history;
 mod integrity;
 mod lifecycle;
 mod live;
@@ -41,12 +43,14 @@ mod types;
 mod writer;
 mod writes;
 
+pub use archive::{chain_archives, read_archive, Archive, ArchiveInfo};
 pub use async_api::BatchItem;
 pub use backup::BackupReport;
 pub use builder::MissionBusBuilder;
 pub use consumers::{ConsumerPosition, MAX_CONSUMERS_PER_PARTICIPANT};
 pub use copy::CopyReport;
 pub use filter::{EventFilter, EventPage};
+pub use history::PruneReport;
 pub use lifecycle::MAX_LEASE_MS;
 pub use live::{BusStats, Histogram};
 pub use tokens::token_hash;

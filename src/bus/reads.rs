@@ -61,8 +61,16 @@ impl MissionBus {
     /// [`MissionBus::replay`] / [`MissionBus::events`] do.
     pub fn rebuild_state(&self, mission: &str) -> Result<MissionState> {
         let c = self.cached(mission)?;
-        let mut state = MissionState::default();
-        for event in self.inner.store().scan(c.no, mission, 1, c.state.head) {
+        // A pruned log is rebuilt from its anchor's state.
+        let (mut state, from) = match self.inner.store().anchor(c.no, mission)? {
+            Some(a) => (
+                a.state()
+                    .map_err(|e| Error::corruption(mission, Some(a.before - 1), e))?,
+                a.before,
+            ),
+            None => (MissionState::default(), 1),
+        };
+        for event in self.inner.store().scan(c.no, mission, from, c.state.head) {
             state.apply(&event?);
         }
         Ok(state)
@@ -102,16 +110,34 @@ impl MissionBus {
             .into_iter()
             .map(|name| {
                 let no = self.mission_no(&name)?;
-                let (title, head_sequence) = match self.inner.shared.cached(no) {
-                    Some(c) => (c.state.title.clone(), c.state.head),
+                let cached = self.inner.shared.cached(no);
+                // A pruned mission has no creation record: load its state.
+                let cached = match cached {
+                    None if self.inner.store().first_kept(no, &name)?.0 > 1 => {
+                        Some(self.cached(&name)?)
+                    }
+                    c => c,
+                };
+                let (title, head_sequence, forked_from) = match cached {
+                    Some(c) => (c.state.title.clone(), c.state.head, c.state.parent.clone()),
                     None => {
                         let store = self.inner.store();
                         let (head, _) = store.head(no, &name)?;
-                        let title = match store.event(no, 1, &name)? {
+                        match store.event(no, 1, &name)? {
                             Some(Event {
                                 body: EventBody::MissionCreated { title, .. },
                                 ..
-                            }) => title,
+                            }) => (title, head, None),
+                            Some(
+                                e @ Event {
+                                    body: EventBody::MissionForked { .. },
+                                    ..
+                                },
+                            ) => {
+                                let mut s = crate::state::MissionState::default();
+                                s.apply(&e);
+                                (s.title, head, s.parent)
+                            }
                             _ => {
                                 return Err(Error::corruption(
                                     &name,
@@ -119,14 +145,14 @@ impl MissionBus {
                                     "first record is not mission_created",
                                 ))
                             }
-                        };
-                        (title, head)
+                        }
                     }
                 };
                 Ok(MissionSummary {
                     mission_id: name,
                     title,
                     head_sequence,
+                    forked_from,
                 })
             })
             .collect()
@@ -307,6 +333,7 @@ impl MissionBus {
             isolation_profiles: c.state.config.isolation_profiles.clone(),
             stream_length: c.state.stream_length(),
             head_sequence: c.state.head,
+            forked_from: c.state.parent.clone(),
             handoff: Some(handoff),
         })
     }

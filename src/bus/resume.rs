@@ -92,6 +92,7 @@ impl MissionBus {
                 isolation_profiles: state.config.isolation_profiles.clone(),
                 stream_length: state.stream_length(),
                 head_sequence: state.head,
+                forked_from: state.parent.clone(),
             });
         }
         if let Some(h) = state.returned_to(me).first() {

@@ -198,6 +198,7 @@ mod tests {
                 state: Json::from_value(&serde_json::Value::String("x".repeat(state_bytes))),
                 artifacts: vec![],
             },
+            meta: Default::default(),
         }
     }
 

@@ -2,9 +2,9 @@
 
 use uuid::Uuid;
 
-use crate::event::{Event, Json};
+use crate::event::{Event, EventMeta, Json};
 use crate::profiles::{IsolationProfile, MissionConfig};
-use crate::state::{HandoffInfo, HandoffStatus, Participant};
+use crate::state::{HandoffInfo, HandoffStatus, Lineage, Participant};
 
 /// An event that was just made durable, as seen by [`MissionBus::subscribe`].
 #[derive(Debug, Clone, PartialEq)]
@@ -153,6 +153,8 @@ pub struct AppendOptions {
     /// writing again (safe retries); with other content it is
     /// [`Error::EventIdConflict`]. Applies to single appends.
     pub event_id: Option<Uuid>,
+    /// Correlation id, causation id and attributes stored with the event.
+    pub meta: EventMeta,
 }
 
 /// A mission to create.
@@ -228,6 +230,8 @@ pub struct ResumePacket {
     pub stream_length: u64,
     /// The mission's head sequence (all events, membership included).
     pub head_sequence: u64,
+    /// Where the mission was forked from, if it is a fork.
+    pub forked_from: Option<Lineage>,
 }
 
 /// One line of [`MissionBus::missions`].
@@ -239,6 +243,8 @@ pub struct MissionSummary {
     pub title: String,
     /// Head sequence = number of events (sequences are contiguous from 1).
     pub head_sequence: u64,
+    /// Where the mission was forked from, if it is a fork.
+    pub forked_from: Option<Lineage>,
 }
 
 /// What a [`ResumePacket`] was built from.

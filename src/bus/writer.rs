@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::event::{now_micros, Event, EventBody, EventType, OPERATOR};
+use crate::event::{now_micros, Event, EventBody, EventMeta, EventType, OPERATOR};
 use crate::keys::MissionNo;
 use crate::ledger::{Ledger, LedgerHead};
 use crate::profiles::Capability;
@@ -141,6 +141,7 @@ impl Writer {
                 let r = match self.store.mission_no(&mission) {
                     Ok(Some(no)) => self.store.verify(no, &mission).map(|mut r| {
                         self.integrity.annotate(&mut r);
+                        self.verify_lineage(no, &mission, &mut r);
                         r
                     }),
                     Ok(None) => Err(Error::MissionNotFound { mission }),
@@ -161,6 +162,7 @@ impl Writer {
             Job::Backup { to, reply } => {
                 let _ = reply.send(super::backup::run(&self.store, &to));
             }
+            Job::History(job) => self.history(job),
         }
     }
 
@@ -179,14 +181,25 @@ impl Writer {
 
     /// The committed state of a mission: from the cache, else from the
     /// snapshot plus the events after it, else from the whole log.
-    fn load(&self, no: MissionNo, mission: &str) -> Result<Arc<Cached>> {
+    pub(super) fn load(&self, no: MissionNo, mission: &str) -> Result<Arc<Cached>> {
         if let Some(c) = self.shared.cached(no) {
             return Ok(c);
         }
         let (head, head_hash) = self.store.head(no, mission)?;
-        let (mut state, from, snapshot_seq) = match self.valid_snapshot(no, head)? {
-            Some(s) => (s.state, s.sequence + 1, s.sequence),
-            None => (MissionState::default(), 1, 0),
+        // A pruned mission starts from its anchor's state unless a
+        // snapshot is at least as recent.
+        let anchor = self.store.anchor(no, mission)?;
+        let (mut state, from, snapshot_seq) = match (self.valid_snapshot(no, head)?, anchor) {
+            (Some(s), a) if a.as_ref().is_none_or(|a| s.sequence + 1 >= a.before) => {
+                (s.state, s.sequence + 1, s.sequence)
+            }
+            (_, Some(a)) => {
+                let state = a
+                    .state()
+                    .map_err(|e| Error::corruption(mission, Some(a.before - 1), e))?;
+                (state, a.before, 0)
+            }
+            (_, None) => (MissionState::default(), 1, 0),
         };
         for event in self.store.scan(no, mission, from, head) {
             state.apply(&event?);
@@ -240,7 +253,7 @@ impl Writer {
     }
 
     /// Drop a mission's cached state (it is loaded again from the store).
-    fn forget(&self, no: MissionNo) {
+    fn drop_cached(&self, no: MissionNo) {
         self.shared
             .cache
             .write()
@@ -278,10 +291,9 @@ impl Writer {
         if let Some(e) = self.integrity.refuse_write(mission) {
             return Err(e);
         }
-        let creating = matches!(
-            drafts.first().map(|d| &d.body),
-            Some(EventBody::MissionCreated { .. })
-        );
+        let creating = drafts
+            .first()
+            .is_some_and(|d| d.body.created_mission().is_some());
         let mut cached = if creating {
             if self.name_to_no(mission)?.is_some() || group.new_names.contains_key(mission) {
                 return Err(Error::MissionExists {
@@ -309,7 +321,7 @@ impl Writer {
                     if self.store.is_shared() && expected.is_some_and(|e| e != c.state.head) {
                         // Other processes may have moved the head: decide on
                         // the database's state, not this process's cache.
-                        self.forget(no);
+                        self.drop_cached(no);
                         (*self.load(no, mission)?).clone()
                     } else {
                         (*c).clone()
@@ -329,7 +341,11 @@ impl Writer {
             if let Some(original) = self.stored_with_id(group, no, id)? {
                 let (orig_no, orig) = original;
                 let d = &drafts[0];
-                return if orig_no == no && orig.sender == d.sender && orig.body == d.body {
+                return if orig_no == no
+                    && orig.sender == d.sender
+                    && orig.body == d.body
+                    && orig.meta == d.meta
+                {
                     Ok(Planned::Stored(vec![orig]))
                 } else {
                     Err(Error::EventIdConflict {
@@ -359,7 +375,7 @@ impl Writer {
         let mut batch_ids = HashSet::new();
         let mut remember = Vec::new();
         for (i, d) in drafts.into_iter().enumerate() {
-            if i > 0 && matches!(d.body, EventBody::MissionCreated { .. }) {
+            if i > 0 && d.body.created_mission().is_some() {
                 return Err(Error::invalid(
                     "batch",
                     "mission_created may only come first",
@@ -391,6 +407,7 @@ impl Writer {
                 timestamp: d.timestamp.unwrap_or_else(now_micros),
                 sender: d.sender,
                 body: d.body,
+                meta: d.meta,
             };
             match scratch.as_mut() {
                 Some(s) => s.apply(&event),
@@ -499,7 +516,17 @@ impl Writer {
                     d.sender
                 ),
             )),
-            EventBody::MissionCreated { mission_id, .. } => {
+            EventBody::MissionForked { .. } if d.sender != OPERATOR => Err(Error::invalid(
+                "mission_forked",
+                format!("only {OPERATOR} forks a mission, not '{}'", d.sender),
+            )),
+            EventBody::HistoryPruned { .. } => Err(Error::invalid(
+                "history_pruned",
+                "is written by prune only, never appended or imported",
+            )),
+            EventBody::RetentionSet { .. } => manage(state),
+            EventBody::MissionCreated { mission_id, .. }
+            | EventBody::MissionForked { mission_id, .. } => {
                 if mission_id != mission {
                     return Err(Error::invalid(
                         "mission_created",
@@ -723,7 +750,7 @@ impl Writer {
                     // Bring the published state up to the database's head
                     // (only the events other processes added are read).
                     if !replan || self.refresh(*no).is_err() {
-                        self.forget(*no);
+                        self.drop_cached(*no);
                     }
                 }
                 if replan {
@@ -763,10 +790,10 @@ impl Writer {
     /// Import a whole log: validate everything, then write in chunks with
     /// the mission registered in the last one, so it appears atomically.
     fn import(&self, events: Vec<Event>, mut progress: Box<dyn FnMut(u64) + Send>) -> Result<u64> {
-        let EventBody::MissionCreated { mission_id, .. } = &events[0].body else {
+        let Some(mission_id) = events[0].body.created_mission() else {
             unreachable!("checked by import_log");
         };
-        let mission = mission_id.clone();
+        let mission = mission_id.to_string();
         if let Some(e) = self.integrity.refuse_write(&mission) {
             return Err(e);
         }
@@ -789,6 +816,7 @@ impl Writer {
                 timestamp: Some(e.timestamp),
                 sender: e.sender.clone(),
                 body: e.body.clone(),
+                meta: e.meta.clone(),
             };
             if e.sequence > 1 {
                 self.validate(&state, &mission, no, &draft, &|id| checkpoints.contains(id))
@@ -901,6 +929,7 @@ impl Writer {
                         last: damage.last,
                         ledger_hash: damage.ledger.hash,
                     },
+                    meta: EventMeta::default(),
                 };
                 let plan = PlannedAppend {
                     mission: no,

@@ -3,8 +3,9 @@
 
 use super::Reply;
 use super::{
-    at_sequence, check_body, check_event_id, check_identifier, check_name, check_participant_name,
-    check_text, Action, AppendOptions, Cached, MissionBus, NewMission, MAX_TEXT_BYTES,
+    at_sequence, check_body, check_event_id, check_identifier, check_meta, check_name,
+    check_participant_name, check_text, Action, AppendOptions, Cached, MissionBus, NewMission,
+    MAX_TEXT_BYTES,
 };
 use std::sync::mpsc::{self};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::event::{Event, EventBody, Json, OPERATOR};
+use crate::event::{Event, EventBody, EventMeta, Json, OPERATOR};
 use crate::verify::VerifyReport;
 
 /// An event to append: built by the public methods, validated by the writer.
@@ -23,6 +24,7 @@ pub(super) struct Draft {
     pub(super) timestamp: Option<DateTime<Utc>>,
     pub(super) sender: String,
     pub(super) body: EventBody,
+    pub(super) meta: EventMeta,
 }
 
 pub(super) enum Job {
@@ -53,6 +55,7 @@ pub(super) enum Job {
         mission: String,
         reply: mpsc::Sender<Result<Option<Event>>>,
     },
+    History(super::history::HistoryJob),
 }
 
 impl MissionBus {
@@ -66,6 +69,7 @@ impl MissionBus {
             id: None,
             timestamp: None,
             sender: sender.clone(),
+            meta: EventMeta::default(),
             body: EventBody::MissionCreated {
                 mission_id: m.mission_id.clone(),
                 title: m.title,
@@ -78,6 +82,7 @@ impl MissionBus {
                 id: None,
                 timestamp: None,
                 sender,
+                meta: EventMeta::default(),
                 body: EventBody::ParticipantJoined {
                     name: lead,
                     role: "lead".into(),
@@ -102,7 +107,8 @@ impl MissionBus {
         action: Action,
         opts: &AppendOptions,
     ) -> Result<Event> {
-        let draft = self.draft(sender, action, opts.event_id, None)?;
+        let mut draft = self.draft(sender, action, opts.event_id, None)?;
+        draft.meta = check_meta(opts.meta.clone())?;
         let mut events = self.send(|reply| Job::Append {
             mission: mission.to_string(),
             drafts: vec![draft],
@@ -120,12 +126,31 @@ impl MissionBus {
         items: Vec<(String, Action)>,
         expected_sequence: Option<u64>,
     ) -> Result<Vec<Event>> {
+        let items = items
+            .into_iter()
+            .map(|(sender, action)| (sender, action, EventMeta::default()))
+            .collect();
+        self.append_batch_with_meta(mission, items, expected_sequence)
+    }
+
+    /// [`MissionBus::append_batch`] with per-event metadata (correlation,
+    /// causation, attributes) on each item.
+    pub fn append_batch_with_meta(
+        &self,
+        mission: &str,
+        items: Vec<(String, Action, EventMeta)>,
+        expected_sequence: Option<u64>,
+    ) -> Result<Vec<Event>> {
         if items.is_empty() {
             return Err(Error::invalid("batch", "is empty"));
         }
         let drafts = items
             .into_iter()
-            .map(|(sender, action)| self.draft(&sender, action, None, None))
+            .map(|(sender, action, meta)| {
+                let mut d = self.draft(&sender, action, None, None)?;
+                d.meta = check_meta(meta)?;
+                Ok(d)
+            })
             .collect::<Result<Vec<_>>>()?;
         self.send(|reply| Job::Append {
             mission: mission.to_string(),
@@ -322,6 +347,7 @@ impl MissionBus {
             timestamp,
             sender: sender.to_string(),
             body,
+            meta: EventMeta::default(),
         })
     }
 
@@ -339,14 +365,17 @@ impl MissionBus {
         let Some(first) = events.first() else {
             return Err(Error::invalid("import", "the log is empty"));
         };
-        let EventBody::MissionCreated {
+        let (EventBody::MissionCreated {
             mission_id, title, ..
-        } = &first.body
+        }
+        | EventBody::MissionForked {
+            mission_id, title, ..
+        }) = &first.body
         else {
             return Err(Error::invalid(
                 "import",
                 format!(
-                    "the first event (sequence {}) is a {}, not mission_created",
+                    "the first event (sequence {}) is a {}, not mission_created or mission_forked",
                     first.sequence,
                     first.event_type()
                 ),
@@ -371,6 +400,7 @@ impl MissionBus {
                     .map_err(|err| at_sequence(err, e.sequence))?;
             }
             check_body(&e.body, self.inner.limits).map_err(|err| at_sequence(err, e.sequence))?;
+            check_meta(e.meta.clone()).map_err(|err| at_sequence(err, e.sequence))?;
         }
         self.send(|reply| Job::Import {
             events,

@@ -359,6 +359,92 @@ pub(crate) enum Command {
         /// The last sequence processed.
         sequence: u64,
     },
+    /// Create mission NEW_ID from a checkpoint of SOURCE: its participants
+    /// as they were at that point, the checkpoint copied, the parent's
+    /// sequence and chain hash recorded in its first event.
+    Fork {
+        /// The parent mission.
+        source: String,
+        /// The checkpoint to fork from (a checkpoint_id of SOURCE).
+        #[arg(long = "at", value_name = "CHECKPOINT_ID")]
+        at: String,
+        /// The new mission's id.
+        #[arg(long = "as", value_name = "NEW_ID")]
+        new_id: String,
+    },
+    /// Delete a mission, leaving a tombstone (id, head sequence and hash,
+    /// when, by whom). Its events are gone for good: archive it first.
+    Delete {
+        /// Mission id.
+        mission: String,
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+        /// Who deletes it, for the record.
+        #[arg(long, value_name = "NAME", default_value = "@operator")]
+        by: String,
+    },
+    /// Prune a mission's events before sequence SEQ, keeping an anchor
+    /// (the chain hash there) so that verify proves what remains.
+    Prune {
+        /// Mission id.
+        mission: String,
+        /// The first sequence to keep.
+        #[arg(long, value_name = "SEQ")]
+        before: u64,
+        /// Write the pruned events to this archive file first.
+        #[arg(long, value_name = "FILE")]
+        archive: Option<PathBuf>,
+    },
+    /// Set a mission's retention policy (0 = no limit).
+    Retention {
+        /// Mission id.
+        mission: String,
+        /// Prune events older than this many seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 0)]
+        max_age: u64,
+        /// Keep at most this many of the newest events.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        max_count: u64,
+    },
+    /// Apply every mission's retention policy now (the server does this on a timer).
+    ApplyRetention,
+    /// List tombstones of deleted missions (JSON Lines).
+    Tombstones {
+        /// Only this mission id's.
+        mission: Option<String>,
+    },
+    /// Write a mission (or its events before --before) to an archive file
+    /// that carries its head hash and verifies on its own.
+    Archive {
+        /// Mission id.
+        mission: String,
+        /// The archive file to write (must not exist).
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        /// Only the events before this sequence (the prefix a prune removes).
+        #[arg(long, value_name = "SEQ")]
+        before: Option<u64>,
+    },
+    /// Verify archive files on their own: checksums, the hash chain, the
+    /// head hash each carries, and the links between consecutive files.
+    VerifyArchive {
+        /// Archive files, oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Restore a mission from archive files (oldest first, starting at
+    /// sequence 1) into the store; its head hash is checked against the
+    /// archive's.
+    Restore {
+        /// Archive files, oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Rewrite the store into a compact copy and swap it in, giving back
+    /// the space of deleted and pruned events (run while no server holds
+    /// the data directory). Prints bytes on disk before and after.
+    Compact,
     /// List consumer positions (JSON Lines): everyone's, or --as one participant's.
     Consumers {
         /// Mission id.
@@ -399,6 +485,15 @@ pub(crate) struct FilterArgs {
     /// Only messages whose topic starts with this.
     #[arg(long, value_name = "PREFIX")]
     pub topic_prefix: Option<String>,
+    /// Only events with this correlation id.
+    #[arg(long = "correlation", value_name = "ID")]
+    pub correlation_id: Option<String>,
+    /// Only events with this causation id.
+    #[arg(long = "causation", value_name = "ID")]
+    pub causation_id: Option<String>,
+    /// Only events holding this attribute.
+    #[arg(long = "with-attr", value_name = "KEY=VALUE")]
+    pub attribute: Option<String>,
     /// `asc` (default) or `desc` (newest first).
     #[arg(long, value_name = "ORDER", value_parser = ["asc", "desc"])]
     pub order: Option<String>,
@@ -416,6 +511,9 @@ impl FilterArgs {
         self.sender.is_some()
             || self.recipient.is_some()
             || self.topic_prefix.is_some()
+            || self.correlation_id.is_some()
+            || self.causation_id.is_some()
+            || self.attribute.is_some()
             || self.order.is_some()
             || self.limit.is_some()
             || self.consumer.is_some()
@@ -440,6 +538,15 @@ pub(crate) struct Guard {
     /// the stored event instead of writing twice.
     #[arg(long, value_name = "UUID")]
     pub event_id: Option<String>,
+    /// Correlation id stored with the event (groups events of one request).
+    #[arg(long, value_name = "ID")]
+    pub correlation_id: Option<String>,
+    /// Causation id stored with the event (what caused it, e.g. an event id).
+    #[arg(long, value_name = "ID")]
+    pub causation_id: Option<String>,
+    /// An attribute stored with the event (repeatable).
+    #[arg(long = "attr", value_name = "KEY=VALUE")]
+    pub attributes: Vec<String>,
 }
 
 /// Log line formats of `serve`.

@@ -57,8 +57,9 @@ pub(crate) trait Backend {
     fn export(&self, out: &mut dyn Write, mission: &str, format: Format) -> CliResult;
     /// Import a whole mission log; the number of events written.
     fn import(&self, events: Vec<Event>) -> CliResult<u64>;
-    /// `(mission_id, title, head_sequence)` of every mission, sorted by id.
-    fn missions(&self) -> CliResult<Vec<(String, String, u64)>>;
+    /// `(mission_id, title, head_sequence, forked_from)` of every mission,
+    /// sorted by id (`forked_from`: the lineage JSON of a fork, else null).
+    fn missions(&self) -> CliResult<Vec<(String, String, u64, Value)>>;
     /// Verify one mission, or all; `each` gets every report as it is made.
     fn verify(&self, mission: Option<&str>, each: &mut dyn FnMut(Value) -> CliResult) -> CliResult;
     /// Copy the whole store, consistently, into `to` (on the machine that
@@ -244,12 +245,18 @@ impl Backend for Local {
         Ok(result?)
     }
 
-    fn missions(&self) -> CliResult<Vec<(String, String, u64)>> {
+    fn missions(&self) -> CliResult<Vec<(String, String, u64, Value)>> {
         Ok(self
             .bus
             .missions()?
             .into_iter()
-            .map(|m| (m.mission_id, m.title, m.head_sequence))
+            .map(|m| {
+                let lineage = m
+                    .forked_from
+                    .as_ref()
+                    .map_or(Value::Null, mission_bus::document::lineage_to_json);
+                (m.mission_id, m.title, m.head_sequence, lineage)
+            })
             .collect())
     }
 

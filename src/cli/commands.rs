@@ -11,7 +11,9 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use mission_bus::document;
-use mission_bus::{Action, AppendOptions, Event, EventType, Json, MissionBus, MissionConfig};
+use mission_bus::{
+    Action, AppendOptions, Event, EventMeta, EventType, Json, MissionBus, MissionConfig,
+};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -178,17 +180,17 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             Ok(())
         }
         Command::Missions => {
-            for (mission_id, title, head) in existing()?.missions()? {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({
-                        "mission_id": mission_id,
-                        "title": title,
-                        "events": head,
-                        "head_sequence": head,
-                    })
-                )?;
+            for (mission_id, title, head, lineage) in existing()?.missions()? {
+                let mut line = json!({
+                    "mission_id": mission_id,
+                    "title": title,
+                    "events": head,
+                    "head_sequence": head,
+                });
+                if !lineage.is_null() {
+                    line["forked_from"] = lineage;
+                }
+                writeln!(out, "{line}")?;
             }
             Ok(())
         }
@@ -257,6 +259,18 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             Ok(())
         }
         Command::Demo => demo::run(data, out),
+        c @ (Command::Fork { .. }
+        | Command::Delete { .. }
+        | Command::Prune { .. }
+        | Command::Retention { .. }
+        | Command::ApplyRetention
+        | Command::Tombstones { .. }
+        | Command::Archive { .. }
+        | Command::VerifyArchive { .. }
+        | Command::Restore { .. }
+        | Command::Compact) => {
+            super::history::run(c, data, server.as_deref(), token.as_deref(), out)
+        }
         Command::Salvage { damaged, to } => salvage(out, &damaged, &to),
         other => super::lifecycle::run(other, data, out),
     }
@@ -401,10 +415,27 @@ fn append(
             .as_deref()
             .map(|s| parse_uuid("--event-id", s))
             .transpose()?,
+        meta: meta_args(guard)?,
     };
     let e = backend()?.append(mission, sender, action, &opts)?;
     writeln!(out, "{e}")?;
     Ok(())
+}
+
+/// `--correlation-id`, `--causation-id` and `--attr KEY=VALUE` as metadata.
+pub(crate) fn meta_args(guard: &Guard) -> CliResult<EventMeta> {
+    let mut meta = EventMeta {
+        correlation_id: guard.correlation_id.clone(),
+        causation_id: guard.causation_id.clone(),
+        ..EventMeta::default()
+    };
+    for a in &guard.attributes {
+        let (k, v) = a
+            .split_once('=')
+            .ok_or_else(|| Failure::usage(format!("--attr '{a}' is not KEY=VALUE")))?;
+        meta.attributes.insert(k.to_string(), v.to_string());
+    }
+    Ok(meta)
 }
 
 fn read_input(file: &Path) -> CliResult<String> {
@@ -456,10 +487,7 @@ fn parse_log(
 }
 
 fn mission_of(e: &Event) -> String {
-    match &e.body {
-        mission_bus::EventBody::MissionCreated { mission_id, .. } => mission_id.clone(),
-        _ => String::new(),
-    }
+    e.body.created_mission().unwrap_or_default().to_string()
 }
 
 fn verify(backend: &dyn Backend, out: &mut dyn Write, mission: Option<&str>) -> CliResult {

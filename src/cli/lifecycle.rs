@@ -188,6 +188,17 @@ pub(crate) fn filtered_replay(
         sender: f.sender.clone(),
         recipient: f.recipient.clone(),
         topic_prefix: f.topic_prefix.clone(),
+        correlation_id: f.correlation_id.clone(),
+        causation_id: f.causation_id.clone(),
+        attribute: match &f.attribute {
+            None => None,
+            Some(a) => {
+                let (k, v) = a.split_once('=').ok_or_else(|| {
+                    super::Failure::usage(format!("--with-attr '{a}' is not KEY=VALUE"))
+                })?;
+                Some((k.to_string(), v.to_string()))
+            }
+        },
         from: Some(range.0),
         to: range.1,
         newest_first,

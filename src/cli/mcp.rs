@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use mission_bus::{Action, AppendOptions, Json};
+use mission_bus::{Action, AppendOptions, EventMeta, Json};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -137,6 +137,8 @@ fn tools() -> Vec<Tool> {
         "description": "Write nothing unless the mission's head sequence is this (conflict otherwise)."});
     let event_id = json!({"type": "string", "format": "uuid",
         "description": "Caller-chosen event id: a retry with the same id and content returns the stored event."});
+    let corr = json!({"type": "string", "description": "Correlation id stored with the event."});
+    let cause = json!({"type": "string", "description": "Causation id stored with the event (what caused it)."});
     vec![
         Tool::new(
             "publish",
@@ -144,7 +146,8 @@ fn tools() -> Vec<Tool> {
             schema(
                 json!({"mission": mission, "as": actor, "topic": {"type": "string"},
                        "payload": {"description": "Any JSON value."},
-                       "expected_sequence": guard_seq, "event_id": event_id}),
+                       "expected_sequence": guard_seq, "event_id": event_id,
+                       "correlation_id": corr, "causation_id": cause}),
                 &["mission", "as", "topic"],
             ),
         ),
@@ -155,7 +158,8 @@ fn tools() -> Vec<Tool> {
                 json!({"mission": mission, "as": actor, "summary": {"type": "string"},
                        "state": {"description": "Any JSON value."},
                        "artifacts": {"type": "array", "items": {"type": "string"}},
-                       "expected_sequence": guard_seq, "event_id": event_id}),
+                       "expected_sequence": guard_seq, "event_id": event_id,
+                       "correlation_id": corr, "causation_id": cause}),
                 &["mission", "as", "summary"],
             ),
         ),
@@ -167,7 +171,8 @@ fn tools() -> Vec<Tool> {
                        "to": {"type": "string", "description": "The recipient."},
                        "checkpoint_id": {"type": "string", "format": "uuid"},
                        "note": {"type": "string"},
-                       "expected_sequence": guard_seq, "event_id": event_id}),
+                       "expected_sequence": guard_seq, "event_id": event_id,
+                       "correlation_id": corr, "causation_id": cause}),
                 &["mission", "as", "to", "checkpoint_id"],
             ),
         ),
@@ -247,6 +252,11 @@ impl Args<'_> {
         Ok(AppendOptions {
             expected_sequence: self.opt_u64("expected_sequence")?,
             event_id: self.uuid("event_id")?,
+            meta: EventMeta {
+                correlation_id: self.opt_str("correlation_id")?,
+                causation_id: self.opt_str("causation_id")?,
+                ..EventMeta::default()
+            },
         })
     }
 
@@ -264,7 +274,12 @@ impl Args<'_> {
 /// Run one tool.
 fn call(backend: &dyn Backend, tool: &str, args: &Map<String, Value>) -> CliResult<Value> {
     let a = Args(args);
-    const GUARD: [&str; 2] = ["expected_sequence", "event_id"];
+    const GUARD: [&str; 4] = [
+        "expected_sequence",
+        "event_id",
+        "correlation_id",
+        "causation_id",
+    ];
     match tool {
         "publish" => {
             a.only(&[&["mission", "as", "topic", "payload"][..], &GUARD].concat())?;

@@ -16,6 +16,7 @@ mod cell;
 mod cell_run;
 mod commands;
 mod demo;
+mod history;
 mod lifecycle;
 mod mcp;
 mod progress;

@@ -126,6 +126,16 @@ impl Remote {
             .map_err(|e| Failure::other(format!("reading the server's answer: {e}")))
     }
 
+    /// `GET path` (no body) or `POST path` with a JSON body, as the admin;
+    /// the JSON answer.
+    pub(crate) fn admin(&self, path: &str, body: Option<Value>) -> CliResult<Value> {
+        let resp = match body {
+            None => self.get(path, &[])?,
+            Some(b) => self.post(path, &[], b.to_string())?,
+        };
+        self.json(resp)
+    }
+
     fn append_json(&self, mission: &str, body: Value) -> CliResult<Value> {
         let resp = self.post(
             &format!("/v1/admin/missions/{}/events", seg(mission)),
@@ -151,7 +161,7 @@ pub(crate) fn exit_code(status: u16, code: &str) -> i32 {
 }
 
 /// Percent-encode one path segment.
-pub(super) fn seg(s: &str) -> String {
+pub(crate) fn seg(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -166,6 +176,15 @@ pub(super) fn seg(s: &str) -> String {
 fn guard_fields(body: &mut Value, opts: &AppendOptions) {
     if let Some(s) = opts.expected_sequence {
         body["expected_sequence"] = json!(s);
+    }
+    if let Some(c) = &opts.meta.correlation_id {
+        body["correlation_id"] = json!(c);
+    }
+    if let Some(c) = &opts.meta.causation_id {
+        body["causation_id"] = json!(c);
+    }
+    if !opts.meta.attributes.is_empty() {
+        body["attributes"] = json!(opts.meta.attributes);
     }
     if let Some(id) = opts.event_id {
         body["event_id"] = json!(id.to_string());
@@ -334,7 +353,7 @@ impl Backend for Remote {
         Ok(v["imported"].as_u64().unwrap_or(0))
     }
 
-    fn missions(&self) -> CliResult<Vec<(String, String, u64)>> {
+    fn missions(&self) -> CliResult<Vec<(String, String, u64, Value)>> {
         let v = self.json(self.get("/v1/missions", &[])?)?;
         let mut out = Vec::new();
         for m in v["missions"].as_array().cloned().unwrap_or_default() {
@@ -346,7 +365,12 @@ impl Backend for Remote {
                 ));
             }
             let title = m["title"].as_str().unwrap_or("").to_string();
-            out.push((id, title, m["head_sequence"].as_u64().unwrap_or(0)));
+            out.push((
+                id,
+                title,
+                m["head_sequence"].as_u64().unwrap_or(0),
+                m["forked_from"].clone(),
+            ));
         }
         Ok(out)
     }

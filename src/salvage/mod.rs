@@ -471,6 +471,7 @@ mod tests {
                 topic: tag.into(),
                 payload: Json::null(),
             },
+            meta: Default::default(),
         };
         let enc = encode_event("m", &event, prev);
         Found {

@@ -145,7 +145,10 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Check the record starting at `bytes[0]` (its magic at `MAGIC_AT`).
 fn candidate(bytes: &[u8]) -> Option<Found> {
-    if bytes.first() != Some(&codec::FORMAT_VERSION) {
+    if !matches!(
+        bytes.first(),
+        Some(&codec::FORMAT_VERSION) | Some(&codec::FORMAT_V3)
+    ) {
         return None;
     }
     let len = codec::framed_len(bytes)?;
@@ -182,6 +185,7 @@ mod tests {
                 topic: "t".into(),
                 payload: Json::from_value(&serde_json::json!(payload)),
             },
+            meta: Default::default(),
         };
         codec::encode_event("m", &e, &codec::GENESIS).value
     }

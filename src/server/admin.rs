@@ -33,7 +33,7 @@ use super::error::ApiError;
 use super::routes::{body, call, created, path, query, MAX_PAGE};
 use super::App;
 use crate::document::{self, event_to_json};
-use crate::{Action, AppendOptions, Event, EventBody, Json as JsonText};
+use crate::{Action, AppendOptions, Event, EventMeta, Json as JsonText};
 
 /// Where imports are posted (the route below spells it out, so the route
 /// table can be read from the source: tests/openapi.rs).
@@ -84,6 +84,12 @@ enum OperatorWrite {
         expected_sequence: Option<u64>,
         #[serde(default)]
         event_id: Option<Uuid>,
+        #[serde(default)]
+        correlation_id: Option<String>,
+        #[serde(default)]
+        causation_id: Option<String>,
+        #[serde(default)]
+        attributes: std::collections::BTreeMap<String, String>,
     },
     Checkpoint {
         sender: String,
@@ -96,6 +102,12 @@ enum OperatorWrite {
         expected_sequence: Option<u64>,
         #[serde(default)]
         event_id: Option<Uuid>,
+        #[serde(default)]
+        correlation_id: Option<String>,
+        #[serde(default)]
+        causation_id: Option<String>,
+        #[serde(default)]
+        attributes: std::collections::BTreeMap<String, String>,
     },
     Handoff {
         sender: String,
@@ -107,6 +119,12 @@ enum OperatorWrite {
         expected_sequence: Option<u64>,
         #[serde(default)]
         event_id: Option<Uuid>,
+        #[serde(default)]
+        correlation_id: Option<String>,
+        #[serde(default)]
+        causation_id: Option<String>,
+        #[serde(default)]
+        attributes: std::collections::BTreeMap<String, String>,
     },
 }
 
@@ -138,6 +156,9 @@ async fn append_as(
                 payload,
                 expected_sequence,
                 event_id,
+                correlation_id,
+                causation_id,
+                attributes,
             } => {
                 let action = Action::Publish {
                     topic,
@@ -146,6 +167,11 @@ async fn append_as(
                 let opts = AppendOptions {
                     expected_sequence,
                     event_id,
+                    meta: EventMeta {
+                        correlation_id,
+                        causation_id,
+                        attributes,
+                    },
                 };
                 app.bus.append(&mission, &sender, action, &opts)?
             }
@@ -156,6 +182,9 @@ async fn append_as(
                 artifacts,
                 expected_sequence,
                 event_id,
+                correlation_id,
+                causation_id,
+                attributes,
             } => {
                 let action = Action::Checkpoint {
                     summary,
@@ -165,6 +194,11 @@ async fn append_as(
                 let opts = AppendOptions {
                     expected_sequence,
                     event_id,
+                    meta: EventMeta {
+                        correlation_id,
+                        causation_id,
+                        attributes,
+                    },
                 };
                 app.bus.append(&mission, &sender, action, &opts)?
             }
@@ -175,6 +209,9 @@ async fn append_as(
                 note,
                 expected_sequence,
                 event_id,
+                correlation_id,
+                causation_id,
+                attributes,
             } => {
                 let action = Action::Handoff {
                     recipient,
@@ -184,6 +221,11 @@ async fn append_as(
                 let opts = AppendOptions {
                     expected_sequence,
                     event_id,
+                    meta: EventMeta {
+                        correlation_id,
+                        causation_id,
+                        attributes,
+                    },
                 };
                 app.bus.append(&mission, &sender, action, &opts)?
             }
@@ -301,10 +343,11 @@ async fn import(
             ApiError::bad_request("invalid_body", format!("import: not UTF-8: {e}"))
         })?;
         let events = parse_log(text, format)?;
-        let mission = match events.first().map(|e| &e.body) {
-            Some(EventBody::MissionCreated { mission_id, .. }) => mission_id.clone(),
-            _ => String::new(),
-        };
+        let mission = events
+            .first()
+            .and_then(|e| e.body.created_mission())
+            .unwrap_or_default()
+            .to_string();
         let count = app.bus.import_log(events, |_| {})?;
         Ok(created(json!({
             "mission_id": mission,

@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::routes::{body, created, identify, path};
 use super::App;
 use crate::document::event_to_json;
-use crate::{Action, BatchItem, Json as JsonText};
+use crate::{Action, BatchItem, EventMeta, Json as JsonText};
 
 /// Most events one batch request may carry.
 pub(crate) const MAX_BATCH: usize = 1000;
@@ -41,6 +41,12 @@ enum Item {
         payload: Value,
         #[serde(default)]
         event_id: Option<Uuid>,
+        #[serde(default)]
+        correlation_id: Option<String>,
+        #[serde(default)]
+        causation_id: Option<String>,
+        #[serde(default)]
+        attributes: std::collections::BTreeMap<String, String>,
     },
     Checkpoint {
         summary: String,
@@ -50,6 +56,12 @@ enum Item {
         artifacts: Vec<String>,
         #[serde(default)]
         event_id: Option<Uuid>,
+        #[serde(default)]
+        correlation_id: Option<String>,
+        #[serde(default)]
+        causation_id: Option<String>,
+        #[serde(default)]
+        attributes: std::collections::BTreeMap<String, String>,
     },
     Handoff {
         recipient: String,
@@ -58,28 +70,45 @@ enum Item {
         note: String,
         #[serde(default)]
         event_id: Option<Uuid>,
+        #[serde(default)]
+        correlation_id: Option<String>,
+        #[serde(default)]
+        causation_id: Option<String>,
+        #[serde(default)]
+        attributes: std::collections::BTreeMap<String, String>,
     },
 }
 
 impl Item {
-    fn into_action(self) -> (Action, Option<Uuid>) {
+    fn into_action(self) -> (Action, Option<Uuid>, EventMeta) {
         match self {
             Item::Message {
                 topic,
                 payload,
                 event_id,
+                correlation_id,
+                causation_id,
+                attributes,
             } => (
                 Action::Publish {
                     topic,
                     payload: JsonText::from_value(&payload),
                 },
                 event_id,
+                EventMeta {
+                    correlation_id,
+                    causation_id,
+                    attributes,
+                },
             ),
             Item::Checkpoint {
                 summary,
                 state,
                 artifacts,
                 event_id,
+                correlation_id,
+                causation_id,
+                attributes,
             } => (
                 Action::Checkpoint {
                     summary,
@@ -87,12 +116,20 @@ impl Item {
                     artifacts,
                 },
                 event_id,
+                EventMeta {
+                    correlation_id,
+                    causation_id,
+                    attributes,
+                },
             ),
             Item::Handoff {
                 recipient,
                 checkpoint_id,
                 note,
                 event_id,
+                correlation_id,
+                causation_id,
+                attributes,
             } => (
                 Action::Handoff {
                     recipient,
@@ -100,6 +137,11 @@ impl Item {
                     note,
                 },
                 event_id,
+                EventMeta {
+                    correlation_id,
+                    causation_id,
+                    attributes,
+                },
             ),
         }
     }
@@ -129,11 +171,12 @@ pub(crate) async fn post_batch(
             .events
             .into_iter()
             .map(|item| {
-                let (action, event_id) = item.into_action();
+                let (action, event_id, meta) = item.into_action();
                 BatchItem {
                     sender: sender.clone(),
                     action,
                     event_id,
+                    meta,
                 }
             })
             .collect();

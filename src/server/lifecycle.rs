@@ -105,7 +105,8 @@ pub(crate) fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, Ap
 }
 
 /// The filter parameters of `GET .../events` and its stream: `type`
-/// (repeatable), `sender`, `recipient`, `topic_prefix`, `from`, `to`,
+/// (repeatable), `sender`, `recipient`, `topic_prefix`, `correlation_id`,
+/// `causation_id`, `attribute` (`KEY=VALUE`), `from`, `to`,
 /// `order` (`asc`/`desc`), `limit`, `consumer`. `extra` names other keys
 /// the caller accepts; anything else is a 400 naming the key.
 pub(crate) struct FilterQuery {
@@ -140,6 +141,14 @@ pub(crate) fn filter_query(raw: Option<&str>, extra: &[&str]) -> Result<FilterQu
             "sender" => q.filter.sender = Some(v),
             "recipient" => q.filter.recipient = Some(v),
             "topic_prefix" => q.filter.topic_prefix = Some(v),
+            "correlation_id" => q.filter.correlation_id = Some(v),
+            "causation_id" => q.filter.causation_id = Some(v),
+            "attribute" => {
+                let (key, value) = v
+                    .split_once('=')
+                    .ok_or_else(|| bad("attribute", format!("'{v}' is not KEY=VALUE")))?;
+                q.filter.attribute = Some((key.to_string(), value.to_string()));
+            }
             "from" => q.filter.from = Some(number("from", &v)?),
             "to" => q.filter.to = Some(number("to", &v)?),
             "limit" => {
@@ -380,6 +389,9 @@ pub(crate) async fn list_checkpoints(
         || q.consumer.is_some()
         || f.recipient.is_some()
         || f.topic_prefix.is_some()
+        || f.correlation_id.is_some()
+        || f.causation_id.is_some()
+        || f.attribute.is_some()
         || f.from.is_some()
         || f.to.is_some()
         || f.newest_first

@@ -34,6 +34,7 @@ mod batch;
 mod cells;
 mod console;
 mod error;
+mod history;
 mod lifecycle;
 mod limits;
 mod listener;
@@ -116,6 +117,9 @@ pub struct Limits {
     /// event-stream reader that stopped reading). By default 60 s; event
     /// streams send a keep-alive comment every 15 s.
     pub idle_timeout: Duration,
+    /// How often every mission's retention policy is applied (by default
+    /// every 60 s; `Duration::ZERO` turns the timer off).
+    pub retention_every: Duration,
 }
 
 impl Default for Limits {
@@ -132,11 +136,18 @@ impl Default for Limits {
             max_streams_per_token: 16,
             shutdown_grace: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            retention_every: Duration::from_secs(60),
         }
     }
 }
 
 impl Limits {
+    /// Set [`Limits::retention_every`].
+    pub fn retention_every(mut self, every: Duration) -> Self {
+        self.retention_every = every;
+        self
+    }
+
     /// Set [`Limits::max_body_bytes`].
     pub fn max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
@@ -352,6 +363,7 @@ pub async fn run_with_limits(
         verified: views::LastVerified::default(),
     });
     lifecycle::spawn_lease_timer(&app);
+    history::spawn_retention_timer(&app);
     let listener = listener::LimitedListener::new(listener, &limits, Arc::clone(&app.connections));
     let router = routes::router(app);
     let mut stopping = stop_rx;

@@ -23,7 +23,9 @@ use super::auth::{bearer, Actor, Caller};
 use super::error::ApiError;
 use super::{lifecycle, stream, App};
 use crate::document::{event_to_json, resume_packet_to_json};
-use crate::{Action, AppendOptions, Capability, Json as JsonText, MissionConfig, NewMission};
+use crate::{
+    Action, AppendOptions, Capability, EventMeta, Json as JsonText, MissionConfig, NewMission,
+};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -88,6 +90,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(super::metrics::metrics))
         .merge(super::admin::routes())
         .merge(super::cells::routes())
+        .merge(super::history::routes())
         .route("/v1/openapi.json", get(super::openapi::document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -314,6 +317,12 @@ struct PostMessage {
     #[serde(default)]
     event_id: Option<Uuid>,
     #[serde(default)]
+    correlation_id: Option<String>,
+    #[serde(default)]
+    causation_id: Option<String>,
+    #[serde(default)]
+    attributes: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
     sender: Option<String>,
 }
 
@@ -330,6 +339,12 @@ struct PostCheckpoint {
     #[serde(default)]
     event_id: Option<Uuid>,
     #[serde(default)]
+    correlation_id: Option<String>,
+    #[serde(default)]
+    causation_id: Option<String>,
+    #[serde(default)]
+    attributes: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
     sender: Option<String>,
 }
 
@@ -344,6 +359,12 @@ struct PostHandoff {
     expected_sequence: Option<u64>,
     #[serde(default)]
     event_id: Option<Uuid>,
+    #[serde(default)]
+    correlation_id: Option<String>,
+    #[serde(default)]
+    causation_id: Option<String>,
+    #[serde(default)]
+    attributes: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     sender: Option<String>,
 }
@@ -393,6 +414,11 @@ async fn post_message(
     let opts = AppendOptions {
         expected_sequence: req.expected_sequence,
         event_id: req.event_id,
+        meta: EventMeta {
+            correlation_id: req.correlation_id,
+            causation_id: req.causation_id,
+            attributes: req.attributes,
+        },
     };
     let action = Action::Publish {
         topic: req.topic,
@@ -412,6 +438,11 @@ async fn post_checkpoint(
     let opts = AppendOptions {
         expected_sequence: req.expected_sequence,
         event_id: req.event_id,
+        meta: EventMeta {
+            correlation_id: req.correlation_id,
+            causation_id: req.causation_id,
+            attributes: req.attributes,
+        },
     };
     let action = Action::Checkpoint {
         summary: req.summary,
@@ -432,6 +463,11 @@ async fn post_handoff(
     let opts = AppendOptions {
         expected_sequence: req.expected_sequence,
         event_id: req.event_id,
+        meta: EventMeta {
+            correlation_id: req.correlation_id,
+            causation_id: req.causation_id,
+            attributes: req.attributes,
+        },
     };
     let action = Action::Handoff {
         recipient: req.recipient,

@@ -133,6 +133,8 @@ fn summary_json(app: &App, state: &MissionState) -> Result<Value, ApiError> {
             "handoffs": state.handoffs,
         },
         "verify": app.verified.get(mission),
+        "forked_from": state.parent.as_ref().map(crate::document::lineage_to_json),
+        "first_sequence": state.first_sequence(),
     }))
 }
 

@@ -91,6 +91,7 @@ mod tests {
                 workspace: "/w".into(),
                 command: vec!["true".into()],
             },
+            meta: Default::default(),
         }
     }
 

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use uuid::Uuid;
 
-use crate::codec::{self, Hash};
+use crate::codec::{self, Anchor, Hash, Tombstone};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::keys::{self, MissionNo};
@@ -366,6 +366,84 @@ impl Store {
             None => {
                 Err(self.sled_only("backup (use `mission-bus copy` or the database's own backups)"))
             }
+        }
+    }
+
+    // ----- history management (sled: src/store/sled_backend/history.rs) -----
+    // PostgreSQL has none of it yet: it never prunes or deletes, so reads
+    // see no anchor and no tombstone, and the operations say so.
+
+    /// The prune anchor of a mission, if it was ever pruned.
+    pub(crate) fn anchor(&self, mission: MissionNo, name: &str) -> Result<Option<Anchor>> {
+        match self {
+            Store::Sled(s) => sled_backend::guard(s.path(), || s.anchor(mission, name)),
+            Store::Postgres(_) => Ok(None),
+        }
+    }
+
+    /// The first sequence a mission's log holds and the hash it chains to.
+    pub(crate) fn first_kept(&self, mission: MissionNo, name: &str) -> Result<(u64, Hash)> {
+        match self {
+            Store::Sled(s) => sled_backend::guard(s.path(), || s.first_kept(mission, name)),
+            Store::Postgres(_) => Ok((1, codec::GENESIS)),
+        }
+    }
+
+    /// Commit a `history_pruned` event and its anchor in one transaction.
+    pub(crate) fn commit_prune(
+        &self,
+        plan: &PlannedAppend,
+        anchor: &Anchor,
+    ) -> Result<(u64, Hash)> {
+        match self.as_sled() {
+            Some(s) => sled_backend::guard(s.path(), || s.commit_prune(plan, anchor)),
+            None => Err(self.sled_only("prune")),
+        }
+    }
+
+    /// Remove a mission's records below `before` (after a prune).
+    pub(crate) fn remove_before(&self, mission: MissionNo, name: &str, before: u64) -> Result<u64> {
+        match self.as_sled() {
+            Some(s) => sled_backend::guard(s.path(), || s.remove_before(mission, name, before)),
+            None => Err(self.sled_only("prune")),
+        }
+    }
+
+    /// Delete a mission behind `tombstone`.
+    pub(crate) fn delete_mission(&self, tombstone: &Tombstone) -> Result<u64> {
+        match self.as_sled() {
+            Some(s) => sled_backend::guard(s.path(), || s.delete_mission(tombstone)),
+            None => Err(self.sled_only("delete")),
+        }
+    }
+
+    /// Tombstones of deleted missions (of one id, or all).
+    pub(crate) fn tombstones(&self, mission: Option<&str>) -> Result<Vec<Tombstone>> {
+        match self {
+            Store::Sled(s) => sled_backend::guard(s.path(), || s.tombstones(mission)),
+            Store::Postgres(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Finish deletes and prunes a crash interrupted.
+    pub(crate) fn finish_history_cleanups(&self) -> Result<u64> {
+        match self {
+            Store::Sled(s) => sled_backend::guard(s.path(), || s.finish_history_cleanups()),
+            Store::Postgres(_) => Ok(0),
+        }
+    }
+
+    /// Raw records `from..=to` of a mission (archives).
+    pub(crate) fn raw_records(
+        &self,
+        mission: MissionNo,
+        name: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Result<(u64, sled::IVec)>>> {
+        match self.as_sled() {
+            Some(s) => Ok(s.raw_records(mission, name, from, to).collect()),
+            None => Err(self.sled_only("archive")),
         }
     }
 

@@ -59,6 +59,7 @@ impl PgStore {
                 head_sequence: 0,
                 head_hash: String::new(),
                 problems: Vec::new(),
+                notes: Vec::new(),
             };
             let problem = |report: &mut VerifyReport, seq: Option<u64>, what: String| {
                 if report.problems.len() < VerifyReport::MAX_PROBLEMS {

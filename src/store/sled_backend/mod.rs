@@ -21,6 +21,7 @@ use crate::event::{Event, EventBody};
 use crate::keys::{self, MissionNo};
 
 mod backup;
+mod history;
 mod side;
 mod verify;
 
@@ -129,24 +130,24 @@ impl SledStore {
     fn open_trees(path: &Path, db: sled::Db) -> Result<SledStore> {
         let meta = db.open_tree(TREE_META)?;
         match meta.get(META_FORMAT)? {
-            // A version-1 store is upgraded in place: only this key changes
-            // (records are never rewritten; v1 and v2 records are both read).
+            // Older stores are upgraded in place: only this key changes
+            // (records are never rewritten; v1, v2 and v3 records are all read).
             None => {
-                meta.insert(META_FORMAT, &[codec::FORMAT_VERSION])?;
+                meta.insert(META_FORMAT, &[codec::STORE_FORMAT])?;
             }
-            Some(v) if v.as_ref() == [codec::FORMAT_V1] => {
-                meta.insert(META_FORMAT, &[codec::FORMAT_VERSION])?;
+            Some(v) if matches!(v.as_ref(), [codec::FORMAT_V1] | [codec::FORMAT_VERSION]) => {
+                meta.insert(META_FORMAT, &[codec::STORE_FORMAT])?;
             }
-            Some(v) if v.as_ref() == [codec::FORMAT_VERSION] => {}
+            Some(v) if v.as_ref() == [codec::STORE_FORMAT] => {}
             Some(v) => {
                 return Err(Error::corruption(
                     "(store)",
                     None,
                     format!(
-                        "data dir {} has format version {:?}; this build reads versions 1 and {}",
+                        "data dir {} has format version {:?}; this build reads versions 1 to {}",
                         path.display(),
                         v.as_ref(),
-                        codec::FORMAT_VERSION
+                        codec::STORE_FORMAT
                     ),
                 ))
             }
@@ -352,7 +353,9 @@ impl SledStore {
         to: u64,
         head: (u64, Hash),
     ) -> Result<EventIter> {
-        let from = from.max(1);
+        // A pruned log starts at its anchor, chained to the anchor's hash.
+        let (first, first_hash) = self.first_kept(mission, name)?;
+        let from = from.max(first);
         let mut it = self.scan(mission, name, from, to);
         if from > to {
             return Ok(it);
@@ -365,8 +368,8 @@ impl SledStore {
             codec::check_record(&v).map_err(|e| Error::corruption(name, Some(seq), e))?;
             Ok(v)
         };
-        let first_prev = if from == 1 {
-            GENESIS
+        let first_prev = if from == first {
+            first_hash
         } else {
             codec::record_hash(&keys::event_key(mission, from - 1), &raw(from - 1)?)
         };

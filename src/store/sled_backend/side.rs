@@ -19,7 +19,7 @@ use crate::event::Event;
 use crate::keys::{self, MissionNo};
 use crate::store::StoredConsumer;
 
-const TREE_CONSUMERS: &str = "consumers";
+pub(super) const TREE_CONSUMERS: &str = "consumers";
 /// Version byte of `consumers` values.
 const CONSUMER_VERSION: u8 = 1;
 

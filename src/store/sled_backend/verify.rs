@@ -20,6 +20,7 @@ impl SledStore {
             head_sequence: 0,
             head_hash: String::new(),
             problems: Vec::new(),
+            notes: Vec::new(),
         };
         let problem = |report: &mut VerifyReport, seq: Option<u64>, what: String| {
             if report.problems.len() < VerifyReport::MAX_PROBLEMS {
@@ -34,8 +35,37 @@ impl SledStore {
         let mut prev: Option<Hash> = Some(GENESIS);
         let mut expected = 1u64;
         let mut last_seq = 0u64;
+        // A pruned log starts at its anchor, whose hash the first kept
+        // record must carry; the `history_pruned` event must name it.
+        let anchor = match self.anchor(mission, name) {
+            Ok(a) => a,
+            Err(e) => {
+                problem(&mut report, None, format!("prune anchor: {e}"));
+                prev = None;
+                None
+            }
+        };
+        let mut anchor_recorded = false;
+        if let Some(a) = &anchor {
+            prev = Some(a.hash);
+            expected = a.before;
+            last_seq = a.before - 1;
+            if *blake3::hash(&a.state_bytes).as_bytes() != a.state_hash {
+                problem(
+                    &mut report,
+                    Some(a.before - 1),
+                    "prune anchor: the state it keeps does not match its hash (tampered)".into(),
+                );
+            }
+        }
+        let first = expected;
         for item in self.events.scan_prefix(keys::mission_key(mission)) {
             let (k, v) = item?;
+            if keys::parse_event_key(&k).is_some_and(|(_, s)| s < first) {
+                // Below the anchor: left by an interrupted prune, removed
+                // on the next open; not part of the log any more.
+                continue;
+            }
             report.events_checked += 1;
             let Some((_, seq)) = keys::parse_event_key(&k) else {
                 problem(
@@ -97,13 +127,43 @@ impl SledStore {
             let Ok(event) = decoded else {
                 continue;
             };
+            if let (
+                EventBody::HistoryPruned {
+                    before,
+                    anchor_hash,
+                    state_hash,
+                },
+                Some(a),
+            ) = (&event.body, &anchor)
+            {
+                if *before == a.before {
+                    anchor_recorded = true;
+                    if *anchor_hash != a.hash || *state_hash != a.state_hash {
+                        problem(
+                            &mut report,
+                            Some(seq),
+                            format!(
+                                "prune anchor differs from the history_pruned event that \
+                                 recorded it (anchor hash {}, event says {}; tampered)",
+                                hex(&a.hash),
+                                hex(anchor_hash)
+                            ),
+                        );
+                    }
+                }
+            }
             match (&event.body, seq) {
-                (EventBody::MissionCreated { mission_id, .. }, 1) if mission_id != name => problem(
+                (_, s) if s == first && first > 1 => {}
+                (
+                    EventBody::MissionCreated { mission_id, .. }
+                    | EventBody::MissionForked { mission_id, .. },
+                    1,
+                ) if mission_id != name => problem(
                     &mut report,
                     Some(1),
                     format!("creation record names mission '{mission_id}'"),
                 ),
-                (EventBody::MissionCreated { .. }, 1) => {}
+                (EventBody::MissionCreated { .. } | EventBody::MissionForked { .. }, 1) => {}
                 (_, 1) => problem(
                     &mut report,
                     Some(1),
@@ -112,7 +172,7 @@ impl SledStore {
                         event.event_type()
                     ),
                 ),
-                (EventBody::MissionCreated { .. }, _) => problem(
+                (EventBody::MissionCreated { .. } | EventBody::MissionForked { .. }, _) => problem(
                     &mut report,
                     Some(seq),
                     "a second mission_created record".to_string(),
@@ -154,6 +214,8 @@ impl SledStore {
                     expect_index(&mut report, Index::Handoffs)?;
                     match self.lookup(Index::Checkpoints, checkpoint_id)? {
                         Some((m, s)) if m == mission && s < seq => {}
+                        // Its checkpoint may have been pruned.
+                        None if anchor.is_some() => {}
                         _ => problem(
                             &mut report,
                             Some(seq),
@@ -163,6 +225,17 @@ impl SledStore {
                 }
                 _ => {}
             }
+        }
+        if let (Some(a), false) = (&anchor, anchor_recorded) {
+            problem(
+                &mut report,
+                Some(a.before),
+                format!(
+                    "prune anchor before sequence {} is not recorded by any history_pruned \
+                     event (forged or tampered)",
+                    a.before
+                ),
+            );
         }
         match self.heads.get(keys::mission_key(mission))? {
             None if last_seq > 0 => problem(&mut report, None, "head entry is missing".into()),
