@@ -123,11 +123,14 @@ pub(crate) enum Store {
     Postgres(PgStore),
 }
 
-/// Run `$e` with `$s` bound to whichever backend `$self` is.
+/// Run `$e` (which returns a `Result`) with `$s` bound to whichever
+/// backend `$self` is. On sled, a panic inside sled (it can panic on a
+/// damaged page it reads lazily, long after the open) becomes
+/// `Error::Damaged` naming the data file, never a crashed process.
 macro_rules! each {
     ($self:expr, $s:ident => $e:expr) => {
         match $self {
-            Store::Sled($s) => $e,
+            Store::Sled($s) => sled_backend::guard($s.path(), || $e),
             Store::Postgres($s) => $e,
         }
     };
@@ -203,7 +206,11 @@ impl Store {
     /// Stream a mission's events with sequences in `from..=to`, in order,
     /// checking checksums and contiguity as it goes. Constant memory.
     pub(crate) fn scan(&self, mission: MissionNo, name: &str, from: u64, to: u64) -> EventIter {
-        each!(self, s => s.scan(mission, name, from, to))
+        // Lazy: sled reads nothing until the iterator (guarded) is pulled.
+        match self {
+            Store::Sled(s) => s.scan(mission, name, from, to),
+            Store::Postgres(s) => s.scan(mission, name, from, to),
+        }
     }
 
     /// [`Store::scan`] that also follows the hash chain up to `head`.

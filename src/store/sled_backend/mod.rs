@@ -326,14 +326,15 @@ impl SledStore {
             let range = self
                 .events
                 .range(keys::event_key(mission, from)..=keys::event_key(mission, to));
-            Box::new(range.map(move |item| {
+            let records = range.map(move |item| {
                 let (k, v) = item?;
                 let seq = keys::parse_event_key(&k)
                     .filter(|(m, _)| *m == mission)
                     .map(|(_, s)| s)
                     .ok_or_else(|| Error::corruption(&name, None, "malformed event key"))?;
                 Ok((seq, v))
-            })) as RawRecords
+            });
+            Box::new(Guarded::new(records, &self.path)) as RawRecords
         });
         EventIter::new(inner, mission, name, from, to)
     }
@@ -688,9 +689,49 @@ fn make_private(path: &Path) {
     }
 }
 
+/// [`contain_panic`] for a call that returns a `Result` already.
+pub(crate) fn guard<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    contain_panic(path, f)?
+}
+
+/// A sled iterator whose panics (on damaged pages read lazily) become one
+/// `Error::Damaged` item, after which it ends.
+pub(crate) struct Guarded<I> {
+    inner: I,
+    path: PathBuf,
+    done: bool,
+}
+
+impl<I> Guarded<I> {
+    pub(crate) fn new(inner: I, path: &Path) -> Self {
+        Guarded {
+            inner,
+            path: path.to_path_buf(),
+            done: false,
+        }
+    }
+}
+
+impl<T, I: Iterator<Item = Result<T>>> Iterator for Guarded<I> {
+    type Item = Result<T>;
+
+    fn next(&mut self) -> Option<Result<T>> {
+        if self.done {
+            return None;
+        }
+        match contain_panic(&self.path, || self.inner.next()) {
+            Ok(item) => item,
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
 /// Run a sled call that may panic on damaged bytes, turning a panic into
 /// an integrity error naming the data file.
-fn contain_panic<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T> {
+pub(crate) fn contain_panic<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
         let what = p
             .downcast_ref::<&str>()
@@ -702,4 +743,35 @@ fn contain_panic<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T> {
             reason: format!("sled failed while reading it ({what})"),
         }
     })
+}
+
+#[cfg(test)]
+mod panic_tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_inside_sled_becomes_one_damaged_error_naming_the_file() {
+        let path = Path::new("/data/store");
+        let mut n = 0;
+        let panicky = std::iter::from_fn(move || {
+            n += 1;
+            if n == 3 {
+                panic!("page 7 is garbage");
+            }
+            Some(Ok::<u32, Error>(n))
+        });
+        let items: Vec<Result<u32>> = Guarded::new(panicky, path).collect();
+        assert_eq!(items.len(), 3, "two items, the error, then the end");
+        assert!(matches!(items[1], Ok(2)));
+        match &items[2] {
+            Err(Error::Damaged { file, reason }) => {
+                assert_eq!(file, &path.join("db"));
+                assert!(reason.contains("page 7 is garbage"), "{reason}");
+            }
+            other => panic!("expected Damaged, got {other:?}"),
+        }
+        let r: Result<u32> = guard(path, || panic!("boom"));
+        assert!(matches!(r, Err(Error::Damaged { .. })));
+        assert!(matches!(guard(path, || Ok(5)), Ok(5)));
+    }
 }
