@@ -3,6 +3,8 @@
 //! the resume fallback, membership changes, consumer positions and
 //! filtered reads. Time is always passed explicitly: no test sleeps.
 
+mod util;
+
 use chrono::{DateTime, Duration, Utc};
 use mission_bus::{
     Error, ErrorKind, Event, EventFilter, EventType, HandoffStatus, MissionBus, NewMission,
@@ -13,7 +15,7 @@ use tempfile::TempDir;
 
 fn open() -> (TempDir, MissionBus) {
     let dir = tempfile::tempdir().unwrap();
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     (dir, bus)
 }
 
@@ -212,7 +214,7 @@ fn a_lapsed_lease_returns_the_work_and_the_next_agent_resumes_right() {
     // Replay after a reopen rebuilds the same lifecycle.
     let before = (*bus.state("m").unwrap()).clone();
     drop(bus);
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     assert_eq!(*bus.state("m").unwrap(), before);
     assert_eq!(bus.rebuild_state("m").unwrap(), before);
 }
@@ -398,7 +400,7 @@ fn consumer_positions_are_monotone_bounded_and_survive_reopen() {
     let all = bus.consumers("m", None).unwrap();
     assert_eq!(all.len(), mission_bus::MAX_CONSUMERS_PER_PARTICIPANT);
     drop(bus);
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     assert_eq!(bus.consumer_position("m", "bob", "main").unwrap(), 10);
     // Acknowledgements write no log events.
     assert_eq!(bus.state("m").unwrap().head, head);
@@ -486,7 +488,7 @@ fn filters_by_type_sender_recipient_topic_bounds_order_and_limit() {
 fn one_token_is_revoked_alone_durably_and_only_by_its_owner() {
     let dir = tempfile::tempdir().unwrap();
     let (cell, own) = {
-        let bus = MissionBus::open(dir.path()).unwrap();
+        let bus = util::bus_at(dir.path()).unwrap();
         mission(&bus);
         let cell = bus.issue_token("m", "ada").unwrap();
         let own = bus.issue_token("m", "ada").unwrap();
@@ -512,8 +514,14 @@ fn one_token_is_revoked_alone_durably_and_only_by_its_owner() {
         bus.close();
         (cell, own)
     };
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     assert!(bus.authenticate(&cell).unwrap().is_none(), "durably");
     let owner = bus.authenticate(&own).unwrap().unwrap();
     assert_eq!(owner.name, "ada");
+}
+
+/// Every test above, again on PostgreSQL (skipped, saying so, without it).
+#[test]
+fn postgres_half() {
+    util::postgres_half();
 }
