@@ -36,6 +36,33 @@ fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["event_type"] == t).collect()
 }
 
+/// The HTTP status of `GET URL/v1/missions/m1` with `token` (curl).
+fn status_with(url: &str, token: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("{url}/v1/missions/m1"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A new participant token of `name`, issued through `mb ... token`.
+fn token_of(dir: &Dir, name: &str) -> String {
+    dir.mb(&["token", "m1", name]).json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// How many participant tokens the store holds (a backup's count).
+fn tokens_stored(dir: &Dir) -> u64 {
+    let to = dir.path().join(format!("backup-{}", uuid::Uuid::new_v4()));
+    dir.mb(&["backup", "--to", to.to_str().unwrap()]).json()["tokens"]
+        .as_u64()
+        .unwrap()
+}
+
 /// Whether unprivileged user + mount namespaces work here.
 fn namespaces_work() -> Result<(), String> {
     if !have("unshare") {
@@ -624,7 +651,11 @@ fn sigterm_to_cell_run_reaches_the_command_and_the_end_is_recorded() {
             "level1-directory",
             "--",
         ])
-        .args(["sh", "-c", "echo ready; exec sleep 60"])
+        .args([
+            "sh",
+            "-c",
+            "echo \"$MISSION_BUS_TOKEN\" > token.txt; echo ready; exec sleep 60",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -655,6 +686,10 @@ fn sigterm_to_cell_run_reaches_the_command_and_the_end_is_recorded() {
         of_type(&log, "cell_exited")[0]["cell_id"],
         started["cell_id"]
     );
+    // The cell's token ended with it.
+    let ws = dir.path().join("mission-bus-cells/m1/ana");
+    let cell_token = std::fs::read_to_string(ws.join("token.txt")).unwrap();
+    assert_eq!(tokens_stored(&dir), 0, "{cell_token}");
 }
 
 #[test]
@@ -709,4 +744,173 @@ fn a_command_that_cannot_start_is_recorded_as_such() {
         .unwrap()
         .contains("no-such-program"));
     assert!(dir.mb(&["verify", "m1"]).ok().contains("\"intact\":true"));
+}
+
+#[test]
+fn the_cells_token_is_revoked_when_the_cell_ends() {
+    if !have("curl") {
+        println!("SKIP cell token revocation: curl is not installed");
+        return;
+    }
+    let dir = Dir::local();
+    mission(&dir);
+    let own = token_of(&dir, "ana");
+    // Used inside the cell (it publishes), then the cell exits non-zero.
+    let script = format!("echo \"$MISSION_BUS_TOKEN\" > token.txt && {PUBLISH} && exit 5");
+    let out = dir
+        .mb(&[
+            "cell",
+            "run",
+            "m1",
+            "--as",
+            "ana",
+            "--profile",
+            "level1-directory",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .output();
+    assert_eq!(out.status.code(), Some(5));
+    let ws = dir.path().join("mission-bus-cells/m1/ana");
+    let cell_token = std::fs::read_to_string(ws.join("token.txt")).unwrap();
+    let cell_token = cell_token.trim();
+    assert!(cell_token.starts_with("mb_"), "{cell_token}");
+    assert_eq!(of_type(&events(&dir), "message")[0]["sender"], "ana");
+    assert_eq!(tokens_stored(&dir), 1, "only ana's own token is left");
+    let (url, _admin) = dir.server();
+    assert_eq!(
+        status_with(&url, cell_token),
+        "401",
+        "the cell's token is revoked"
+    );
+    assert_eq!(
+        status_with(&url, &own),
+        "200",
+        "ana's other tokens stay valid"
+    );
+}
+
+#[test]
+fn the_cells_token_is_revoked_when_its_command_cannot_start() {
+    let dir = Dir::local();
+    mission(&dir);
+    let before = tokens_stored(&dir);
+    let out = dir
+        .mb(&[
+            "cell",
+            "run",
+            "m1",
+            "--as",
+            "ana",
+            "--profile",
+            "level1-directory",
+            "--",
+            "./no-such-program",
+        ])
+        .output();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(of_type(&events(&dir), "cell_exited").len(), 1);
+    assert_eq!(tokens_stored(&dir), before, "the cell's token is gone");
+}
+
+#[test]
+fn a_participant_token_runs_a_cell_through_the_server() {
+    if !have("curl") {
+        println!("SKIP cell run --server with a participant token: curl is not installed");
+        return;
+    }
+    let dir = Dir::local();
+    mission(&dir);
+    let ana = token_of(&dir, "ana");
+    let (url, admin) = dir.server();
+    let remote = |token: &str, name: &str, profile: &str, script: &str| {
+        let mut c = dir.mb(&[
+            "--server",
+            &url,
+            "--token",
+            token,
+            "cell",
+            "run",
+            "m1",
+            "--as",
+            name,
+            "--profile",
+            profile,
+            "--workspace",
+            "ws",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ]);
+        c.output()
+    };
+    let export = || -> Vec<Value> {
+        dir.mb(&[
+            "--server", &url, "--token", &admin, "export", "m1", "--format", "jsonl",
+        ])
+        .json_lines()
+    };
+    // The default profile: ana, acting as itself, needs no capability.
+    let script = format!("echo \"$MISSION_BUS_TOKEN\" > token.txt && {PUBLISH}");
+    let out = remote(&ana, "ana", "level1-directory", &script);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = export();
+    let started = of_type(&log, "cell_started");
+    let exited = of_type(&log, "cell_exited");
+    assert_eq!((started.len(), exited.len()), (1, 1));
+    assert_eq!(started[0]["sender"], "ana");
+    assert_eq!(exited[0]["sender"], "ana");
+    assert_eq!(exited[0]["exit_code"], 0);
+    assert_eq!(of_type(&log, "message")[0]["sender"], "ana");
+    let cell_token = std::fs::read_to_string(dir.path().join("ws/token.txt")).unwrap();
+    let cell_token = cell_token.trim();
+    assert_ne!(cell_token, ana, "the cell has a token of its own");
+    assert_eq!(
+        status_with(&url, cell_token),
+        "401",
+        "revoked when the cell ended"
+    );
+    assert_eq!(
+        status_with(&url, &ana),
+        "200",
+        "the caller's token stays valid"
+    );
+
+    // A non-default profile needs configure_isolation, which ana lacks;
+    // acting as someone else is refused too. Nothing is recorded or run.
+    let before = export();
+    let marker = dir.path().join("ran");
+    let touch = format!("touch {}", marker.display());
+    let out = remote(&ana, "ana", "level2-mount-namespace", &touch);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match namespaces_work() {
+        Ok(()) => {
+            assert_eq!(out.status.code(), Some(3), "{stderr}");
+            assert!(stderr.contains("configure_isolation"), "{stderr}");
+        }
+        Err(why) => {
+            println!("level 2 not available ({why}): its refusal comes first");
+            assert!(
+                stderr.contains("cannot start a 'mount_namespace'"),
+                "{stderr}"
+            );
+        }
+    }
+    let out = remote(&ana, "lena", "level1-directory", &touch);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("'lena'") && stderr.contains("'ana'"),
+        "{stderr}"
+    );
+    assert!(!marker.exists(), "the command never ran");
+    assert_eq!(export(), before, "nothing was recorded");
 }

@@ -26,7 +26,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mission_bus::{Action, Durability, Json, MissionBus, NewMission};
+use mission_bus::{Action, AppendOptions, Durability, Json, MissionBus, NewMission};
 use serde_json::{json, Value};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -513,8 +513,37 @@ fn seed_small(dir: &Path) -> Seeded {
         .unwrap();
     bus.publish(A, "lead", "review", json!({"ok": true}).into())
         .unwrap();
-    bus.handoff(A, "lead", "ada", cp2.id, "type checks next")
+    let h3 = bus
+        .handoff(A, "lead", "ada", cp2.id, "type checks next")
         .unwrap();
+    // Later event types: a handoff lifecycle step and a cell's two events.
+    bus.accept_handoff(A, "ada", h3.id, 600_000).unwrap();
+    let cell = bus
+        .append(
+            A,
+            "ada",
+            Action::StartCell {
+                profile: "level1-directory".into(),
+                mechanism: "directory_workspace".into(),
+                workspace: "/tmp/ada-cell".into(),
+                command: vec!["cargo".into(), "test".into()],
+            },
+            &AppendOptions::default(),
+        )
+        .unwrap();
+    bus.append(
+        A,
+        "ada",
+        Action::EndCell {
+            cell_id: cell.id,
+            exit_code: Some(0),
+            signal: None,
+            duration_ms: 1200,
+            error: String::new(),
+        },
+        &AppendOptions::default(),
+    )
+    .unwrap();
     bus.create_mission(NewMission::new(B, B_TITLE).lead("xavier"))
         .unwrap();
     bus.publish(B, "xavier", "classified", json!({"launch": "codes"}).into())
@@ -885,6 +914,108 @@ fn console_in_a_real_browser() {
         json!([]),
     );
     assert_eq!(checkpoint_marks, json!(summary["counts"]["checkpoints"]));
+    // Later types are drawn in their family's colour, and the legend says so.
+    let kinds = b.js(
+        "return [...document.querySelectorAll('#timeline .ev')].filter(m => \
+           ['handoff_accepted', 'cell_started', 'cell_exited'].includes(m.dataset.type)).map(m => \
+           [m.dataset.type, m.classList.contains('ev-lifecycle'), m.classList.contains('ev-cell'), \
+            m.classList.contains('ev-other')]);",
+        json!([]),
+    );
+    assert_eq!(
+        kinds,
+        json!([
+            ["handoff_accepted", true, false, false],
+            ["cell_started", false, true, false],
+            ["cell_exited", false, true, false],
+        ]),
+        "a lifecycle event and the cell events in their families' classes"
+    );
+    let legend = b.js(
+        "return [...document.querySelectorAll('#legend .legend-item[data-family]')].map(i => \
+           [i.dataset.family, i.textContent, getComputedStyle(i.querySelector('.swatch')).backgroundColor]);",
+        json!([]),
+    );
+    let families: Vec<&str> = legend
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f[0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        families,
+        [
+            "lifecycle",
+            "membership",
+            "cell",
+            "integrity",
+            "history",
+            "other"
+        ]
+    );
+    assert_eq!(legend[0][1], "handoff lifecycle");
+    assert_eq!(legend[2][1], "cells");
+    let colours: BTreeSet<&str> = legend
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f[2].as_str().unwrap())
+        .collect();
+    assert_eq!(colours.len(), 6, "one colour per family: {legend}");
+    let drawn = |seq: &Value| {
+        b.js(
+            "const m = document.querySelector('#timeline .ev[data-seq=\"' + arguments[0] + '\"]'); \
+             return m && getComputedStyle(m).fill;",
+            json!([seq]),
+        )
+    };
+    let cell_seq = &events
+        .iter()
+        .find(|e| e["event_type"] == "cell_started")
+        .unwrap()["sequence"];
+    assert_eq!(
+        drawn(cell_seq),
+        legend[2][2],
+        "the cell mark has its legend colour"
+    );
+    // A type newer than the console (the server's answer rewritten in the
+    // page) is still drawn, as "other".
+    b.js(
+        "window.__fetch = window.fetch; \
+         window.fetch = async (...a) => { \
+           const r = await window.__fetch(...a); \
+           if (!String(a[0]).includes('/events?')) return r; \
+           const body = await r.json(); \
+           for (const e of body.events || []) if (e.event_type === 'cell_exited') e.event_type = 'zz_future_type'; \
+           return new Response(JSON.stringify(body), {status: r.status, headers: r.headers}); }; \
+         location.hash = '#/'; ",
+        json!([]),
+    );
+    b.wait(
+        "the missions list again",
+        "return !document.getElementById('missions-view').hidden;",
+        json!([]),
+    );
+    b.js(&format!("location.hash = '#/m/{A}';"), json!([]));
+    let future = b.wait(
+        "the rewritten timeline",
+        "const m = document.querySelector('#timeline .ev[data-type=\"zz_future_type\"]'); \
+         return m && [m.classList.contains('ev-other'), getComputedStyle(m).fill];",
+        json!([]),
+    );
+    assert_eq!(future[0], true, "an unknown type draws as other");
+    assert_eq!(future[1], legend[5][2], "in the 'other' legend colour");
+    b.js(
+        "window.fetch = window.__fetch; location.hash = '#/';",
+        json!([]),
+    );
+    b.wait(
+        "the missions list again",
+        "return !document.getElementById('missions-view').hidden;",
+        json!([]),
+    );
+    b.js(&format!("location.hash = '#/m/{A}';"), json!([]));
+    assert_eq!(wait_timeline(&b, A), "ready");
     b.screenshot("03-timeline");
 
     // ---- event detail: hashes equal the API's and link up -------------------

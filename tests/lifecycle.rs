@@ -484,6 +484,42 @@ fn filters_by_type_sender_recipient_topic_bounds_order_and_limit() {
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
 }
 
+#[test]
+fn one_token_is_revoked_alone_durably_and_only_by_its_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cell, own) = {
+        let bus = util::bus_at(dir.path()).unwrap();
+        mission(&bus);
+        let cell = bus.issue_token("m", "ada").unwrap();
+        let own = bus.issue_token("m", "ada").unwrap();
+        let bobs = bus.issue_token("m", "bob").unwrap();
+        // Seen (and cached) before the revocation.
+        for t in [&cell, &own, &bobs] {
+            assert!(bus.authenticate(t).unwrap().is_some());
+        }
+        // Someone else's token, or a token named under the wrong owner, is
+        // left alone.
+        assert!(!bus.revoke_token("m", "ada", &bobs).unwrap());
+        assert!(bus.authenticate(&bobs).unwrap().is_some());
+        assert!(!bus.revoke_token("m", "ada", "mb_not-a-token").unwrap());
+        let e = bus.revoke_token("ghost", "ada", &cell).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert!(bus.authenticate(&cell).unwrap().is_some());
+
+        assert!(bus.revoke_token("m", "ada", &cell).unwrap());
+        assert!(bus.authenticate(&cell).unwrap().is_none(), "dead at once");
+        assert!(!bus.revoke_token("m", "ada", &cell).unwrap(), "only once");
+        assert!(bus.authenticate(&own).unwrap().is_some(), "the others live");
+        assert!(bus.authenticate(&bobs).unwrap().is_some());
+        bus.close();
+        (cell, own)
+    };
+    let bus = util::bus_at(dir.path()).unwrap();
+    assert!(bus.authenticate(&cell).unwrap().is_none(), "durably");
+    let owner = bus.authenticate(&own).unwrap().unwrap();
+    assert_eq!(owner.name, "ada");
+}
+
 /// Every test above, again on PostgreSQL (skipped, saying so, without it).
 #[test]
 fn postgres_half() {

@@ -57,6 +57,14 @@ impl Live {
         tokens.insert(hash, owner);
     }
 
+    /// Forget one cached token (it was revoked).
+    pub(super) fn forget_token(&self, hash: &[u8; 32]) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(hash);
+    }
+
     /// Forget every cached token of participant `name` of `mission` (their
     /// tokens were revoked).
     pub(super) fn forget_tokens(&self, mission: MissionNo, name: &str) {

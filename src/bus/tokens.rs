@@ -48,6 +48,29 @@ impl MissionBus {
         Ok((token, revoked))
     }
 
+    /// Revoke one token of participant `name` of `mission` (durably, before
+    /// this returns): from then on it authenticates nobody. The
+    /// participant's other tokens stay valid. Returns whether the token was
+    /// a live token of that participant; an unknown, already revoked or
+    /// someone else's token is left alone and gives `false`.
+    pub fn revoke_token(&self, mission: &str, name: &str, token: &str) -> Result<bool> {
+        let no = self.mission_no(mission)?;
+        let hash = token_hash(token);
+        let store = self.inner.store();
+        let revoked = store.revoke_token(&hash, no, name)?;
+        // Forget it even when the store had nothing: a stale cache entry
+        // must not outlive the store's answer.
+        self.inner.shared.live.forget_token(&hash);
+        if revoked {
+            let durability = match self.inner.durability {
+                Durability::Relaxed => Durability::Flush,
+                d => d,
+            };
+            store.flush(durability)?;
+        }
+        Ok(revoked)
+    }
+
     /// Drop every token of `name` in `mission` (durably), and its consumer
     /// positions. Returns how many tokens.
     pub(crate) fn revoke_tokens(&self, mission: &str, name: &str) -> Result<u64> {

@@ -195,8 +195,8 @@ pub(crate) fn run(
         }
         Err(f) => (exit(None, None, f.message().to_string()), Err(f)),
     };
-    // 5. Record the end, whatever happened.
-    let exited = host.append(&mission, &name, action)?;
+    // 5. Revoke the cell's token and record the end, whatever happened.
+    let exited = host.end(&mission, &name, action, &started.token)?;
     writeln!(out, "{exited}")?;
     // 6. The workspace as the agent's checkpoint.
     if let Some(summary) = checkpoint_on_exit {
@@ -249,7 +249,9 @@ trait Host {
         workspace: &str,
         command: &[String],
     ) -> CliResult<Started>;
-    /// Append as `name` (`cell_exited`, the checkpoint).
+    /// Revoke the cell's `token`, then append `cell_exited` as `name`.
+    fn end(&self, mission: &str, name: &str, action: Action, token: &str) -> CliResult<Value>;
+    /// Append as `name` (the checkpoint).
     fn append(&self, mission: &str, name: &str, action: Action) -> CliResult<Value>;
     /// Stop what `start` started (the loopback server).
     fn finish(&self) -> CliResult;
@@ -300,10 +302,14 @@ impl Host for LocalHost {
         let action = start_action(profile, mechanism, workspace, command);
         let event = event_to_json(&bus.append(mission, name, action, &AppendOptions::default())?);
         let cell_id = cell_id_of(&event)?;
+        let mut begun_token = None;
         let begun = bus
             .issue_token(mission, name)
             .map_err(Failure::from)
-            .and_then(|token| Ok((token, cell_run::Loopback::serve(bus.clone())?)));
+            .and_then(|token| {
+                begun_token = Some(token.clone());
+                Ok((token, cell_run::Loopback::serve(bus.clone())?))
+            });
         match begun {
             Ok((token, loopback)) => {
                 let url = loopback.url().to_string();
@@ -316,6 +322,9 @@ impl Host for LocalHost {
                 })
             }
             Err(f) => {
+                if let Some(token) = begun_token.take() {
+                    bus.revoke_token(mission, name, &token)?;
+                }
                 let end = Action::EndCell {
                     cell_id,
                     exit_code: None,
@@ -327,6 +336,13 @@ impl Host for LocalHost {
                 Err(f)
             }
         }
+    }
+
+    fn end(&self, mission: &str, name: &str, action: Action, token: &str) -> CliResult<Value> {
+        let revoked = self.local.bus().revoke_token(mission, name, token);
+        let exited = self.append(mission, name, action);
+        revoked?;
+        exited
     }
 
     fn append(&self, mission: &str, name: &str, action: Action) -> CliResult<Value> {
@@ -367,7 +383,7 @@ impl Host for Remote {
             "workspace": workspace, "command": command,
         });
         let resp = self.post(
-            &format!("/v1/admin/missions/{}/cells", seg(mission)),
+            &format!("/v1/missions/{}/cells", seg(mission)),
             &[],
             body.to_string(),
         )?;
@@ -385,28 +401,33 @@ impl Host for Remote {
         })
     }
 
+    fn end(&self, mission: &str, name: &str, action: Action, token: &str) -> CliResult<Value> {
+        let Action::EndCell {
+            cell_id,
+            exit_code,
+            signal,
+            duration_ms,
+            error,
+        } = action
+        else {
+            return Err(Failure::other(
+                "cell: the end of a cell must be cell_exited",
+            ));
+        };
+        let body = json!({
+            "sender": name, "exit_code": exit_code, "signal": signal,
+            "duration_ms": duration_ms, "error": error, "token": token,
+        });
+        let resp = self.post(
+            &format!("/v1/missions/{}/cells/{cell_id}/exit", seg(mission)),
+            &[],
+            body.to_string(),
+        )?;
+        self.json(resp)
+    }
+
     fn append(&self, mission: &str, name: &str, action: Action) -> CliResult<Value> {
-        match action {
-            Action::EndCell {
-                cell_id,
-                exit_code,
-                signal,
-                duration_ms,
-                error,
-            } => {
-                let body = json!({
-                    "sender": name, "exit_code": exit_code, "signal": signal,
-                    "duration_ms": duration_ms, "error": error,
-                });
-                let resp = self.post(
-                    &format!("/v1/admin/missions/{}/cells/{cell_id}/exit", seg(mission)),
-                    &[],
-                    body.to_string(),
-                )?;
-                self.json(resp)
-            }
-            other => Backend::append(self, mission, name, other, &AppendOptions::default()),
-        }
+        Backend::append(self, mission, name, action, &AppendOptions::default())
     }
 
     fn finish(&self) -> CliResult {

@@ -1,13 +1,20 @@
-//! Admin endpoints for isolation cells, used by `mission-bus --server URL
-//! cell run` (the command runs on the CLI's machine; the server records):
+//! Endpoints for isolation cells, used by `mission-bus --server URL cell
+//! run` (the command runs on the CLI's machine; the server records):
 //!
-//! - `POST /v1/admin/missions/{m}/cells` `{sender, profile, mechanism,
-//!   workspace, command}`: record `cell_started` as `sender` (checked: the
-//!   profile is the mission's, `configure_isolation` for a non-default
-//!   one), then issue `sender` a new participant token for the cell
-//!   (earlier tokens stay valid). 201 `{event, token}`.
-//! - `POST /v1/admin/missions/{m}/cells/{cell_id}/exit` `{sender,
-//!   exit_code, signal, duration_ms, error}`: record `cell_exited`. 201 event.
+//! - `POST /v1/missions/{m}/cells` `{sender?, profile, mechanism,
+//!   workspace, command}`: record `cell_started` as the caller (a
+//!   participant token acts as itself; `sender`, if given, must be its
+//!   owner) or, with the admin token, as `sender` (required). Checked: the
+//!   profile is the mission's, `configure_isolation` for a non-default one.
+//!   Then issue that participant a new token for the cell (earlier tokens
+//!   stay valid). 201 `{event, token}`.
+//! - `POST /v1/missions/{m}/cells/{cell_id}/exit` `{sender?, exit_code,
+//!   signal, duration_ms, error, token?}`: revoke `token` (the cell's, as
+//!   `start` returned it; only if it is a token of that participant), then
+//!   record `cell_exited`. 201 event. The token is revoked even when the
+//!   exit is refused.
+//! - `/v1/admin/missions/{m}/cells` and `.../cells/{cell_id}/exit`: the
+//!   same, for the admin token only (`sender` required).
 
 use std::sync::Arc;
 
@@ -22,6 +29,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::auth::{Actor, Caller};
 use super::error::ApiError;
 use super::routes::{body, call, created, path};
 use super::App;
@@ -33,12 +41,15 @@ pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/v1/admin/missions/{m}/cells", post(start))
         .route("/v1/admin/missions/{m}/cells/{id}/exit", post(exit))
+        .route("/v1/missions/{m}/cells", post(start_in_mission))
+        .route("/v1/missions/{m}/cells/{id}/exit", post(exit_in_mission))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Start {
-    sender: String,
+    #[serde(default)]
+    sender: Option<String>,
     profile: String,
     mechanism: String,
     workspace: String,
@@ -48,7 +59,8 @@ struct Start {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Exit {
-    sender: String,
+    #[serde(default)]
+    sender: Option<String>,
     #[serde(default)]
     exit_code: Option<i32>,
     #[serde(default)]
@@ -56,9 +68,81 @@ struct Exit {
     duration_ms: u64,
     #[serde(default)]
     error: String,
+    /// The cell's token, revoked before `cell_exited` is recorded.
+    #[serde(default)]
+    token: Option<String>,
+}
+
+/// Which paths: the admin's (admin token only) or the mission's (a
+/// participant acting as itself, or the admin naming `sender`).
+#[derive(Clone, Copy)]
+enum Via {
+    Admin,
+    Mission,
+}
+
+/// The participant a cell request acts as.
+fn acting(
+    via: Via,
+    caller: &Caller,
+    mission: &str,
+    claimed: Option<String>,
+) -> Result<String, ApiError> {
+    if let Via::Admin = via {
+        caller.require_admin()?;
+    }
+    match caller.in_mission(mission)? {
+        Actor::Operator => claimed.ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_body",
+                "with the admin token, the body must name the participant: 'sender'",
+            )
+        }),
+        actor => {
+            actor.check_claimed_sender(claimed.as_deref())?;
+            Ok(actor.participant()?.to_string())
+        }
+    }
 }
 
 async fn start(
+    app: State<Arc<App>>,
+    headers: HeaderMap,
+    m: Result<Path<String>, PathRejection>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    start_via(Via::Admin, app, headers, m, raw).await
+}
+
+async fn start_in_mission(
+    app: State<Arc<App>>,
+    headers: HeaderMap,
+    m: Result<Path<String>, PathRejection>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    start_via(Via::Mission, app, headers, m, raw).await
+}
+
+async fn exit(
+    app: State<Arc<App>>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    exit_via(Via::Admin, app, headers, p, raw).await
+}
+
+async fn exit_in_mission(
+    app: State<Arc<App>>,
+    headers: HeaderMap,
+    p: Result<Path<(String, String)>, PathRejection>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    exit_via(Via::Mission, app, headers, p, raw).await
+}
+
+async fn start_via(
+    via: Via,
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     m: Result<Path<String>, PathRejection>,
@@ -67,7 +151,7 @@ async fn start(
     let mission = path(m)?;
     let req: Start = body(raw)?;
     call(&app, &headers, move |app, caller| {
-        caller.require_admin()?;
+        let sender = acting(via, &caller, &mission, req.sender)?;
         let action = Action::StartCell {
             profile: req.profile,
             mechanism: req.mechanism,
@@ -76,8 +160,8 @@ async fn start(
         };
         let event = app
             .bus
-            .append(&mission, &req.sender, action, &AppendOptions::default())?;
-        let token = match app.bus.issue_token(&mission, &req.sender) {
+            .append(&mission, &sender, action, &AppendOptions::default())?;
+        let token = match app.bus.issue_token(&mission, &sender) {
             Ok(t) => t,
             Err(e) => {
                 // The cell never ran: say so in the log.
@@ -90,7 +174,7 @@ async fn start(
                 };
                 let _ = app
                     .bus
-                    .append(&mission, &req.sender, end, &AppendOptions::default());
+                    .append(&mission, &sender, end, &AppendOptions::default());
                 return Err(e.into());
             }
         };
@@ -101,7 +185,8 @@ async fn start(
     .await
 }
 
-async fn exit(
+async fn exit_via(
+    via: Via,
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     p: Result<Path<(String, String)>, PathRejection>,
@@ -113,7 +198,11 @@ async fn exit(
     })?;
     let req: Exit = body(raw)?;
     call(&app, &headers, move |app, caller| {
-        caller.require_admin()?;
+        let sender = acting(via, &caller, &mission, req.sender)?;
+        // The cell is over whatever the log says next: its token goes first.
+        if let Some(token) = &req.token {
+            app.bus.revoke_token(&mission, &sender, token)?;
+        }
         let action = Action::EndCell {
             cell_id,
             exit_code: req.exit_code,
@@ -123,7 +212,7 @@ async fn exit(
         };
         let event = app
             .bus
-            .append(&mission, &req.sender, action, &AppendOptions::default())?;
+            .append(&mission, &sender, action, &AppendOptions::default())?;
         Ok(created(event_to_json(&event)))
     })
     .await

@@ -275,6 +275,17 @@ impl Store {
         each!(self, s => s.token_owner(hash))
     }
 
+    /// Remove one token (by hash) if it belongs to participant `name` of
+    /// `mission`. Returns whether it was there.
+    pub(crate) fn revoke_token(
+        &self,
+        hash: &[u8; 32],
+        mission: MissionNo,
+        name: &str,
+    ) -> Result<bool> {
+        each!(self, s => s.revoke_token(hash, mission, name))
+    }
+
     /// Remove every token of participant `name` of `mission`.
     pub(crate) fn revoke_tokens(&self, mission: MissionNo, name: &str) -> Result<u64> {
         each!(self, s => s.revoke_tokens(mission, name))

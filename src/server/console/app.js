@@ -28,10 +28,39 @@
     'message', 'checkpoint', 'handoff',
   ];
 
+  /**
+   * The later event types, by family: each family has one colour (class
+   * `ev-FAMILY`, legend swatch `sw-FAMILY`). A type in none of these (a
+   * type newer than this console) is drawn as `ev-other`.
+   */
+  const FAMILIES = [
+    { id: 'lifecycle', label: 'handoff lifecycle', types: [
+      'handoff_accepted', 'handoff_heartbeat', 'handoff_completed',
+      'handoff_declined', 'handoff_released', 'handoff_expired',
+    ] },
+    { id: 'membership', label: 'membership', types: ['participant_removed'] },
+    { id: 'cell', label: 'cells', types: ['cell_started', 'cell_exited'] },
+    { id: 'integrity', label: 'integrity', types: ['loss_accepted'] },
+    { id: 'history', label: 'history', types: [
+      'mission_forked', 'history_pruned', 'retention_set',
+    ] },
+  ];
+  const FAMILY_OF = new Map(FAMILIES.flatMap((f) => f.types.map((t) => [t, f.id])));
+
+  /** The colour class of a type: its own, its family's, or 'other'. */
+  const kindOf = (type) =>
+    KNOWN_TYPES.includes(type) ? type : (FAMILY_OF.get(type) || 'other');
+
   /** Type labels under the marks when there is room. */
   const SHORT = {
     mission_created: 'created', participant_joined: 'joined', role_changed: 'role',
     message: 'message', checkpoint: 'checkpoint', handoff: 'handoff',
+    handoff_accepted: 'accepted', handoff_heartbeat: 'heartbeat',
+    handoff_completed: 'completed', handoff_declined: 'declined',
+    handoff_released: 'released', handoff_expired: 'expired',
+    participant_removed: 'removed', cell_started: 'cell start', cell_exited: 'cell exit',
+    loss_accepted: 'loss', mission_forked: 'forked', history_pruned: 'pruned',
+    retention_set: 'retention',
   };
 
   const $ = (id) => document.getElementById(id);
@@ -649,8 +678,7 @@
       const row = laneOf.has(e.sender) ? laneOf.get(e.sender) : 0;
       const cx = x(e.sequence);
       const cy = rowY(row);
-      const known = KNOWN_TYPES.includes(type) ? type : 'other';
-      let cls = 'ev ev-' + known;
+      let cls = 'ev ev-' + kindOf(type);
       if (v.damaged.has(e.sequence)) cls += ' damaged';
       if (v.selected === e.sequence) cls += ' selected';
       const attrs = {
@@ -708,6 +736,15 @@
       span.append(el('span', { class: 'swatch sw-' + t }), t.replace('_', ' '));
       return span;
     });
+    for (const f of FAMILIES) {
+      const span = el('span', { class: 'legend-item', 'data-family': f.id });
+      span.title = f.types.join(', ');
+      span.append(el('span', { class: 'swatch sw-' + f.id }), f.label);
+      items.push(span);
+    }
+    const other = el('span', { class: 'legend-item', 'data-family': 'other' });
+    other.append(el('span', { class: 'swatch sw-other' }), 'other');
+    items.push(other);
     const arrow = el('span', { class: 'legend-item' });
     arrow.append(el('span', { class: 'swatch sw-arrow' }), 'handoff arrow: sender → recipient');
     legend.replaceChildren(...items, arrow);

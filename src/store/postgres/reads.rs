@@ -426,6 +426,28 @@ impl PgStore {
         })
     }
 
+    /// Remove one token (by hash) if it belongs to participant `name` of
+    /// `mission`. Returns whether it was there.
+    pub(crate) fn revoke_token(
+        &self,
+        hash: &[u8; 32],
+        mission: MissionNo,
+        name: &str,
+    ) -> Result<bool> {
+        let (hash, name) = (hash.to_vec(), name.to_string());
+        self.run(move |c| async move {
+            let client = c.reader().await?;
+            let n = client
+                .execute(
+                    "DELETE FROM mb_tokens WHERE hash = $1 AND mission = $2 AND participant = $3",
+                    &[&hash, &(mission as i64), &name],
+                )
+                .await
+                .map_err(|e| c.err(e))?;
+            Ok(n > 0)
+        })
+    }
+
     /// Remove every token of participant `name` of `mission`.
     pub(crate) fn revoke_tokens(&self, mission: MissionNo, name: &str) -> Result<u64> {
         let name = name.to_string();

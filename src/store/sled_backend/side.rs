@@ -168,6 +168,28 @@ impl SledStore {
         Ok(n)
     }
 
+    /// Remove the token whose hash is `hash` if it belongs to participant
+    /// `name` of `mission` (compare-and-swap: an entry that changed owner
+    /// meanwhile is left). Returns whether it was removed. Not durable until
+    /// [`SledStore::flush`].
+    pub(crate) fn revoke_token(
+        &self,
+        hash: &[u8; 32],
+        mission: MissionNo,
+        name: &str,
+    ) -> Result<bool> {
+        let Some(v) = self.tokens.get(hash)? else {
+            return Ok(false);
+        };
+        if !super::decode_token_owner(&v).is_some_and(|(m, p)| m == mission && p == name) {
+            return Ok(false);
+        }
+        Ok(self
+            .tokens
+            .compare_and_swap(hash, Some(v), None::<&[u8]>)?
+            .is_ok())
+    }
+
     /// Remove every token of participant `name` of `mission`. Returns how
     /// many. Not durable until [`SledStore::flush`].
     pub(crate) fn revoke_tokens(&self, mission: MissionNo, name: &str) -> Result<u64> {
