@@ -1,4 +1,5 @@
-//! The CLI as a client of a running server: every case of tests/cli.rs, run
+//! The CLI as a client of a running server: every case of tests/cli.rs and
+//! tests/cli_lifecycle.rs, run
 //! again with `--server URL --token ADMIN` (through `MISSION_BUS_URL` and
 //! `MISSION_BUS_TOKEN`) against a `mission-bus serve` on the test's data
 //! dir, so outputs and exit codes are compared with the local mode rather
@@ -7,6 +8,12 @@
 
 #[path = "cli.rs"]
 mod cases;
+
+// Each case file is also its own test binary, so each declares the
+// harness module itself; here both are compiled into one binary.
+#[allow(clippy::duplicate_mod)]
+#[path = "cli_lifecycle.rs"]
+mod lifecycle_cases;
 
 use cases::util::Dir;
 
@@ -33,8 +40,8 @@ fn data_dir_held_by_a_server_names_its_url() {
 }
 
 /// What only the remote mode can get wrong: no token, a bad token, a
-/// participant's token on the operator's commands, no server, and
-/// commands that need the files.
+/// participant's token on the operator's commands and on another
+/// participant's, no server, and commands that need the files.
 #[test]
 fn remote_failures_exit_with_the_cli_codes() {
     let dir = Dir::local();
@@ -63,20 +70,37 @@ fn remote_failures_exit_with_the_cli_codes() {
     let lead_token = v["token"].as_str().unwrap();
     let err = with(&["export", "m1"], lead_token).fails(3);
     assert!(err.contains("admin"), "{err}");
-    let err = with(
-        &[
+    // A participant token acts as its owner: the owner's writes work,
+    // anyone else's are refused as a forged sender would be.
+    let publish = |who: &str| {
+        [
             "publish",
             "m1",
             "--as",
-            "l",
+            who,
             "--topic",
             "t",
             "--payload",
             "1",
-        ],
-        lead_token,
-    )
-    .fails(3);
+        ]
+        .map(str::to_string)
+    };
+    let args = publish("l");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let e = with(&args, lead_token).json();
+    assert_eq!(
+        (e["sender"].as_str(), e["sequence"].as_u64()),
+        (Some("l"), Some(3))
+    );
+    with(&["join", "m1", "ada", "--role", "write"], &token).json();
+    let args = publish("ada");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let err = with(&args, lead_token).fails(3);
+    assert!(err.contains("token belongs to 'l'"), "{err}");
+    let err = with(&["replay", "m1", "--as", "ada"], lead_token).fails(3);
+    assert!(err.contains("token belongs to 'l'"), "{err}");
+    // The admin's own commands say what they need.
+    let err = with(&["expire", "m1"], lead_token).fails(3);
     assert!(err.contains("admin"), "{err}");
     // Commands that need the files say so.
     for cmd in [&["demo"][..], &["serve"][..]] {
