@@ -119,3 +119,102 @@ fn remote_failures_exit_with_the_cli_codes() {
         .fails(2);
     assert!(err.contains("--server"), "{err}");
 }
+
+/// `backup` over HTTP (the admin's `POST /v1/admin/backup`): the copy is
+/// written on the server's machine, and verifies and opens as a store of
+/// its own while the server keeps running; a relative target is a usage
+/// error, a participant token is refused, and neither writes anything.
+#[test]
+fn remote_backup_verifies_and_opens() {
+    let dir = Dir::local();
+    let (url, admin) = dir.server();
+    let with = |token: &str, args: &[&str]| {
+        let mut full = vec!["--server", url.as_str(), "--token", token];
+        full.extend_from_slice(args);
+        dir.mb(&full)
+    };
+    with(&admin, &["create", "m1", "--title", "t", "--lead", "lena"]).json_lines();
+    with(&admin, &["join", "m1", "ada", "--role", "write"]).json();
+    let cp = with(
+        &admin,
+        &[
+            "checkpoint",
+            "m1",
+            "--as",
+            "ada",
+            "--summary",
+            "s",
+            "--state",
+            "{}",
+        ],
+    )
+    .json();
+    let cp_id = cp["checkpoint_id"].as_str().unwrap();
+    with(
+        &admin,
+        &[
+            "handoff",
+            "m1",
+            "--as",
+            "ada",
+            "--to",
+            "lena",
+            "--checkpoint",
+            cp_id,
+        ],
+    )
+    .json();
+
+    let copy = dir.path().join("copy");
+    let copy_arg = copy.to_str().unwrap();
+    let report = with(&admin, &["backup", "--to", copy_arg]).json();
+    assert_eq!(report["missions"], 1, "{report}");
+    assert_eq!(report["events"], 5, "{report}");
+
+    // The copy is a store of its own: verify, list, resume, write.
+    let on_copy = |args: &[&str]| {
+        let mut full = vec!["--data", copy_arg];
+        full.extend_from_slice(args);
+        dir.mb(&full)
+    };
+    let verified = on_copy(&["verify"]).json();
+    assert_eq!(verified["intact"], true, "{verified}");
+    assert_eq!(verified["head_sequence"], 5);
+    let listed = on_copy(&["missions"]).json();
+    assert_eq!(
+        (
+            listed["mission_id"].as_str(),
+            listed["head_sequence"].as_u64()
+        ),
+        (Some("m1"), Some(5))
+    );
+    let packet = on_copy(&["resume", "m1", "--for", "lena"]).json();
+    assert_eq!(packet["checkpoint"]["checkpoint_id"], cp_id);
+    on_copy(&[
+        "publish",
+        "m1",
+        "--as",
+        "ada",
+        "--topic",
+        "t",
+        "--payload",
+        "1",
+    ])
+    .json();
+    // The original is untouched by writes to the copy.
+    let live = with(&admin, &["missions"]).json();
+    assert_eq!(live["head_sequence"], 5);
+
+    let err = with(&admin, &["backup", "--to", "relative/dir"]).fails(2);
+    assert!(err.contains("absolute"), "{err}");
+    assert!(!dir.path().join("relative").exists());
+    let lead = with(&admin, &["token", "m1", "lena"]).json();
+    let other = dir.path().join("copy2");
+    let err = with(
+        lead["token"].as_str().unwrap(),
+        &["backup", "--to", other.to_str().unwrap()],
+    )
+    .fails(3);
+    assert!(err.contains("admin"), "{err}");
+    assert!(!other.exists());
+}
