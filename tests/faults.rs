@@ -19,15 +19,20 @@
 //!   the undamaged store's export, checked when the bases are built.
 //! - after a detected fault, a `publish` either is refused or gets a
 //!   sequence above every acknowledged one (never a reused sequence);
-//! - `salvage` must exit 0 or 6 and recover, with identical content, every
-//!   acknowledged event that has an intact copy outside the damaged bytes;
+//! - `salvage`, run as an operator would (after `verify` and `publish` have
+//!   opened the damaged store), must exit 0 or 6 and recover, with identical
+//!   content, every event that has an intact copy outside the damaged bytes;
 //!   its exit 0 must mean every acknowledged event is in the new store.
+//!   (sled's recovery on open cuts its log at the damage; the copy of `db`
+//!   that the first damaged open keeps in `DATA/evidence/` is what makes
+//!   this hold: `src/salvage/evidence.rs`.)
 //!
 //! The run prints its seed and an outcome table. Reproduce a run with
 //! `MISSION_BUS_FAULT_SEED=<seed> cargo test --test faults -- --nocapture`;
 //! `MISSION_BUS_FAULT_TRIALS` changes the number of trials (default 201);
-//! `MISSION_BUS_FAULT_SALVAGE_AFTER_OPEN=1` salvages the files as `verify`
-//! left them instead of a copy taken before (an experiment: it fails).
+//! `MISSION_BUS_FAULT_NO_EVIDENCE=1` switches the pre-open copy off (the
+//! `MISSION_BUS_EVIDENCE_LIMIT=0` of the CLI), to measure what sled's
+//! recovery destroys without it (an experiment: it fails).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -44,7 +49,7 @@ const SEED_ENV: &str = "MISSION_BUS_FAULT_SEED";
 const TRIALS_ENV: &str = "MISSION_BUS_FAULT_TRIALS";
 const CHILD_DIR: &str = "MISSION_BUS_FAULT_CHILD_DIR";
 const DEFAULT_TRIALS: usize = 201;
-const AFTER_OPEN_ENV: &str = "MISSION_BUS_FAULT_SALVAGE_AFTER_OPEN";
+const NO_EVIDENCE_ENV: &str = "MISSION_BUS_FAULT_NO_EVIDENCE";
 /// Trials run at once. Each command mostly waits on the disk (sled's and
 /// the ledger's flushes), so this overlaps waits even on 2 cores.
 const WORKERS: usize = 6;
@@ -89,6 +94,9 @@ struct Run {
 fn mb(data: &Path, args: &[&str]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mission-bus"));
     cmd.arg("--data").arg(data).args(args);
+    if std::env::var_os(NO_EVIDENCE_ENV).is_some() {
+        cmd.env("MISSION_BUS_EVIDENCE_LIMIT", "0");
+    }
     run_with_timeout(cmd)
 }
 
@@ -453,12 +461,6 @@ fn trial(base: &Base, kind: usize, rng: &mut Rng, out: &Path) -> Result<(bool, b
     let fail = |msg: String| Err(format!("{what}: {msg}"));
     let bad = |r: &Run| r.timed_out || r.code != Some(0) && r.code != Some(6);
 
-    // Salvage reads a copy of the damaged files taken before anything opens
-    // them: sled's recovery on open may cut its log at the damage and lose
-    // the intact records after it (see docs/faults.md).
-    let pristine = out.join("pristine");
-    copy_dir(&dir, &pristine);
-
     let r = mb(&dir, &["verify"]);
     if bad(&r) {
         return fail(format!(
@@ -539,17 +541,10 @@ fn trial(base: &Base, kind: usize, rng: &mut Rng, out: &Path) -> Result<(bool, b
         }
     }
 
-    // Salvage from the damaged files (the damaged dir as verify left it).
+    // Salvage the damaged dir as verify and publish left it.
     let to = out.join("salvaged");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mission-bus"));
-    // Experiment knob (docs/faults.md): salvage the files as `verify` left
-    // them, to measure what sled's recovery on open destroys.
-    let source = if std::env::var_os(AFTER_OPEN_ENV).is_some() {
-        &dir
-    } else {
-        &pristine
-    };
-    cmd.arg("salvage").arg(source).arg("--to").arg(&to);
+    cmd.arg("salvage").arg(&dir).arg("--to").arg(&to);
     let s = run_with_timeout(cmd);
     if bad(&s) {
         return fail(format!(

@@ -392,3 +392,61 @@ fn a_store_without_a_ledger_cannot_be_proven_complete() {
         "{stderr}"
     );
 }
+
+#[test]
+fn verify_first_then_salvage_still_recovers_what_the_damage_did_not_touch() {
+    // An operator runs `verify` on a damaged store before salvaging. sled's
+    // recovery during that open cuts its log at the damage; the copy of
+    // `db` kept in `evidence/` is what salvage still finds the rest in.
+    let d = Dir::new();
+    let src = d.path().join("src");
+    let before = build(&src);
+    // A healthy open keeps nothing.
+    let verify = || d.mb(&["--data", src.to_str().unwrap(), "verify"]).output();
+    assert_eq!(verify().status.code(), Some(0));
+    assert!(!src.join("evidence").exists());
+
+    let db = src.join("db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let at = positions(&bytes, b"alpha-msg-005")[0];
+    let block = at / 4096 * 4096;
+    let end = (block + 4096).min(bytes.len());
+    bytes[block..end].fill(0);
+    std::fs::write(&db, &bytes).unwrap();
+
+    let out = verify();
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kept: Vec<_> = std::fs::read_dir(src.join("evidence"))
+        .expect("the damaged open kept a copy")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("db-before-open-"));
+    assert_eq!(
+        std::fs::read(&kept[0]).unwrap(),
+        bytes,
+        "the copy holds the file as it was before sled opened it"
+    );
+    // A second damaged open keeps no second copy.
+    assert_eq!(verify().status.code(), Some(6));
+    assert_eq!(std::fs::read_dir(src.join("evidence")).unwrap().count(), 1);
+
+    let to = d.path().join("new");
+    let (code, report, _) = salvage(&d, &src, &to);
+    assert!(code == 0 || code == 6, "{code}");
+    // Every mission but alpha is untouched by the damage: whole again.
+    let after = exports(&to);
+    for m in ["beta", "gamma"] {
+        assert_eq!(after[m], before[m], "{m}\n{report:#}");
+        assert_eq!(mission(&report, m)["matches_ledger"], true, "{report:#}");
+    }
+}

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::sync::mpsc::{self};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
+use crate::salvage::evidence::PreOpenCopy;
 use crate::store::{Durability, Store, StoreOptions};
 
 /// Options for opening a [`MissionBus`]. Every setter documents its default.
@@ -23,6 +24,7 @@ pub struct MissionBusBuilder {
     pub(super) snapshot_every: u64,
     pub(super) create_if_missing: bool,
     pub(super) commit_ledger: bool,
+    pub(super) evidence_limit: u64,
 }
 
 impl MissionBusBuilder {
@@ -74,6 +76,18 @@ impl MissionBusBuilder {
         self
     }
 
+    /// Before opening an existing store, copy its data file aside when it
+    /// is at most this many bytes, and keep the copy in `DATA/evidence/` if
+    /// the open finds damage: sled's recovery cuts its log at damage and
+    /// loses the intact records after it, which `salvage` then still finds
+    /// in the copy (see `docs/mission-bus.md`, salvage). By default 128 MiB
+    /// ([`crate::salvage::DEFAULT_EVIDENCE_LIMIT`]); 0 never copies. The
+    /// copy is deleted at once when the open finds no damage.
+    pub fn evidence_limit(mut self, bytes: u64) -> Self {
+        self.evidence_limit = bytes;
+        self
+    }
+
     /// Benchmarks only: run without the commit ledger (no ledger file is
     /// read, created or appended to; damage to sled's log can then lose
     /// acknowledged events in silence). By default the ledger is on.
@@ -97,12 +111,34 @@ impl MissionBusBuilder {
             flush_every_ms: self.flush_every_ms,
             create_if_missing: self.create_if_missing,
         };
-        let store = Arc::new(Store::open(&self.path, &store_options)?);
+        let evidence = PreOpenCopy::take(&self.path, self.evidence_limit);
+        let store = match Store::open(&self.path, &store_options) {
+            Ok(store) => Arc::new(store),
+            Err(e) => {
+                if e.kind() == ErrorKind::Integrity {
+                    evidence.keep();
+                }
+                return Err(e);
+            }
+        };
         let (ledger, integrity) = if self.commit_ledger {
-            super::integrity::check_at_open(&store, &self.path).map_err(|e| e.in_dir(&self.path))?
+            match super::integrity::check_at_open(&store, &self.path) {
+                Ok(found) => found,
+                Err(e) => {
+                    if e.kind() == ErrorKind::Integrity {
+                        evidence.keep();
+                    }
+                    return Err(e.in_dir(&self.path));
+                }
+            }
         } else {
             (None, super::integrity::Integrity::default())
         };
+        if integrity.found_damage() {
+            evidence.keep();
+        } else {
+            drop(evidence);
+        }
         let integrity = Arc::new(integrity);
         let mut directory = Directory::default();
         for (name, no) in store.missions()? {

@@ -32,6 +32,17 @@ pub(super) struct Integrity {
 }
 
 impl Integrity {
+    /// Whether the check found anything wrong (a mission that lost
+    /// acknowledged events, or a damaged ledger).
+    pub(super) fn found_damage(&self) -> bool {
+        self.ledger_damage.is_some()
+            || !self
+                .damaged
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+    }
+
     /// The error a write to `mission` gets, if it must be refused.
     pub(super) fn refuse_write(&self, mission: &str) -> Option<Error> {
         if let Some(d) = &self.ledger_damage {

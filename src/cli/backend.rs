@@ -169,6 +169,10 @@ pub(crate) fn consumer_json(c: &ConsumerPosition) -> Value {
     })
 }
 
+/// Environment variable: the largest store (bytes) copied aside before an
+/// open, kept if the open finds damage (0: never).
+const EVIDENCE_LIMIT_ENV: &str = "MISSION_BUS_EVIDENCE_LIMIT";
+
 /// The data directory, opened by this process.
 pub(crate) struct Local {
     bus: MissionBus,
@@ -179,11 +183,20 @@ impl Local {
     /// where that server listens.
     /// `create_if_missing: false` is for commands that only read: a
     /// directory without a store is "not found" (exit 4), nothing created.
+    /// `MISSION_BUS_EVIDENCE_LIMIT` (bytes) sets how large a store is still
+    /// copied aside before opening (`MissionBusBuilder::evidence_limit`).
     pub(crate) fn open(data: &Path, create_if_missing: bool) -> CliResult<Local> {
-        match MissionBus::builder(data)
-            .create_if_missing(create_if_missing)
-            .open()
-        {
+        let mut builder = MissionBus::builder(data).create_if_missing(create_if_missing);
+        if let Some(limit) = std::env::var_os(EVIDENCE_LIMIT_ENV) {
+            let bytes = limit.to_str().and_then(|s| s.trim().parse::<u64>().ok());
+            let Some(bytes) = bytes else {
+                return Err(Failure::usage(format!(
+                    "{EVIDENCE_LIMIT_ENV}={limit:?} is not a number of bytes"
+                )));
+            };
+            builder = builder.evidence_limit(bytes);
+        }
+        match builder.open() {
             Ok(bus) => Ok(Local { bus }),
             Err(e @ mission_bus::Error::DataDirInUse { .. }) => {
                 let url = std::fs::read_to_string(data.join(mission_bus::server::SERVER_URL_FILE))

@@ -15,7 +15,10 @@
 //! hash chain links them to the ledger's head. See `docs/mission-bus.md`
 //! (salvage) for what is and is not recovered.
 
+pub(crate) mod evidence;
 mod scan;
+
+pub use evidence::{DEFAULT_EVIDENCE_LIMIT, EVIDENCE_SUBDIR};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -296,9 +299,12 @@ pub(crate) fn check_empty_target(to: &Path) -> Result<()> {
     }
 }
 
-/// sled's data file and every file under `blobs/`.
+/// sled's data file, the copies of it kept by damaged opens
+/// ([`evidence`]: they hold what sled's recovery cut) and every file under
+/// `blobs/`.
 fn raw_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = vec![dir.join("db")];
+    files.extend(evidence::kept_copies(dir));
     let blobs = dir.join("blobs");
     let mut stack = vec![blobs];
     while let Some(d) = stack.pop() {
