@@ -205,6 +205,9 @@ fn langgraph_conformance_suite() {
     }
     assert!(text.contains("conformance: base capabilities all passed"));
     for cap in ["copy_thread", "prune", "delete_for_runs"] {
-        assert!(text.contains(&format!("conformance: {cap} passed")), "{cap}");
+        assert!(
+            text.contains(&format!("conformance: {cap} passed")),
+            "{cap}"
+        );
     }
 }
