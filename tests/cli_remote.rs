@@ -218,3 +218,131 @@ fn remote_backup_verifies_and_opens() {
     assert!(err.contains("admin"), "{err}");
     assert!(!other.exists());
 }
+
+/// The commands that name no participant, run with a participant's own
+/// token: they act as that participant (what its role allows), and the
+/// operator's commands name the admin token.
+#[test]
+fn participant_tokens_on_commands_without_as() {
+    let dir = Dir::local();
+    let (url, admin) = dir.server();
+    let with = |token: &str, args: &[&str]| {
+        let mut full = vec!["--server", url.as_str(), "--token", token];
+        full.extend_from_slice(args);
+        dir.mb(&full)
+    };
+    with(&admin, &["create", "m1", "--title", "t", "--lead", "lena"]).json_lines();
+    with(
+        &admin,
+        &["create", "m2", "--title", "other", "--lead", "lena"],
+    )
+    .json_lines();
+    let lena = with(&admin, &["token", "m1", "lena"]).json();
+    let lena = lena["token"].as_str().unwrap().to_string();
+
+    // A lead adds participants: the event, and the new token once.
+    let joined = with(&lena, &["join", "m1", "audra", "--role", "audit"]).json();
+    assert_eq!(
+        (
+            joined["event_type"].as_str(),
+            joined["participant"].as_str(),
+            joined["sender"].as_str()
+        ),
+        (Some("participant_joined"), Some("audra"), Some("lena"))
+    );
+    let audra = joined["token"].as_str().unwrap().to_string();
+    let ada = with(&lena, &["join", "m1", "ada", "--role", "write"]).json();
+    let ada = ada["token"].as_str().unwrap().to_string();
+
+    // An auditor verifies its own mission, by name or as "all".
+    let report = with(&audra, &["verify", "m1"]).json();
+    assert_eq!(report["intact"], true);
+    let all = with(&audra, &["verify"]).json_lines();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["mission_id"], "m1");
+    let err = with(&audra, &["verify", "m2"]).fails(3);
+    assert!(err.contains("not valid for mission 'm2'"), "{err}");
+    let err = with(&ada, &["verify", "m1"]).fails(3);
+    assert!(err.contains("permission"), "{err}");
+    let listed = with(&audra, &["missions"]).json_lines();
+    assert_eq!(listed.len(), 1, "only its own mission: {listed:?}");
+
+    // Listings through the ordinary endpoints.
+    let cp = with(
+        &ada,
+        &[
+            "checkpoint",
+            "m1",
+            "--as",
+            "ada",
+            "--summary",
+            "s",
+            "--state",
+            "{}",
+        ],
+    )
+    .json();
+    let cp_id = cp["checkpoint_id"].as_str().unwrap();
+    let h = with(
+        &ada,
+        &[
+            "handoff",
+            "m1",
+            "--as",
+            "ada",
+            "--to",
+            "audra",
+            "--checkpoint",
+            cp_id,
+        ],
+    )
+    .json();
+    let latest = with(&audra, &["checkpoints", "m1", "--latest"]).json();
+    assert_eq!(latest["checkpoint_id"], cp_id);
+    let mine = with(&audra, &["handoffs", "m1"]).json_lines();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0]["handoff_id"], h["handoff_id"]);
+    assert!(
+        with(&ada, &["handoffs", "m1"]).json_lines().is_empty(),
+        "ada's own: none"
+    );
+    with(
+        &audra,
+        &["ack", "m1", "--as", "audra", "--consumer", "c", "2"],
+    )
+    .json();
+    let consumers = with(&audra, &["consumers", "m1"]).json_lines();
+    assert_eq!(consumers.len(), 1);
+    assert_eq!(consumers[0]["position"], 2);
+
+    // Membership as the lead, without --as.
+    let v = with(&lena, &["role", "m1", "ada", "--role", "read"]).json();
+    assert_eq!(
+        (v["event_type"].as_str(), v["sender"].as_str()),
+        (Some("role_changed"), Some("lena"))
+    );
+    let err = with(&lena, &["remove", "m1", "ada", "--as", "audra"]).fails(3);
+    assert!(err.contains("token belongs to 'lena'"), "{err}");
+
+    // A participant rotates its own token: the old one stops working.
+    let rotated = with(&ada, &["token", "m1", "ada", "--rotate"]).json();
+    assert_eq!(rotated["name"], "ada");
+    let new_ada = rotated["token"].as_str().unwrap();
+    with(&ada, &["handoffs", "m1"]).fails(3);
+    with(new_ada, &["handoffs", "m1"]).json_lines();
+    // Without --rotate a participant that is not a lead cannot issue one.
+    let err = with(new_ada, &["token", "m1", "ada"]).fails(3);
+    assert!(err.contains("lead"), "{err}");
+    let v = with(&lena, &["remove", "m1", "ada"]).json();
+    assert_eq!(v["event_type"], "participant_removed");
+
+    // The operator's own commands.
+    for args in [
+        &["export", "m1"][..],
+        &["create", "m3", "--title", "t", "--lead", "x"][..],
+        &["expire", "m1"][..],
+    ] {
+        let err = with(&lena, args).fails(3);
+        assert!(err.contains("admin"), "{args:?}: {err}");
+    }
+}
