@@ -3,6 +3,8 @@
 //! listings, `resume --for` falling back to a checkpoint, role changes and
 //! removals, tokens, consumer positions and filtered `replay`. Every call is
 //! its own process, so each assertion also holds after a restart.
+//! tests/cli_remote.rs and tests/cli_participant.rs run these cases again
+//! over a server (admin token; each participant's own token).
 
 mod util;
 
