@@ -242,3 +242,27 @@ def test_filtered_stream_yields_only_matches_once(team):
             break
     assert topics == [1, 3]
     assert cp.sequence > 0
+
+
+def test_async_filtered_stream(server, team):
+    mid, c = team
+    ada = c["ada"]
+    for i in range(3):
+        ada.publish(mid, "build/x" if i % 2 else "chat", i)
+    ada.checkpoint(mid, "s", {})
+    token = c["audra"]._http.headers["Authorization"].split()[1]
+
+    async def run():
+        async with AsyncClient(server.url, token) as audra:
+            got = []
+            async for e in audra.stream(mid, types="checkpoint"):
+                got.append(e.event_type)
+                break
+            chat = []
+            async for e in audra.stream(mid, topic_prefix="chat", sender="ada"):
+                chat.append(e.payload)
+                if len(chat) == 2:
+                    break
+            return got, chat
+
+    assert asyncio.run(run()) == (["checkpoint"], [0, 2])
