@@ -100,6 +100,7 @@ fn run_script(
         seen["tools"],
         serde_json::json!([
             "accept",
+            "ack",
             "checkpoint",
             "checkpoints",
             "complete",
@@ -118,7 +119,7 @@ fn run_script(
     // lifecycle steps) after the team's five events; the refused calls
     // wrote nothing.
     assert_eq!(seen["head"], 16);
-    assert_eq!(seen["errors"], 15);
+    assert_eq!(seen["errors"], 18);
     seen
 }
 

@@ -5,7 +5,8 @@
 //!
 //! Tools: `publish`, `checkpoint`, `handoff`, the handoff lifecycle
 //! (`accept`, `heartbeat`, `complete`, `decline`, `release`), `handoffs`,
-//! `checkpoints`, `resume`, `read`, `verify`. Writes and reads name the
+//! `checkpoints`, `resume`, `read` (with the store's filters), `ack`
+//! (consumer positions), `verify`. Writes and reads name the
 //! acting participant (`as`), checked against its role as the CLI's `--as`
 //! is (with a participant token, `as` must be the token's owner). A
 //! failure is a tool error (`isError: true`) whose text is the CLI's
@@ -15,7 +16,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use mission_bus::{Action, AppendOptions, Json};
+use mission_bus::{Action, AppendOptions, EventFilter, EventType, Json};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -40,7 +41,7 @@ const DEFAULT_LEASE_MS: u64 = 60_000;
 
 /// Every tool's name, for the unknown-tool message.
 const TOOL_NAMES: &str = "publish, checkpoint, handoff, accept, heartbeat, complete, decline, \
-                          release, handoffs, checkpoints, resume, read, verify";
+                          release, handoffs, checkpoints, resume, read, ack, verify";
 
 /// Serve MCP on stdin/stdout until the client closes it.
 pub(crate) fn run(server: Option<&str>, token: Option<&str>, data: &Path) -> CliResult {
@@ -243,12 +244,31 @@ fn tools() -> Vec<Tool> {
         ),
         Tool::new(
             "read",
-            "Read the mission's events in order, as a participant with `read`. Returns {events, next}; call again with from = next for more.",
+            "Read the mission's events, as a participant with `read`, filtered in the store. Returns {events, next}; call again with from = next for more (with order desc: to = next; null at the start).",
             schema(
                 json!({"mission": mission, "as": actor,
                        "from": {"type": "integer", "minimum": 1, "default": 1},
-                       "limit": {"type": "integer", "minimum": 1, "maximum": MAX_READ, "default": 100}}),
+                       "to": {"type": "integer", "minimum": 0, "description": "Last sequence (inclusive)."},
+                       "limit": {"type": "integer", "minimum": 1, "maximum": MAX_READ, "default": 100},
+                       "types": {"type": "array", "items": {"type": "string"},
+                                 "description": "Only these event types (message, checkpoint, handoff, handoff_accepted, ...)."},
+                       "sender": {"type": "string", "description": "Only events by this sender."},
+                       "recipient": {"type": "string", "description": "Only handoffs to this participant."},
+                       "topic_prefix": {"type": "string", "description": "Only messages whose topic starts with this."},
+                       "order": {"enum": ["asc", "desc"], "default": "asc",
+                                 "description": "desc: newest first (with limit: the last N)."},
+                       "consumer": {"type": "string", "description": "Start after what this consumer of yours acknowledged (see ack)."}}),
                 &["mission", "as"],
+            ),
+        ),
+        Tool::new(
+            "ack",
+            "Acknowledge the events up to `sequence` for your named consumer (created on first use; never moves back), so a later read with `consumer` starts after it, in any process. Returns {participant, consumer, position}.",
+            schema(
+                json!({"mission": mission, "as": actor,
+                       "consumer": {"type": "string"},
+                       "sequence": {"type": "integer", "minimum": 0}}),
+                &["mission", "as", "consumer", "sequence"],
             ),
         ),
         Tool::new(
@@ -329,6 +349,33 @@ impl Args<'_> {
             expected_sequence: self.opt_u64("expected_sequence")?,
             event_id: self.uuid("event_id")?,
         })
+    }
+
+    /// `types`: a list of event type names.
+    fn types(&self) -> CliResult<Vec<EventType>> {
+        let items = match self.0.get("types") {
+            None | Some(Value::Null) => return Ok(Vec::new()),
+            Some(Value::Array(items)) => items,
+            Some(v) => {
+                return Err(Failure::usage(format!(
+                    "argument 'types' must be a list of event types, got {v}"
+                )))
+            }
+        };
+        items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .and_then(|t| EventType::parse(t).ok())
+                    .ok_or_else(|| {
+                        let all: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+                        Failure::usage(format!(
+                            "argument 'types': {i} is not an event type ({})",
+                            all.join(", ")
+                        ))
+                    })
+            })
+            .collect()
     }
 
     fn opt_bool(&self, key: &str) -> CliResult<bool> {
@@ -486,31 +533,75 @@ fn call(backend: &dyn Backend, tool: &str, args: &Map<String, Value>) -> CliResu
             backend.resume(&a.str("mission")?, handoff, recipient.as_deref())
         }
         "read" => {
-            a.only(&["mission", "as", "from", "limit"])?;
-            let from = a.opt_u64("from")?.unwrap_or(1).max(1);
+            a.only(&[
+                "mission",
+                "as",
+                "from",
+                "to",
+                "limit",
+                "types",
+                "sender",
+                "recipient",
+                "topic_prefix",
+                "order",
+                "consumer",
+            ])?;
             let limit = a.opt_u64("limit")?.unwrap_or(100);
             if limit == 0 || limit > MAX_READ {
                 return Err(Failure::usage(format!(
                     "argument 'limit' must be 1..={MAX_READ}, got {limit}"
                 )));
             }
-            let mut events = Vec::new();
-            let to = from.saturating_add(limit - 1);
-            backend.replay(
+            let newest_first = match a.opt_str("order")?.as_deref() {
+                None | Some("asc") => false,
+                Some("desc") => true,
+                Some(o) => {
+                    return Err(Failure::usage(format!(
+                        "argument 'order' must be asc or desc, got '{o}'"
+                    )))
+                }
+            };
+            let from = a.opt_u64("from")?.map(|f| f.max(1));
+            let filter = EventFilter {
+                types: a.types()?,
+                sender: a.opt_str("sender")?,
+                recipient: a.opt_str("recipient")?,
+                topic_prefix: a.opt_str("topic_prefix")?,
+                from,
+                to: a.opt_u64("to")?,
+                newest_first,
+                limit: Some(limit as usize),
+            };
+            let consumer = a.opt_str("consumer")?;
+            let (events, next) = backend.read_page(
                 &a.str("mission")?,
                 &a.str("as")?,
-                from,
-                Some(to),
-                &mut |e| {
-                    events.push(e);
-                    Ok(())
-                },
+                &filter,
+                consumer.as_deref(),
             )?;
-            let next = events
-                .last()
-                .and_then(|e| e["sequence"].as_u64())
-                .map_or(from, |s| s + 1);
+            // Oldest first, `next` is always where to go on from (the head
+            // reached: after the last event); newest first, null at the start.
+            let next = match (newest_first, next) {
+                (true, n) => n.map_or(Value::Null, |n| json!(n)),
+                (false, Some(n)) => json!(n),
+                (false, None) => json!(events
+                    .last()
+                    .and_then(|e| e["sequence"].as_u64())
+                    .map_or(from.unwrap_or(1), |s| s + 1)),
+            };
             Ok(json!({"events": events, "next": next}))
+        }
+        "ack" => {
+            a.only(&["mission", "as", "consumer", "sequence"])?;
+            let sequence = a
+                .opt_u64("sequence")?
+                .ok_or_else(|| Failure::usage("missing argument 'sequence'"))?;
+            backend.ack(
+                &a.str("mission")?,
+                &a.str("as")?,
+                &a.str("consumer")?,
+                sequence,
+            )
         }
         "verify" => {
             a.only(&["mission"])?;

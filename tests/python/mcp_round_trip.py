@@ -112,6 +112,18 @@ async def main():
             check(statuses == ["completed", "declined", "released"], f"handoffs: {listed}")
             seen["head"] = rel["sequence"]
 
+            # Filtered reads and a consumer position.
+            last = await ok("read", {"mission": M, "as": "rita", "order": "desc", "limit": 1,
+                                     "types": ["handoff_accepted", "handoff_released"]})
+            check([e["sequence"] for e in last["events"]] == [rel["sequence"]], f"read desc: {last}")
+            by_bob = await ok("read", {"mission": M, "as": "rita", "sender": "bob",
+                                       "types": ["handoff_accepted"]})
+            check(len(by_bob["events"]) == 2, f"read filtered: {by_bob}")
+            pos = await ok("ack", {"mission": M, "as": "rita", "consumer": "c", "sequence": 5})
+            check(pos["position"] == 5, f"ack: {pos}")
+            after = await ok("read", {"mission": M, "as": "rita", "consumer": "c", "limit": 1})
+            check([e["sequence"] for e in after["events"]] == [6] and after["next"] == 7, f"read consumer: {after}")
+
             # Clear tool errors, not protocol failures.
             await fails("publish", {"mission": M, "as": "rita", "topic": "t", "payload": 1}, 3, "permission denied")
             await fails("publish", {"mission": "m-none", "as": "ada", "topic": "t"}, 4, "m-none")
@@ -129,7 +141,10 @@ async def main():
             await fails("heartbeat", {"mission": M, "as": "bob", "handoff_id": "01a2350d-0000-7000-8000-000000000000"},
                         4, "not found")
             await fails("checkpoints", {"mission": M, "limit": 0}, 2, "limit")
-            seen["errors"] = 15
+            await fails("read", {"mission": M, "as": "rita", "types": ["nope"]}, 2, "event type")
+            await fails("ack", {"mission": M, "as": "rita", "consumer": "c"}, 2, "sequence")
+            await fails("read", {"mission": M, "as": "rita", "order": "sideways"}, 2, "order")
+            seen["errors"] = 18
     print(json.dumps(seen))
 
 
@@ -141,6 +156,8 @@ async def participant_calls(ok, fails):
     ho = await ok("handoff", {"mission": M, "as": "ada", "to": "bob", "checkpoint_id": cp["checkpoint_id"]})
     page = await ok("read", {"mission": M, "as": "ada"})
     check(page["events"][-1] == ho, f"read: {page}")
+    mine = await ok("read", {"mission": M, "as": "ada", "types": ["handoff"]})
+    check([e["handoff_id"] for e in mine["events"]] == [ho["handoff_id"]], f"read filtered: {mine}")
     packet = await ok("resume", {"mission": M, "for": "bob"})
     check(packet["handoff_id"] == ho["handoff_id"], f"resume: {packet}")
     mine = await ok("checkpoints", {"mission": M, "latest": True, "by": "ada"})
