@@ -171,6 +171,23 @@ enum BodyV1<'a> {
         #[serde(borrow)]
         name: Cow<'a, str>,
     },
+    CellStarted {
+        #[serde(borrow)]
+        profile: Cow<'a, str>,
+        #[serde(borrow)]
+        mechanism: Cow<'a, str>,
+        #[serde(borrow)]
+        workspace: Cow<'a, str>,
+        command: Vec<Cow<'a, str>>,
+    },
+    CellExited {
+        cell_id: [u8; 16],
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        duration_ms: u64,
+        #[serde(borrow)]
+        error: Cow<'a, str>,
+    },
 }
 
 /// An encoded event record and its chain hash.
@@ -270,6 +287,30 @@ pub(crate) fn encode_event(mission_id: &str, event: &Event, prev: &Hash) -> Enco
             at_us: to_micros(*at),
         },
         EventBody::ParticipantRemoved { name } => BodyV1::ParticipantRemoved { name: b(name) },
+        EventBody::CellStarted {
+            profile,
+            mechanism,
+            workspace,
+            command,
+        } => BodyV1::CellStarted {
+            profile: b(profile),
+            mechanism: b(mechanism),
+            workspace: b(workspace),
+            command: command.iter().map(|a| b(a)).collect(),
+        },
+        EventBody::CellExited {
+            cell_id,
+            exit_code,
+            signal,
+            duration_ms,
+            error,
+        } => BodyV1::CellExited {
+            cell_id: *cell_id.as_bytes(),
+            exit_code: *exit_code,
+            signal: *signal,
+            duration_ms: *duration_ms,
+            error: b(error),
+        },
     };
     let record = RecordV1 {
         id: *event.id.as_bytes(),
@@ -519,6 +560,30 @@ pub(crate) fn decode_checked(sequence: u64, value: &[u8]) -> Result<Event, Strin
         },
         BodyV1::ParticipantRemoved { name } => EventBody::ParticipantRemoved {
             name: name.into_owned(),
+        },
+        BodyV1::CellStarted {
+            profile,
+            mechanism,
+            workspace,
+            command,
+        } => EventBody::CellStarted {
+            profile: profile.into_owned(),
+            mechanism: mechanism.into_owned(),
+            workspace: workspace.into_owned(),
+            command: command.into_iter().map(Cow::into_owned).collect(),
+        },
+        BodyV1::CellExited {
+            cell_id,
+            exit_code,
+            signal,
+            duration_ms,
+            error,
+        } => EventBody::CellExited {
+            cell_id: Uuid::from_bytes(cell_id),
+            exit_code,
+            signal,
+            duration_ms,
+            error: error.into_owned(),
         },
     };
     let timestamp = from_micros(record.timestamp_us)

@@ -50,6 +50,7 @@ pub fn event_to_json(e: &Event) -> Value {
         EventType::Message => "message_id",
         EventType::Checkpoint => "checkpoint_id",
         EventType::Handoff => "handoff_id",
+        EventType::CellStarted => "cell_id",
         _ => "event_id",
     };
     m.insert(id_field.into(), json!(e.id.to_string()));
@@ -138,8 +139,60 @@ pub fn event_to_json(e: &Event) -> Value {
         EventBody::ParticipantRemoved { name } => {
             m.insert("participant".into(), json!(name));
         }
+        EventBody::CellStarted {
+            profile,
+            mechanism,
+            workspace,
+            command,
+        } => {
+            m.insert("profile".into(), json!(profile));
+            m.insert("mechanism".into(), json!(mechanism));
+            m.insert("workspace".into(), json!(workspace));
+            m.insert("command".into(), json!(command));
+        }
+        EventBody::CellExited {
+            cell_id,
+            exit_code,
+            signal,
+            duration_ms,
+            error,
+        } => {
+            m.insert("cell_id".into(), json!(cell_id.to_string()));
+            m.insert("exit_code".into(), json!(exit_code));
+            m.insert("signal".into(), json!(signal));
+            m.insert("duration_ms".into(), json!(duration_ms));
+            m.insert("error".into(), json!(error));
+        }
     }
     Value::Object(m)
+}
+
+/// A required array of strings (a cell's command).
+fn strings(v: Option<&Value>, field: &str) -> Result<Vec<String>> {
+    let Some(Value::Array(items)) = v else {
+        return Err(Error::invalid(field, "must be an array of strings"));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            a.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| Error::invalid(format!("{field}[{i}]"), "must be a string"))
+        })
+        .collect()
+}
+
+/// An optional 32-bit integer (`null` or missing: none).
+fn optional_i32(v: Option<&Value>, field: &str) -> Result<Option<i32>> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(n) => n
+            .as_i64()
+            .and_then(|n| i32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| Error::invalid(field, "must be a 32-bit integer or null")),
+    }
 }
 
 /// Parse an event from JSON. `at` names where it came from in errors
@@ -178,6 +231,7 @@ pub fn event_from_json(v: &Value, at: &str, sequence: Option<u64>) -> Result<Eve
         EventType::Message => "message_id",
         EventType::Checkpoint => "checkpoint_id",
         EventType::Handoff => "handoff_id",
+        EventType::CellStarted => "cell_id",
         _ => "event_id",
     })?;
     let sequence = match sequence {
@@ -290,6 +344,19 @@ pub fn event_from_json(v: &Value, at: &str, sequence: Option<u64>) -> Result<Eve
         },
         EventType::ParticipantRemoved => EventBody::ParticipantRemoved {
             name: string("participant")?,
+        },
+        EventType::CellStarted => EventBody::CellStarted {
+            profile: string("profile")?,
+            mechanism: string("mechanism")?,
+            workspace: string("workspace")?,
+            command: strings(obj.get("command"), &field("command"))?,
+        },
+        EventType::CellExited => EventBody::CellExited {
+            cell_id: uuid("cell_id")?,
+            exit_code: optional_i32(obj.get("exit_code"), &field("exit_code"))?,
+            signal: optional_i32(obj.get("signal"), &field("signal"))?,
+            duration_ms: lease("duration_ms")?,
+            error: string_or("error", "")?,
         },
     };
     Ok(Event {

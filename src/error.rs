@@ -119,6 +119,40 @@ pub enum Error {
         /// What was looked for (an id, or "latest for X in mission M").
         what: String,
     },
+    /// The mission has no isolation profile of this name.
+    #[error(
+        "isolation profile not found: '{profile}' in mission '{mission}' (its profiles: {known})"
+    )]
+    ProfileNotFound {
+        /// The mission id.
+        mission: String,
+        /// The profile asked for.
+        profile: String,
+        /// The mission's profile names, comma-separated.
+        known: String,
+    },
+    /// No running cell with this id (of this participant) in the mission.
+    #[error("cell not found: no running cell {cell_id} of '{participant}' in mission '{mission}'")]
+    CellNotFound {
+        /// The mission id.
+        mission: String,
+        /// The participant named as the cell's owner.
+        participant: String,
+        /// The cell id (its `cell_started` event's id).
+        cell_id: Uuid,
+    },
+    /// This machine cannot provide an isolation mechanism; nothing was started.
+    #[error(
+        "cannot start a '{mechanism}' cell (profile '{profile}'): {missing}; nothing was started"
+    )]
+    CellUnavailable {
+        /// The profile asked for.
+        profile: String,
+        /// Its mechanism.
+        mechanism: String,
+        /// What is missing, and how to get it.
+        missing: String,
+    },
     /// A mission with this id already exists.
     #[error("mission '{mission}' already exists")]
     MissionExists {
@@ -203,6 +237,15 @@ pub enum Error {
     /// The storage engine failed.
     #[error("storage error: {0}")]
     Storage(Arc<sled::Error>),
+    /// The PostgreSQL database failed or could not be reached (the store
+    /// location is shown without its password).
+    #[error("PostgreSQL store {store}: {reason}")]
+    Database {
+        /// The store location, password removed.
+        store: String,
+        /// What failed, with the server's message and SQLSTATE when it sent one.
+        reason: String,
+    },
     /// A file operation failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -272,7 +315,9 @@ impl Error {
             | StoreNotFound { .. }
             | ParticipantNotFound { .. }
             | CheckpointNotFound { .. }
-            | HandoffNotFound { .. } => ErrorKind::NotFound,
+            | HandoffNotFound { .. }
+            | ProfileNotFound { .. }
+            | CellNotFound { .. } => ErrorKind::NotFound,
             MissionExists { .. }
             | ParticipantExists { .. }
             | SequenceConflict { .. }
@@ -280,7 +325,9 @@ impl Error {
             | HandoffState { .. } => ErrorKind::Conflict,
             Corruption { .. } | Damaged { .. } | AcknowledgedLoss { .. } => ErrorKind::Integrity,
             DataDirInUse { .. } => ErrorKind::Busy,
-            Storage(_) | Io { .. } | Closed => ErrorKind::Other,
+            Storage(_) | Database { .. } | Io { .. } | Closed | CellUnavailable { .. } => {
+                ErrorKind::Other
+            }
         }
     }
 

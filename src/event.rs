@@ -232,6 +232,32 @@ pub enum EventBody {
         /// Participant name.
         name: String,
     },
+    /// An agent's command was started in an isolation cell (see
+    /// docs/cells.md). The event's id is the cell's id.
+    CellStarted {
+        /// The isolation profile's name (one of the mission's).
+        profile: String,
+        /// The profile's mechanism, e.g. `mount_namespace`.
+        mechanism: String,
+        /// The workspace directory, as an absolute path on the cell's host.
+        workspace: String,
+        /// The command and its arguments.
+        command: Vec<String>,
+    },
+    /// The command of a cell ended (or could not be started after its
+    /// `cell_started` was recorded).
+    CellExited {
+        /// The `cell_started` event's id.
+        cell_id: Uuid,
+        /// The exit code, when the command exited normally.
+        exit_code: Option<i32>,
+        /// The signal that ended it, when one did.
+        signal: Option<i32>,
+        /// Wall-clock run time in milliseconds.
+        duration_ms: u64,
+        /// Why the command could not run (empty when it ran).
+        error: String,
+    },
 }
 
 /// The kind of an event, as written in JSON's `event_type`.
@@ -265,11 +291,15 @@ pub enum EventType {
     HandoffExpired,
     /// `participant_removed`
     ParticipantRemoved,
+    /// `cell_started`
+    CellStarted,
+    /// `cell_exited`
+    CellExited,
 }
 
 impl EventType {
     /// Every event type, in declaration order.
-    pub const ALL: [EventType; 14] = [
+    pub const ALL: [EventType; 16] = [
         EventType::MissionCreated,
         EventType::ParticipantJoined,
         EventType::RoleChanged,
@@ -284,6 +314,8 @@ impl EventType {
         EventType::HandoffReleased,
         EventType::HandoffExpired,
         EventType::ParticipantRemoved,
+        EventType::CellStarted,
+        EventType::CellExited,
     ];
 
     /// The `event_type` string.
@@ -303,6 +335,8 @@ impl EventType {
             EventType::HandoffReleased => "handoff_released",
             EventType::HandoffExpired => "handoff_expired",
             EventType::ParticipantRemoved => "participant_removed",
+            EventType::CellStarted => "cell_started",
+            EventType::CellExited => "cell_exited",
         }
     }
 
@@ -354,6 +388,8 @@ impl EventBody {
             EventBody::HandoffReleased { .. } => EventType::HandoffReleased,
             EventBody::HandoffExpired { .. } => EventType::HandoffExpired,
             EventBody::ParticipantRemoved { .. } => EventType::ParticipantRemoved,
+            EventBody::CellStarted { .. } => EventType::CellStarted,
+            EventBody::CellExited { .. } => EventType::CellExited,
         }
     }
 

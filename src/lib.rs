@@ -52,6 +52,7 @@
 #![warn(missing_docs)]
 
 mod bus;
+pub mod cell;
 mod codec;
 pub mod document;
 mod error;
@@ -77,9 +78,10 @@ pub use bus::{
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventBody, EventType, Json, OPERATOR};
 pub use profiles::{Capability, IsolationProfile, MissionConfig};
+pub use state::{Cells, RunningCell, RUNNING_KEPT};
 pub use state::{EventRef, MissionState, Participant, REDUCER_VERSION};
 pub use state::{HandoffInfo, HandoffStatus, CLOSED_KEPT};
-pub use store::{Durability, EventIter};
+pub use store::{Durability, EventIter, StoreUrl};
 pub use verify::{Problem, VerifyReport};
 
 /// Entry points for fuzzing the decoders (`fuzz/`). Not a stable API.

@@ -10,7 +10,9 @@
 
 use std::collections::BTreeMap;
 
+mod cells;
 mod handoffs;
+pub use cells::{Cells, RunningCell, RUNNING_KEPT};
 pub(crate) use handoffs::lapsed;
 pub use handoffs::{ClosedHandoffs, HandoffInfo, HandoffStatus, CLOSED_KEPT};
 
@@ -23,7 +25,7 @@ use crate::profiles::{Capability, MissionConfig};
 /// Version of the reducer's output shape. Snapshots record it; a snapshot
 /// built by another version is ignored and the state rebuilt from the log.
 /// Bump it whenever `MissionState` or `apply` changes.
-pub const REDUCER_VERSION: u32 = 2;
+pub const REDUCER_VERSION: u32 = 3;
 
 /// A registered participant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +76,8 @@ pub struct MissionState {
     pub closed_handoffs: ClosedHandoffs,
     /// The latest checkpoint of each participant (kept after it leaves).
     pub latest_checkpoint_by: BTreeMap<String, EventRef>,
+    /// Isolation cells: running ones and counts (see [`Cells`]).
+    pub cells: Cells,
 }
 
 impl MissionState {
@@ -159,6 +163,8 @@ impl MissionState {
                 self.fold_close(event, handoff_id, HandoffStatus::Expired)
             }
             EventBody::ParticipantRemoved { name } => self.fold_removed(event, name),
+            EventBody::CellStarted { profile, .. } => self.cells.fold_started(event, profile),
+            EventBody::CellExited { cell_id, .. } => self.cells.fold_exited(cell_id),
         }
     }
 

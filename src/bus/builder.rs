@@ -11,12 +11,13 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::salvage::evidence::PreOpenCopy;
-use crate::store::{Durability, Store, StoreOptions};
+use crate::store::{Durability, Store, StoreOptions, StoreUrl};
 
 /// Options for opening a [`MissionBus`]. Every setter documents its default.
 #[derive(Debug, Clone)]
 pub struct MissionBusBuilder {
     pub(super) path: PathBuf,
+    pub(super) url: StoreUrl,
     pub(super) durability: Durability,
     pub(super) cache_capacity: u64,
     pub(super) flush_every_ms: Option<u64>,
@@ -110,34 +111,41 @@ impl MissionBusBuilder {
             cache_capacity: self.cache_capacity,
             flush_every_ms: self.flush_every_ms,
             create_if_missing: self.create_if_missing,
+            durability: self.durability,
         };
-        let evidence = PreOpenCopy::take(&self.path, self.evidence_limit);
-        let store = match Store::open(&self.path, &store_options) {
+        // sled's recovery on open can cut its log at damage: keep a copy
+        // of its data file from before, for salvage, if the open finds any.
+        let evidence = self
+            .url
+            .sled_path()
+            .map(|path| PreOpenCopy::take(path, self.evidence_limit));
+        let keep_if_damage = |e: &Error, evidence: Option<PreOpenCopy>| {
+            if let (ErrorKind::Integrity, Some(copy)) = (e.kind(), evidence) {
+                copy.keep();
+            }
+        };
+        let store = match Store::open(&self.url, &store_options) {
             Ok(store) => Arc::new(store),
             Err(e) => {
-                if e.kind() == ErrorKind::Integrity {
-                    evidence.keep();
-                }
+                keep_if_damage(&e, evidence);
                 return Err(e);
             }
         };
-        let (ledger, integrity) = if self.commit_ledger {
+        // The commit ledger guards sled's own log; PostgreSQL's commits are
+        // durable (and replicated) when they return, so it has none.
+        let (ledger, integrity) = if self.commit_ledger && store.as_sled().is_some() {
             match super::integrity::check_at_open(&store, &self.path) {
                 Ok(found) => found,
                 Err(e) => {
-                    if e.kind() == ErrorKind::Integrity {
-                        evidence.keep();
-                    }
+                    keep_if_damage(&e, evidence);
                     return Err(e.in_dir(&self.path));
                 }
             }
         } else {
             (None, super::integrity::Integrity::default())
         };
-        if integrity.found_damage() {
-            evidence.keep();
-        } else {
-            drop(evidence);
+        if let (true, Some(copy)) = (integrity.found_damage(), evidence) {
+            copy.keep();
         }
         let integrity = Arc::new(integrity);
         let mut directory = Directory::default();

@@ -284,6 +284,9 @@ pub(super) fn check_body(body: &EventBody, limits: Limits) -> Result<()> {
             check_participant_name("participant name", name)?;
             0
         }
+        EventBody::CellStarted { .. } | EventBody::CellExited { .. } => {
+            super::cells::check_cell_body(body)?
+        }
     };
     if size > MAX_RECORD_BYTES {
         return Err(Error::TooLarge {

@@ -23,6 +23,7 @@
 mod async_api;
 mod backup;
 mod builder;
+mod cells;
 mod checks;
 mod consumers;
 mod durable;
@@ -64,7 +65,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::store::{Durability, Store, StoreOptions};
+use crate::store::{Durability, SledStore, Store, StoreOptions};
 
 /// Largest record body we let reach sled. sled writes values over ~128 KiB
 /// to separate blob files without fsync, so every record stays below that.
@@ -113,8 +114,11 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.shutdown();
         if let Some(store) = self.store.take() {
-            let lock = store.lock_file();
-            let path = store.path().to_path_buf();
+            let Some(sled) = store.as_sled() else {
+                return;
+            };
+            let lock = sled.lock_file();
+            let path = sled.path().to_path_buf();
             drop(store);
             // sled releases its directory lock from background threads a
             // moment after the Db is dropped; wait for it (bounded), so that
@@ -128,7 +132,7 @@ impl Drop for Inner {
                     >= FAST_REOPEN_AFTER_EVENTS
             {
                 // Best effort: a failure only means a slower next open.
-                if Store::write_recovery_snapshot(&path, &self.store_options).is_ok() {
+                if SledStore::write_recovery_snapshot(&path, &self.store_options).is_ok() {
                     released();
                 }
             }
@@ -185,8 +189,20 @@ struct Limits {
 impl MissionBus {
     /// A builder for the store at `path`, with the defaults documented on each setter.
     pub fn builder(path: impl AsRef<Path>) -> MissionBusBuilder {
+        Self::builder_url(crate::store::StoreUrl::Sled(path.as_ref().to_path_buf()))
+    }
+
+    /// A builder for the store at `url`: a sled data directory
+    /// ([`StoreUrl::Sled`](crate::StoreUrl)) or a PostgreSQL database
+    /// ([`StoreUrl::Postgres`](crate::StoreUrl), e.g. parsed from
+    /// `postgres://user@host1,host2/db?target_session_attrs=read-write`).
+    /// On PostgreSQL the sled settings (cache, flush period) do nothing,
+    /// there is no commit ledger (backups and salvage are sled's; use the
+    /// database's own), and several processes may open the same database.
+    pub fn builder_url(url: crate::store::StoreUrl) -> MissionBusBuilder {
         MissionBusBuilder {
-            path: path.as_ref().to_path_buf(),
+            path: url.sled_path().map(Path::to_path_buf).unwrap_or_default(),
+            url,
             durability: Durability::default(),
             cache_capacity: 64 * 1024 * 1024,
             flush_every_ms: Some(500),
@@ -201,6 +217,17 @@ impl MissionBus {
     /// Open the store at `path` with all defaults.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         Self::builder(path).open()
+    }
+
+    /// Open the store a location string names (see [`StoreUrl::parse`](crate::StoreUrl::parse):
+    /// a path, `sled:PATH`, or `postgres://…`) with all defaults.
+    pub fn open_url(url: &str) -> Result<Self> {
+        Self::builder_url(crate::store::StoreUrl::parse(url)?).open()
+    }
+
+    /// Where the store lives (a password in a URL is shown as `***`).
+    pub fn store_location(&self) -> String {
+        self.inner.store().describe()
     }
 
     /// The data directory.

@@ -31,7 +31,7 @@ impl MissionBus {
     pub(super) fn mission_no(&self, mission: &str) -> Result<MissionNo> {
         self.inner
             .shared
-            .no_of(mission)
+            .resolve(self.inner.store(), mission)?
             .ok_or_else(|| Error::MissionNotFound {
                 mission: mission.to_string(),
             })
@@ -69,6 +69,7 @@ impl MissionBus {
 
     /// Every mission id, sorted. Reads only the in-memory mission directory.
     pub fn mission_ids(&self) -> Vec<String> {
+        self.inner.shared.refresh_directory(self.inner.store());
         let mut ids: Vec<String> = self
             .inner
             .shared
@@ -305,7 +306,12 @@ impl MissionBus {
     /// entirely still gets a report, naming the lost range). Runs on the writer, so the
     /// log does not move underneath it (appends wait meanwhile).
     pub fn verify(&self, mission: &str) -> Result<VerifyReport> {
-        if self.inner.shared.no_of(mission).is_none() {
+        if self
+            .inner
+            .shared
+            .resolve(self.inner.store(), mission)?
+            .is_none()
+        {
             if let Some(report) = self.inner.integrity.report_for_missing(mission) {
                 return Ok(report);
             }

@@ -114,6 +114,44 @@ impl Shared {
         self.directory().by_name.get(mission).copied()
     }
 
+    /// The mission's number: from the directory, else (on a store other
+    /// processes write too) from the store, remembering it.
+    pub(super) fn resolve(
+        &self,
+        store: &crate::store::Store,
+        mission: &str,
+    ) -> crate::error::Result<Option<MissionNo>> {
+        if let Some(no) = self.no_of(mission) {
+            return Ok(Some(no));
+        }
+        if !store.is_shared() {
+            return Ok(None);
+        }
+        let found = store.mission_no(mission)?;
+        if let Some(no) = found {
+            self.directory
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(mission.to_string(), no);
+        }
+        Ok(found)
+    }
+
+    /// On a shared store, add the missions other processes created.
+    pub(super) fn refresh_directory(&self, store: &crate::store::Store) {
+        if !store.is_shared() {
+            return;
+        }
+        if let Ok(all) = store.missions() {
+            let mut dir = self.directory.write().unwrap_or_else(|p| p.into_inner());
+            for (name, no) in all {
+                if !dir.by_name.contains_key(&name) {
+                    dir.insert(name, no);
+                }
+            }
+        }
+    }
+
     pub(super) fn name_of(&self, no: MissionNo) -> Option<String> {
         self.directory().by_no.get(&no).cloned()
     }

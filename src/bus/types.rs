@@ -111,6 +111,35 @@ pub enum Action {
         /// Participant name.
         name: String,
     },
+    /// Record that the sender's command starts in an isolation cell
+    /// (`cell_started`). The profile must be one of the mission's, its
+    /// mechanism must be the profile's, and a profile other than the
+    /// mission's default (its first) needs `configure_isolation`. Running
+    /// the command is the caller's business (`mission-bus cell run`).
+    StartCell {
+        /// The isolation profile's name.
+        profile: String,
+        /// The profile's mechanism.
+        mechanism: String,
+        /// The workspace directory (absolute).
+        workspace: String,
+        /// The command and its arguments (at least one).
+        command: Vec<String>,
+    },
+    /// Record that the command of a running cell of the sender's ended
+    /// (`cell_exited`).
+    EndCell {
+        /// The `cell_started` event's id.
+        cell_id: Uuid,
+        /// Exit code, when it exited.
+        exit_code: Option<i32>,
+        /// Signal, when one ended it.
+        signal: Option<i32>,
+        /// Run time in milliseconds.
+        duration_ms: u64,
+        /// Why it could not run (empty when it ran).
+        error: String,
+    },
 }
 
 /// Optional guards on an append.

@@ -40,6 +40,27 @@ pub(super) struct Writer {
 struct Pending {
     reply: super::Reply<Vec<Event>>,
     outcome: Planned,
+    /// The request again, kept on a shared store (PostgreSQL) so that it
+    /// can be planned again when another process moved a head under it.
+    retry: Option<(String, Vec<Draft>, Option<u64>)>,
+}
+
+/// How often a commit group is planned again after another process moved
+/// a head under it (each time against freshly read state).
+const STALE_RETRIES: u32 = 8;
+
+/// Whether a failed commit means "the cached state is stale" on a shared
+/// store: another process moved a head, took a mission name or an event
+/// id first, or the database aborted a transaction for a conflict.
+fn is_stale(e: &Error) -> bool {
+    match e {
+        Error::SequenceConflict { .. } | Error::MissionExists { .. } => true,
+        Error::InvalidInput { field, .. } => field == "event id",
+        Error::Database { reason, .. } => {
+            reason.contains("SQLSTATE 40001") || reason.contains("SQLSTATE 40P01")
+        }
+        _ => false,
+    }
 }
 
 /// What a planned request will be answered with.
@@ -78,10 +99,20 @@ impl Writer {
                         drafts,
                         expected,
                         reply,
-                    } => match self.plan(&mut group, &mission, drafts, expected) {
-                        Ok(outcome) => group.pending.push(Pending { reply, outcome }),
-                        Err(e) => reply.send(Err(e)),
-                    },
+                    } => {
+                        let retry = self
+                            .store
+                            .is_shared()
+                            .then(|| (mission.clone(), drafts.clone(), expected));
+                        match self.plan(&mut group, &mission, drafts, expected) {
+                            Ok(outcome) => group.pending.push(Pending {
+                                reply,
+                                outcome,
+                                retry,
+                            }),
+                            Err(e) => reply.send(Err(e)),
+                        }
+                    }
                     // Jobs that need the log to stand still run alone: commit
                     // what is planned first, then run them.
                     other => {
@@ -133,13 +164,13 @@ impl Writer {
         }
     }
 
-    fn name_to_no(&self, mission: &str) -> Option<MissionNo> {
-        self.shared.no_of(mission)
+    fn name_to_no(&self, mission: &str) -> Result<Option<MissionNo>> {
+        self.shared.resolve(&self.store, mission)
     }
 
     fn load_by_name(&self, mission: &str) -> Result<Arc<Cached>> {
         let no = self
-            .name_to_no(mission)
+            .name_to_no(mission)?
             .ok_or_else(|| Error::MissionNotFound {
                 mission: mission.to_string(),
             })?;
@@ -209,7 +240,7 @@ impl Writer {
             Some(EventBody::MissionCreated { .. })
         );
         let mut cached = if creating {
-            if self.name_to_no(mission).is_some() || group.new_names.contains_key(mission) {
+            if self.name_to_no(mission)?.is_some() || group.new_names.contains_key(mission) {
                 return Err(Error::MissionExists {
                     mission: mission.to_string(),
                 });
@@ -223,7 +254,7 @@ impl Writer {
             }
         } else {
             let no = self
-                .name_to_no(mission)
+                .name_to_no(mission)?
                 .or_else(|| group.new_names.get(mission).copied())
                 .ok_or_else(|| Error::MissionNotFound {
                     mission: mission.to_string(),
@@ -499,6 +530,9 @@ impl Writer {
                 manage(state)?;
                 super::lifecycle::check_removal(state, mission, &d.sender, name)
             }
+            EventBody::CellStarted { .. } | EventBody::CellExited { .. } => {
+                super::cells::check_cell(state, &d.sender, &d.body)
+            }
             _ => super::lifecycle::check_step(state, mission, &d.sender, d.timestamp, &d.body),
         }
     }
@@ -507,6 +541,10 @@ impl Writer {
     /// group gets the error and the cache forgets the touched missions (they
     /// are reloaded from the store, which is the truth).
     fn commit(&self, group: Group) {
+        self.commit_attempt(group, 0)
+    }
+
+    fn commit_attempt(&self, group: Group, attempt: u32) {
         if group.pending.is_empty() {
             return;
         }
@@ -627,12 +665,33 @@ impl Writer {
                 }
             }
             Err(e) => {
-                self.shared.live.stats.failed();
                 let mut cache = self.shared.cache.write().unwrap_or_else(|p| p.into_inner());
                 for no in group.staged.keys() {
                     cache.remove(no);
                 }
                 drop(cache);
+                if attempt < STALE_RETRIES && self.store.is_shared() && is_stale(&e) {
+                    // Another process wrote first: plan every request again
+                    // against the state re-read from the database.
+                    tracing::debug!(error = %e, attempt, "shared store moved: planning the group again");
+                    let mut next = Group::default();
+                    for p in group.pending {
+                        let Some((mission, drafts, expected)) = p.retry else {
+                            p.reply.send(Err(e.clone()));
+                            continue;
+                        };
+                        match self.plan(&mut next, &mission, drafts.clone(), expected) {
+                            Ok(outcome) => next.pending.push(Pending {
+                                reply: p.reply,
+                                outcome,
+                                retry: Some((mission, drafts, expected)),
+                            }),
+                            Err(e) => p.reply.send(Err(e)),
+                        }
+                    }
+                    return self.commit_attempt(next, attempt + 1);
+                }
+                self.shared.live.stats.failed();
                 for p in group.pending {
                     p.reply.send(Err(e.clone()));
                 }
@@ -650,7 +709,7 @@ impl Writer {
         if let Some(e) = self.integrity.refuse_write(&mission) {
             return Err(e);
         }
-        if self.name_to_no(&mission).is_some() {
+        if self.name_to_no(&mission)?.is_some() {
             return Err(Error::MissionExists { mission });
         }
         let no = self.store.allocate_mission_no()?;
@@ -764,7 +823,7 @@ impl Writer {
                 "the commit ledger is disabled",
             ));
         };
-        let recorded = match self.name_to_no(mission) {
+        let recorded = match self.name_to_no(mission)? {
             None => {
                 l.append(&[], std::slice::from_ref(&loss), true)?;
                 None

@@ -291,6 +291,30 @@ impl MissionBus {
                 check_participant_name("participant name", &name)?;
                 EventBody::ParticipantRemoved { name }
             }
+            Action::StartCell {
+                profile,
+                mechanism,
+                workspace,
+                command,
+            } => EventBody::CellStarted {
+                profile,
+                mechanism,
+                workspace,
+                command,
+            },
+            Action::EndCell {
+                cell_id,
+                exit_code,
+                signal,
+                duration_ms,
+                error,
+            } => EventBody::CellExited {
+                cell_id,
+                exit_code,
+                signal,
+                duration_ms,
+                error,
+            },
         };
         check_body(&body, self.inner.limits)?;
         Ok(Draft {

@@ -32,6 +32,12 @@ pub(crate) struct Cli {
     )]
     pub data: PathBuf,
 
+    /// Where the store lives: a path or sled:PATH (a sled data directory,
+    /// like --data), or postgres://USER@HOST[,HOST2]/DB?... for PostgreSQL
+    /// (several processes and machines may use one database).
+    #[arg(long, global = true, value_name = "URL", env = "MISSION_BUS_STORE")]
+    pub store: Option<String>,
+
     /// Run the command against the `mission-bus serve` at URL
     /// (http://HOST:PORT) instead of opening the data directory.
     #[arg(long, global = true, value_name = "URL", env = "MISSION_BUS_URL")]
@@ -164,7 +170,7 @@ pub(crate) enum Command {
         /// handoff, mission_created, participant_joined, role_changed,
         /// handoff_accepted, handoff_heartbeat, handoff_completed,
         /// handoff_declined, handoff_released, handoff_expired,
-        /// participant_removed).
+        /// participant_removed, cell_started, cell_exited).
         #[arg(long = "type", value_name = "TYPE")]
         types: Vec<String>,
         #[command(flatten)]
@@ -326,6 +332,12 @@ pub(crate) enum Command {
         /// Revoke the participant's earlier tokens in the same write.
         #[arg(long)]
         rotate: bool,
+    },
+    /// Isolation cells: run an agent's command under one of the mission's
+    /// isolation profiles (see docs/cells.md).
+    Cell {
+        #[command(subcommand)]
+        command: super::cell::CellCommand,
     },
     /// Acknowledge events up to SEQ for a named consumer of yours.
     Ack {

@@ -186,6 +186,13 @@ impl Local {
     /// `MISSION_BUS_EVIDENCE_LIMIT` (bytes) sets how large a store is still
     /// copied aside before opening (`MissionBusBuilder::evidence_limit`).
     pub(crate) fn open(data: &Path, create_if_missing: bool) -> CliResult<Local> {
+        if let Some(url) = super::store_override() {
+            return Ok(Local {
+                bus: MissionBus::builder_url(url)
+                    .create_if_missing(create_if_missing)
+                    .open()?,
+            });
+        }
         let mut builder = MissionBus::builder(data).create_if_missing(create_if_missing);
         if let Some(limit) = std::env::var_os(EVIDENCE_LIMIT_ENV) {
             let bytes = limit.to_str().and_then(|s| s.trim().parse::<u64>().ok());

@@ -194,6 +194,9 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
         Command::Verify { mission } => verify(&*existing()?, out, mission.as_deref()),
         // Run by `cli::run` before stdout is locked (MCP owns stdout).
         Command::Mcp => Err(Failure::other("mcp must run before the output is set up")),
+        Command::Cell { command } => {
+            super::cell::run(command, data, server.as_deref(), token.as_deref(), out)
+        }
         Command::Backup { to } => {
             let report = existing()?.backup(&to)?;
             writeln!(out, "{report}")?;
@@ -245,6 +248,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             mission_bus::server::init_logging(&log_level, format)?;
             mission_bus::server::serve_blocking(mission_bus::server::ServeOptions {
                 data: data.to_path_buf(),
+                store: super::store_override(),
                 listen,
                 admin_token_file,
             })?;

@@ -12,6 +12,8 @@
 
 mod args;
 mod backend;
+mod cell;
+mod cell_run;
 mod commands;
 mod demo;
 mod lifecycle;
@@ -103,16 +105,45 @@ impl From<io::Error> for Failure {
 
 pub(crate) type CliResult<T = ()> = std::result::Result<T, Failure>;
 
+/// The store `--store` / `MISSION_BUS_STORE` names when it is not a sled
+/// directory (those become `--data`): set for the current command.
+static STORE_OVERRIDE: std::sync::Mutex<Option<mission_bus::StoreUrl>> =
+    std::sync::Mutex::new(None);
+
+fn set_store_override(url: Option<mission_bus::StoreUrl>) {
+    *STORE_OVERRIDE.lock().unwrap_or_else(|p| p.into_inner()) = url;
+}
+
+/// The PostgreSQL (or other non-directory) store of this command, if any.
+pub(crate) fn store_override() -> Option<mission_bus::StoreUrl> {
+    STORE_OVERRIDE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+}
+
 /// Run the command line `args` (program name first) and return the exit code.
 pub fn run<I, T>(args: I) -> i32
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    let mut cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => return clap_failure(e),
     };
+    set_store_override(None);
+    if let Some(store) = cli.store.take() {
+        match mission_bus::StoreUrl::parse(&store) {
+            Ok(mission_bus::StoreUrl::Sled(path)) => cli.data = path,
+            Ok(url) => set_store_override(Some(url)),
+            Err(e) => {
+                let f = Failure::from(e);
+                let _ = writeln!(io::stderr().lock(), "error: {}", one_line(&f.message));
+                return f.code;
+            }
+        }
+    }
     if matches!(cli.command, args::Command::Mcp) {
         // MCP owns stdout (the protocol's channel): no lock held here.
         return match mcp::run(cli.server.as_deref(), cli.token.as_deref(), &cli.data) {

@@ -68,6 +68,8 @@ impl From<Error> for ApiError {
             Error::ParticipantNotFound { .. } => (S::NOT_FOUND, "participant_not_found"),
             Error::CheckpointNotFound { .. } => (S::NOT_FOUND, "checkpoint_not_found"),
             Error::HandoffNotFound { .. } => (S::NOT_FOUND, "handoff_not_found"),
+            Error::ProfileNotFound { .. } => (S::NOT_FOUND, "profile_not_found"),
+            Error::CellNotFound { .. } => (S::NOT_FOUND, "cell_not_found"),
             Error::MissionExists { .. } => (S::CONFLICT, "mission_exists"),
             Error::ParticipantExists { .. } => (S::CONFLICT, "participant_exists"),
             Error::SequenceConflict { .. } => (S::CONFLICT, "sequence_conflict"),

@@ -31,6 +31,7 @@ mod admin;
 mod auth;
 mod backup;
 mod batch;
+mod cells;
 mod console;
 mod error;
 mod lifecycle;
@@ -63,8 +64,13 @@ use crate::MissionBus;
 /// How to run the server.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// Data directory (held exclusively while serving).
+    /// Data directory (held exclusively while serving). With `store` set to
+    /// a PostgreSQL database, only the admin token file (by default) and
+    /// `server.url` live here.
     pub data: PathBuf,
+    /// The store to serve when it is not the sled store in `data` (e.g. a
+    /// PostgreSQL database: several servers may serve one).
+    pub store: Option<crate::StoreUrl>,
     /// Address to listen on (default `127.0.0.1:7411`).
     pub listen: SocketAddr,
     /// Where the admin token is read from / written to (default `DATA/admin.token`).
@@ -229,7 +235,14 @@ pub const SERVER_URL_FILE: &str = "server.url";
 /// `admin token: PATH`.
 pub fn serve_blocking(opts: ServeOptions) -> Result<()> {
     let limits = Limits::default();
-    let bus = MissionBus::open(&opts.data)?;
+    let bus = match &opts.store {
+        Some(url) => {
+            let bus = MissionBus::builder_url(url.clone()).open()?;
+            std::fs::create_dir_all(&opts.data).map_err(|e| Error::io(&opts.data, e))?;
+            bus
+        }
+        None => MissionBus::open(&opts.data)?,
+    };
     let token_path = opts
         .admin_token_file
         .clone()

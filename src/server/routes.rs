@@ -87,6 +87,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/missions/{m}/batch", post(super::batch::post_batch))
         .route("/metrics", get(super::metrics::metrics))
         .merge(super::admin::routes())
+        .merge(super::cells::routes())
         .route("/v1/openapi.json", get(super::openapi::document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -191,11 +191,18 @@ impl Remote {
             .map_err(|e| Http::Other(Failure::other(format!("reading the server's answer: {e}"))))
     }
 
-    fn get(&self, path: &str, query: &[(&str, String)]) -> CliResult<Value> {
+    /// The server's address, `http://HOST:PORT`.
+    pub(super) fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET path?query`: the JSON answer.
+    pub(super) fn get(&self, path: &str, query: &[(&str, String)]) -> CliResult<Value> {
         Ok(self.call(Method::Get, path, query, None)?)
     }
 
-    fn post(&self, path: &str, body: Value) -> CliResult<Value> {
+    /// `POST path` with a JSON body: the JSON answer.
+    pub(super) fn post(&self, path: &str, body: Value) -> CliResult<Value> {
         Ok(self.call(Method::Post, path, &[], Some(body))?)
     }
 
@@ -264,7 +271,7 @@ pub(crate) fn exit_code(status: u16, code: &str) -> i32 {
 }
 
 /// Percent-encode one path segment.
-fn seg(s: &str) -> String {
+pub(super) fn seg(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -1,9 +1,10 @@
-//! The storage seam: the ONLY module that touches sled.
+//! The sled backend: the embedded default, and the ONLY code that touches
+//! sled.
 //!
 //! It owns the trees, the one atomic write (a multi-tree transaction per
 //! commit group), scans, index lookups, the flush policy, snapshots and the
-//! structural half of verification. Everything above it speaks in missions,
-//! sequences and [`Event`]s. See `docs/format.md` for the bytes.
+//! structural half of verification (`verify.rs`). Everything above it speaks
+//! in missions, sequences and [`Event`]s. See `docs/format.md` for the bytes.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -13,44 +14,17 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 use uuid::Uuid;
 
+use super::{hex, Chain, Durability, EventIter, Index, PlannedAppend, RawRecords, StoreOptions};
 use crate::codec::{self, Hash, GENESIS};
 use crate::error::{Error, Result};
-use crate::event::{Event, EventBody, EventType};
+use crate::event::{Event, EventBody};
 use crate::keys::{self, MissionNo};
-use crate::verify::{Problem, VerifyReport};
 
 mod backup;
 mod side;
+mod verify;
 
-/// When an append is acknowledged, relative to the disk.
-///
-/// The default, [`Durability::Sync`], never acknowledges an event that a
-/// process crash or a power cut could lose. Every mode keeps the log a
-/// consistent prefix of what was written; they differ in what an
-/// acknowledgement promises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Durability {
-    /// The default: flush sled's log and `fdatasync` its data file while the
-    /// group's heads are written to the commit ledger and `fdatasync`ed on
-    /// another thread, then confirm them in the ledger (plain write), before
-    /// acknowledging. An acknowledged event survives a process crash
-    /// (kill -9) and a power cut (if the disk honours flushes). Group commit
-    /// shares the two syncs among every request of a commit group.
-    #[default]
-    Sync,
-    /// Flush sled's log and write the ledger entry to the OS (no fsync)
-    /// before acknowledging: survives a crash of the process (kill -9), not
-    /// necessarily a power cut (sled's flush ends in `sync_file_range`).
-    Flush,
-    /// Acknowledge once the event is in memory; sled's background flusher
-    /// writes it within `flush_every_ms` (500 ms by default). A crash can
-    /// lose everything acknowledged in that window (the log stays a
-    /// consistent prefix). The commit ledger is only written when the bus
-    /// closes (after a real flush), so losses of a crashed `Relaxed` session
-    /// are not reported as missing. For bulk loads you can redo.
-    Relaxed,
-}
+pub(crate) use backup::CopyCounts;
 
 /// The name of a sled tree, for errors and docs.
 const TREE_MISSIONS: &str = "missions";
@@ -78,42 +52,6 @@ const EVENT_IDS_LAYOUT: u8 = 2;
 /// How long opening waits for a directory lock that is held.
 const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Secondary indexes: id -> `[mission][seq]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Index {
-    Checkpoints,
-    Handoffs,
-    EventIds,
-}
-
-/// Settings the store is opened with.
-#[derive(Debug, Clone)]
-pub(crate) struct StoreOptions {
-    pub(crate) cache_capacity: u64,
-    pub(crate) flush_every_ms: Option<u64>,
-    /// Create the directory and an empty store when none is there. When
-    /// false, opening a directory without a store is `StoreNotFound` and
-    /// nothing is created.
-    pub(crate) create_if_missing: bool,
-}
-
-/// Events planned for one mission in one commit: their sequences were
-/// assigned by the planner as `prev_seq + 1 ..`, and the transaction checks
-/// them against the head it reads.
-#[derive(Debug)]
-pub(crate) struct PlannedAppend {
-    pub(crate) mission: MissionNo,
-    /// The mission's string id (version-2 records carry it).
-    pub(crate) mission_id: String,
-    /// Register the mission's string id in the same transaction (creation).
-    pub(crate) register: Option<String>,
-    /// Overwrite event-id index entries left by an interrupted import (the
-    /// planner checked that every existing entry is such a leftover).
-    pub(crate) replace_orphan_ids: bool,
-    pub(crate) prev_seq: u64,
-    pub(crate) events: Vec<Event>,
-}
-
 /// Why a commit transaction aborted. The planner rules these out, so they
 /// mean a bug or a second writer; nothing is written either way.
 #[derive(Debug)]
@@ -133,7 +71,7 @@ enum Abort {
     BadHead(MissionNo),
 }
 
-pub(crate) struct Store {
+pub(crate) struct SledStore {
     path: PathBuf,
     db: sled::Db,
     missions: sled::Tree,
@@ -148,8 +86,8 @@ pub(crate) struct Store {
     mission_no_base: u64,
 }
 
-impl Store {
-    pub(crate) fn open(path: &Path, opts: &StoreOptions) -> Result<Store> {
+impl SledStore {
+    pub(crate) fn open(path: &Path, opts: &StoreOptions) -> Result<SledStore> {
         if !opts.create_if_missing && !path.join("db").is_file() {
             return Err(Error::StoreNotFound {
                 path: path.to_path_buf(),
@@ -188,7 +126,7 @@ impl Store {
         Self::open_trees(path, db).map_err(|e| e.in_dir(path))
     }
 
-    fn open_trees(path: &Path, db: sled::Db) -> Result<Store> {
+    fn open_trees(path: &Path, db: sled::Db) -> Result<SledStore> {
         let meta = db.open_tree(TREE_META)?;
         match meta.get(META_FORMAT)? {
             // A version-1 store is upgraded in place: only this key changes
@@ -221,7 +159,7 @@ impl Store {
         };
         let event_ids = db.open_tree(TREE_EVENT_IDS)?;
         migrate_event_ids(&meta, &event_ids)?;
-        Ok(Store {
+        Ok(SledStore {
             path: path.to_path_buf(),
             mission_no_base,
             missions: db.open_tree(TREE_MISSIONS)?,
@@ -380,25 +318,28 @@ impl Store {
 
     /// Stream a mission's events with sequences in `from..=to`, in order,
     /// checking checksums and contiguity as it goes. Constant memory. For
-    /// internal state loads; readers get [`Store::scan_chained`].
+    /// internal state loads; readers get [`SledStore::scan_chained`].
     pub(crate) fn scan(&self, mission: MissionNo, name: &str, from: u64, to: u64) -> EventIter {
         let from = from.max(1);
         let inner = (from <= to).then(|| {
-            self.events
-                .range(keys::event_key(mission, from)..=keys::event_key(mission, to))
+            let name = name.to_string();
+            let range = self
+                .events
+                .range(keys::event_key(mission, from)..=keys::event_key(mission, to));
+            let records = range.map(move |item| {
+                let (k, v) = item?;
+                let seq = keys::parse_event_key(&k)
+                    .filter(|(m, _)| *m == mission)
+                    .map(|(_, s)| s)
+                    .ok_or_else(|| Error::corruption(&name, None, "malformed event key"))?;
+                Ok((seq, v))
+            });
+            Box::new(Guarded::new(records, &self.path)) as RawRecords
         });
-        EventIter {
-            inner,
-            mission,
-            name: name.to_string(),
-            expected: from,
-            to,
-            failed: false,
-            chain: None,
-        }
+        EventIter::new(inner, mission, name, from, to)
     }
 
-    /// [`Store::scan`] that also follows the hash chain: every record must
+    /// [`SledStore::scan`] that also follows the hash chain: every record must
     /// carry the hash of the one before it, and the last one (`to`) must hash
     /// to `to_hash` (the head's hash when `to` is the head) or, below the
     /// head, to what record `to + 1` says. A rewritten, swapped or forged
@@ -443,7 +384,7 @@ impl Store {
 
     /// Write a commit group in one transaction: events, index entries,
     /// heads and mission registrations, all or nothing. Returns each plan's
-    /// new head `(seq, hash)`. Not yet durable: call [`Store::flush`].
+    /// new head `(seq, hash)`. Not yet durable: call [`SledStore::flush`].
     pub(crate) fn commit(&self, plans: &[PlannedAppend]) -> Result<Vec<(u64, Hash)>> {
         let trees = (
             &self.missions,
@@ -543,7 +484,7 @@ impl Store {
     /// Remember a token hash as belonging to participant `name` of `mission`.
     /// With `revoke_others`, every other token of that participant is
     /// removed in the same atomic batch. Returns how many were revoked.
-    /// Not durable until the next [`Store::flush`].
+    /// Not durable until the next [`SledStore::flush`].
     pub(crate) fn put_token(
         &self,
         hash: &[u8; 32],
@@ -585,247 +526,6 @@ impl Store {
     /// Bytes the store occupies on disk.
     pub(crate) fn size_on_disk(&self) -> Result<u64> {
         Ok(self.db.size_on_disk()?)
-    }
-
-    /// Check one mission's log, chain, head and index entries.
-    pub(crate) fn verify(&self, mission: MissionNo, name: &str) -> Result<VerifyReport> {
-        let mut report = VerifyReport {
-            mission_id: name.to_string(),
-            events_checked: 0,
-            head_sequence: 0,
-            head_hash: String::new(),
-            problems: Vec::new(),
-        };
-        let problem = |report: &mut VerifyReport, seq: Option<u64>, what: String| {
-            if report.problems.len() < VerifyReport::MAX_PROBLEMS {
-                report.problems.push(Problem {
-                    sequence: seq,
-                    what,
-                });
-            }
-        };
-        // The chain hash the next record must carry; None after a damaged
-        // record, so one fault is reported once rather than at every record.
-        let mut prev: Option<Hash> = Some(GENESIS);
-        let mut expected = 1u64;
-        let mut last_seq = 0u64;
-        for item in self.events.scan_prefix(keys::mission_key(mission)) {
-            let (k, v) = item?;
-            report.events_checked += 1;
-            let Some((_, seq)) = keys::parse_event_key(&k) else {
-                problem(
-                    &mut report,
-                    None,
-                    format!("malformed event key {:02x?}", k.as_ref()),
-                );
-                prev = None;
-                continue;
-            };
-            if seq != expected {
-                let what = if seq > expected {
-                    format!(
-                        "sequence {seq} follows {}: sequence {expected} is missing",
-                        expected - 1
-                    )
-                } else {
-                    format!("sequence {seq} is out of order")
-                };
-                problem(&mut report, Some(seq), what);
-                prev = None;
-            }
-            expected = seq + 1;
-            last_seq = seq;
-            if let Err(e) = codec::check_record(&v) {
-                problem(&mut report, Some(seq), e);
-                prev = None;
-                continue;
-            }
-            // A record that does not decode is reported as such first; the
-            // chain is still followed through it (its hash is well defined).
-            let decoded = codec::decode_event(seq, &v);
-            if let Err(e) = &decoded {
-                problem(&mut report, Some(seq), e.clone());
-            }
-            let stored_prev = codec::prev_hash(&v);
-            if let Some(p) = prev {
-                if p != stored_prev {
-                    problem(
-                        &mut report,
-                        Some(seq),
-                        format!(
-                            "hash chain broken: record expects previous hash {}, previous record hashes to {}",
-                            hex(&stored_prev),
-                            hex(&p)
-                        ),
-                    );
-                }
-            }
-            prev = Some(codec::record_hash(&k, &v));
-            if v[0] != codec::FORMAT_V1 && codec::frame(&v).is_ok_and(|f| f.mission_id != name) {
-                // Not named: it may be another mission's id.
-                problem(
-                    &mut report,
-                    Some(seq),
-                    "record carries another mission's id (moved or forged)".into(),
-                );
-            }
-            let Ok(event) = decoded else {
-                continue;
-            };
-            match (&event.body, seq) {
-                (EventBody::MissionCreated { mission_id, .. }, 1) if mission_id != name => problem(
-                    &mut report,
-                    Some(1),
-                    format!("creation record names mission '{mission_id}'"),
-                ),
-                (EventBody::MissionCreated { .. }, 1) => {}
-                (_, 1) => problem(
-                    &mut report,
-                    Some(1),
-                    format!(
-                        "first record is a {}, not mission_created",
-                        event.event_type()
-                    ),
-                ),
-                (EventBody::MissionCreated { .. }, _) => problem(
-                    &mut report,
-                    Some(seq),
-                    "a second mission_created record".to_string(),
-                ),
-                _ => {}
-            }
-            let key = keys::event_key(mission, seq);
-            let expect_index = |report: &mut VerifyReport, index: Index| -> Result<()> {
-                let found = match index {
-                    Index::EventIds => self
-                        .event_ids
-                        .get(keys::event_id_key(mission, event.id.as_bytes()))?,
-                    _ => self.index_tree(index).get(event.id.as_bytes())?,
-                };
-                match found {
-                    Some(v) if v.as_ref() == key => {}
-                    Some(v) => problem(
-                        report,
-                        Some(seq),
-                        format!(
-                            "{} index entry for {} points at {}",
-                            index_name(index),
-                            event.id,
-                            describe_target(&v)
-                        ),
-                    ),
-                    None => problem(
-                        report,
-                        Some(seq),
-                        format!("{} index has no entry for {}", index_name(index), event.id),
-                    ),
-                }
-                Ok(())
-            };
-            expect_index(&mut report, Index::EventIds)?;
-            match &event.body {
-                EventBody::Checkpoint { .. } => expect_index(&mut report, Index::Checkpoints)?,
-                EventBody::Handoff { checkpoint_id, .. } => {
-                    expect_index(&mut report, Index::Handoffs)?;
-                    match self.lookup(Index::Checkpoints, checkpoint_id)? {
-                        Some((m, s)) if m == mission && s < seq => {}
-                        _ => problem(
-                            &mut report,
-                            Some(seq),
-                            format!("handoff names checkpoint {checkpoint_id}, which is not an earlier checkpoint of this mission"),
-                        ),
-                    }
-                }
-                _ => {}
-            }
-        }
-        match self.heads.get(keys::mission_key(mission))? {
-            None if last_seq > 0 => problem(&mut report, None, "head entry is missing".into()),
-            None => {}
-            Some(v) => match keys::parse_head(&v) {
-                None => problem(&mut report, None, "head entry is malformed".into()),
-                Some((head_seq, head_hash)) => {
-                    report.head_sequence = head_seq;
-                    report.head_hash = hex(&head_hash);
-                    if head_seq > last_seq {
-                        problem(
-                            &mut report,
-                            Some(last_seq + 1),
-                            format!("head is sequence {head_seq} but the log ends at {last_seq}: records {}..={head_seq} are missing", last_seq + 1),
-                        );
-                    } else if head_seq < last_seq {
-                        problem(
-                            &mut report,
-                            Some(head_seq + 1),
-                            format!(
-                                "log holds records past the head ({head_seq}) up to {last_seq}"
-                            ),
-                        );
-                    } else if prev.is_some_and(|p| p != head_hash) {
-                        problem(
-                            &mut report,
-                            Some(head_seq),
-                            "head hash does not match the last record's hash (the log was rewritten)".into(),
-                        );
-                    }
-                }
-            },
-        }
-        // Reverse direction: every index entry pointing into this mission
-        // points at an event with that id and of that kind.
-        for index in [Index::EventIds, Index::Checkpoints, Index::Handoffs] {
-            // `event_ids` is scoped: only this mission's prefix can point here.
-            let entries = match index {
-                Index::EventIds => self.event_ids.scan_prefix(keys::mission_key(mission)),
-                _ => self.index_tree(index).iter(),
-            };
-            for item in entries {
-                let (key, target) = item?;
-                let id = match index {
-                    Index::EventIds => key.subslice(8, key.len().saturating_sub(8)),
-                    _ => key,
-                };
-                let Some((m, seq)) = keys::parse_event_key(&target) else {
-                    continue;
-                };
-                if m != mission {
-                    continue;
-                }
-                let ok = match self.events.get(&target)? {
-                    Some(v) => match codec::decode_event(seq, &v) {
-                        Ok(e) => {
-                            e.id.as_bytes() == id.as_ref()
-                                && match index {
-                                    Index::EventIds => true,
-                                    Index::Checkpoints => e.event_type() == EventType::Checkpoint,
-                                    Index::Handoffs => e.event_type() == EventType::Handoff,
-                                }
-                        }
-                        Err(_) => true, // already reported above
-                    },
-                    None => false,
-                };
-                if !ok {
-                    let id = Uuid::from_slice(&id)
-                        .map(|u| u.to_string())
-                        .unwrap_or_else(|_| hex(&id));
-                    problem(
-                        &mut report,
-                        Some(seq),
-                        format!(
-                            "{} index entry {id} points at a record that is not that {}",
-                            index_name(index),
-                            match index {
-                                Index::EventIds => "event",
-                                Index::Checkpoints => "checkpoint",
-                                Index::Handoffs => "handoff",
-                            }
-                        ),
-                    );
-                }
-            }
-        }
-        Ok(report)
     }
 }
 
@@ -989,9 +689,49 @@ fn make_private(path: &Path) {
     }
 }
 
+/// [`contain_panic`] for a call that returns a `Result` already.
+pub(crate) fn guard<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    contain_panic(path, f)?
+}
+
+/// A sled iterator whose panics (on damaged pages read lazily) become one
+/// `Error::Damaged` item, after which it ends.
+pub(crate) struct Guarded<I> {
+    inner: I,
+    path: PathBuf,
+    done: bool,
+}
+
+impl<I> Guarded<I> {
+    pub(crate) fn new(inner: I, path: &Path) -> Self {
+        Guarded {
+            inner,
+            path: path.to_path_buf(),
+            done: false,
+        }
+    }
+}
+
+impl<T, I: Iterator<Item = Result<T>>> Iterator for Guarded<I> {
+    type Item = Result<T>;
+
+    fn next(&mut self) -> Option<Result<T>> {
+        if self.done {
+            return None;
+        }
+        match contain_panic(&self.path, || self.inner.next()) {
+            Ok(item) => item,
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
 /// Run a sled call that may panic on damaged bytes, turning a panic into
 /// an integrity error naming the data file.
-fn contain_panic<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T> {
+pub(crate) fn contain_panic<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
         let what = p
             .downcast_ref::<&str>()
@@ -1005,89 +745,33 @@ fn contain_panic<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T> {
     })
 }
 
-/// Lowercase hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+#[cfg(test)]
+mod panic_tests {
+    use super::*;
 
-/// Streaming replay of one mission's log: `Result<Event>` per record, in
-/// sequence order, in constant memory. A damaged record, a gap or (for the
-/// streams of `MissionBus::replay` and `MissionBus::events`) a record out of
-/// place in the hash chain ends the stream with `Error::Corruption`.
-pub struct EventIter {
-    inner: Option<sled::Iter>,
-    mission: MissionNo,
-    name: String,
-    expected: u64,
-    to: u64,
-    failed: bool,
-    chain: Option<Chain>,
-}
-
-/// What a chain-checking [`EventIter`] expects: the hash the next record
-/// must carry, and the hash the record at `to` must have.
-struct Chain {
-    prev: Hash,
-    last: Hash,
-}
-
-impl Iterator for EventIter {
-    type Item = Result<Event>;
-
-    fn next(&mut self) -> Option<Result<Event>> {
-        if self.failed {
-            return None;
-        }
-        let item = match self.inner.as_mut()?.next() {
-            Some(item) => item,
-            None if self.expected <= self.to && self.to != u64::MAX => {
-                // The caller asked up to a head that the log does not reach.
-                self.failed = true;
-                return Some(Err(Error::corruption(
-                    &self.name,
-                    Some(self.expected),
-                    format!("record missing (log ends before sequence {})", self.to),
-                )));
+    #[test]
+    fn a_panic_inside_sled_becomes_one_damaged_error_naming_the_file() {
+        let path = Path::new("/data/store");
+        let mut n = 0;
+        let panicky = std::iter::from_fn(move || {
+            n += 1;
+            if n == 3 {
+                panic!("page 7 is garbage");
             }
-            None => return None,
-        };
-        let result = item.map_err(Error::from).and_then(|(k, v)| {
-            let (m, seq) = keys::parse_event_key(&k)
-                .filter(|(m, _)| *m == self.mission)
-                .ok_or_else(|| Error::corruption(&self.name, None, "malformed event key"))?;
-            debug_assert_eq!(m, self.mission);
-            if seq != self.expected {
-                return Err(Error::corruption(
-                    &self.name,
-                    Some(self.expected),
-                    format!("record missing (next record is sequence {seq})"),
-                ));
-            }
-            let corrupt = |e: String| Error::corruption(&self.name, Some(seq), e);
-            codec::check_record(&v).map_err(corrupt)?;
-            if let Some(chain) = self.chain.as_mut() {
-                if codec::prev_hash(&v) != chain.prev {
-                    return Err(corrupt(
-                        "hash chain broken: the record does not follow the one before it \
-                         (rewritten, moved or forged; run verify)"
-                            .into(),
-                    ));
-                }
-                chain.prev = codec::record_hash(&k, &v);
-                if seq == self.to && chain.prev != chain.last {
-                    return Err(corrupt(
-                        "hash chain broken: the record does not match the hash the log \
-                         records after it (rewritten or forged; run verify)"
-                            .into(),
-                    ));
-                }
-            }
-            codec::decode_checked(seq, &v).map_err(corrupt)
+            Some(Ok::<u32, Error>(n))
         });
-        match &result {
-            Ok(_) => self.expected += 1,
-            Err(_) => self.failed = true,
+        let items: Vec<Result<u32>> = Guarded::new(panicky, path).collect();
+        assert_eq!(items.len(), 3, "two items, the error, then the end");
+        assert!(matches!(items[1], Ok(2)));
+        match &items[2] {
+            Err(Error::Damaged { file, reason }) => {
+                assert_eq!(file, &path.join("db"));
+                assert!(reason.contains("page 7 is garbage"), "{reason}");
+            }
+            other => panic!("expected Damaged, got {other:?}"),
         }
-        Some(result)
+        let r: Result<u32> = guard(path, || panic!("boom"));
+        assert!(matches!(r, Err(Error::Damaged { .. })));
+        assert!(matches!(guard(path, || Ok(5)), Ok(5)));
     }
 }

@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use super::{
-    keys, Store, META_MISSION_NO_BASE, TREE_EVENTS, TREE_META, TREE_MISSIONS, TREE_TOKENS,
+    keys, SledStore, META_MISSION_NO_BASE, TREE_EVENTS, TREE_META, TREE_MISSIONS, TREE_TOKENS,
 };
 use crate::codec;
 use crate::error::{Error, Result};
@@ -25,7 +25,7 @@ pub(crate) struct CopyCounts {
     pub(crate) tokens: u64,
 }
 
-impl Store {
+impl SledStore {
     /// Copy every tree into a new sled database at `to` (which the caller
     /// checked is absent or empty), flush it and close it.
     pub(crate) fn copy_to(&self, to: &Path) -> Result<CopyCounts> {

@@ -12,11 +12,12 @@
 
 use std::sync::Mutex;
 
-use super::Store;
+use super::SledStore;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::keys::{self, MissionNo};
+use crate::store::StoredConsumer;
 
 const TREE_CONSUMERS: &str = "consumers";
 /// Version byte of `consumers` values.
@@ -25,15 +26,6 @@ const CONSUMER_VERSION: u8 = 1;
 /// Serializes consumer writes (monotone update + per-participant bound).
 /// One process owns a data directory, so a process-wide lock is enough.
 static CONSUMER_WRITES: Mutex<()> = Mutex::new(());
-
-/// One stored consumer position.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StoredConsumer {
-    pub(crate) participant: String,
-    pub(crate) consumer: String,
-    pub(crate) position: u64,
-    pub(crate) updated_us: i64,
-}
 
 fn consumer_prefix(mission: MissionNo, participant: Option<&str>) -> Vec<u8> {
     let mut k = keys::mission_key(mission).to_vec();
@@ -78,7 +70,7 @@ fn malformed() -> Error {
     Error::corruption("(consumers tree)", None, "consumer entry is malformed")
 }
 
-impl Store {
+impl SledStore {
     fn consumers_tree(&self) -> Result<sled::Tree> {
         Ok(self.db.open_tree(TREE_CONSUMERS)?)
     }
@@ -100,7 +92,7 @@ impl Store {
     /// Move a consumer's position up to `position` (never down). A new
     /// consumer is refused (`Err(count)`) when the participant already has
     /// `max`. Returns the position now stored. Not durable until
-    /// [`Store::flush`].
+    /// [`SledStore::flush`].
     pub(crate) fn advance_consumer(
         &self,
         mission: MissionNo,
@@ -177,7 +169,7 @@ impl Store {
     }
 
     /// Remove every token of participant `name` of `mission`. Returns how
-    /// many. Not durable until [`Store::flush`].
+    /// many. Not durable until [`SledStore::flush`].
     pub(crate) fn revoke_tokens(&self, mission: MissionNo, name: &str) -> Result<u64> {
         let mut batch = sled::Batch::default();
         let mut n = 0;
