@@ -365,10 +365,7 @@ impl Host for Remote {
             "sender": name, "profile": profile, "mechanism": mechanism.as_str(),
             "workspace": workspace, "command": command,
         });
-        let answer = self.post(
-            &format!("/v1/admin/missions/{}/cells", seg(mission)),
-            body,
-        )?;
+        let answer = self.post(&format!("/v1/admin/missions/{}/cells", seg(mission)), body)?;
         let event = answer["event"].clone();
         let token = answer["token"]
             .as_str()
