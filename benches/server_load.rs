@@ -31,8 +31,7 @@
 //! own 2-worker runtime with the default limits. Every level uses a fresh
 //! data directory.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -305,135 +304,9 @@ fn run_server(agents: usize, total: usize, payload: &str) -> Outcome {
 
 // ----- PostgreSQL ----------------------------------------------------------------
 
-/// A throwaway PostgreSQL cluster, stopped (immediately) when dropped.
-struct Postgres {
-    dir: PathBuf,
-    bin: PathBuf,
-    port: u16,
-}
-
-fn as_postgres(cmd: &str) -> std::io::Result<std::process::Output> {
-    Command::new("su")
-        .args(["postgres", "-s", "/bin/bash", "-c", cmd])
-        .output()
-}
-
-fn pg_bin() -> Result<PathBuf, String> {
-    let root = Path::new("/usr/lib/postgresql");
-    let mut versions: Vec<_> = std::fs::read_dir(root)
-        .map_err(|_| "PostgreSQL is not installed (no /usr/lib/postgresql)".to_string())?
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|b| b.join("initdb").exists())
-        .collect();
-    versions.sort();
-    versions
-        .pop()
-        .ok_or_else(|| "no initdb under /usr/lib/postgresql".to_string())
-}
-
-impl Postgres {
-    fn start() -> Result<Postgres, String> {
-        let bin = pg_bin()?;
-        if Command::new("pgbench").arg("--version").output().is_err() {
-            return Err("pgbench is not on PATH".into());
-        }
-        let has_user = Command::new("id")
-            .arg("postgres")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !has_user {
-            return Err("there is no 'postgres' user to run the server as".into());
-        }
-        let dir = std::env::temp_dir().join(format!("mb-pgbench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let chown = Command::new("chown")
-            .args(["postgres:postgres", dir.to_str().unwrap()])
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !chown.success() {
-            return Err("cannot chown the cluster directory to postgres (not root?)".into());
-        }
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let d = dir.display();
-        let b = bin.display();
-        let out = as_postgres(&format!("{b}/initdb -D {d}/d -A trust -U postgres"))
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!(
-                "initdb failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let pg = Postgres {
-            dir: dir.clone(),
-            bin: bin.clone(),
-            port,
-        };
-        let out = as_postgres(&format!(
-            "{b}/pg_ctl -D {d}/d -l {d}/log -o \"-p {port} -k {d} -c listen_addresses=127.0.0.1 \
-             -c fsync=on -c synchronous_commit=on -c max_connections=100\" -w start"
-        ))
-        .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!(
-                "pg_ctl start failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let sql = "CREATE TABLE events (mission bigint NOT NULL, seq bigserial, \
-                   body bytea NOT NULL, PRIMARY KEY (mission, seq));";
-        let out = as_postgres(&format!(
-            "psql -h {d} -p {port} -U postgres -d postgres -q -c '{sql}'"
-        ))
-        .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!(
-                "create table failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        std::fs::write(
-            dir.join("insert.sql"),
-            "INSERT INTO events (mission, body) VALUES (1, convert_to(repeat('x', 117), 'UTF8'));\n",
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(pg)
-    }
-
-    /// Transactions per second of pgbench with `clients` clients.
-    fn pgbench(&self, clients: usize, seconds: u64) -> Result<f64, String> {
-        let d = self.dir.display();
-        let out = as_postgres(&format!(
-            "pgbench -n -c {clients} -j 2 -T {seconds} -f {d}/insert.sql -h {d} -p {} -U postgres postgres",
-            self.port
-        ))
-        .map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.lines()
-            .find(|l| l.starts_with("tps = "))
-            .and_then(|l| l[6..].split_whitespace().next()?.parse().ok())
-            .ok_or_else(|| {
-                format!(
-                    "pgbench printed no tps: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                )
-            })
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = as_postgres(&format!(
-            "{}/pg_ctl -D {}/d -m immediate -w stop",
-            self.bin.display(),
-            self.dir.display()
-        ));
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+/// The throwaway cluster shared with the tests and the PostgreSQL bench.
+#[path = "../tests/util/pg.rs"]
+mod pg;
 
 // ----- report --------------------------------------------------------------------
 
@@ -500,11 +373,11 @@ fn main() {
         }
     }
     let mut pg64 = None;
-    match Postgres::start() {
+    match pg::try_cluster() {
         Err(why) => println!("postgres         n/a   ({why})"),
         Ok(pg) => {
             for clients in [1usize, 64] {
-                match pg.pgbench(clients, pg_seconds) {
+                match pg.pgbench_insert("postgres", clients, pg_seconds) {
                     Ok(tps) => {
                         println!(
                             "{:<10} {clients:>7} {:>8} {tps:>10.0} {:>8} {:>8} {:>8} {:>8}   load {}",

@@ -72,8 +72,8 @@ pub use bus::{
     MAX_ARTIFACTS, MAX_NAME_BYTES, MAX_RECORD_BYTES, MAX_TEXT_BYTES, MAX_TOPIC_BYTES,
 };
 pub use bus::{
-    ConsumerPosition, EventFilter, EventPage, ResumeSource, MAX_CONSUMERS_PER_PARTICIPANT,
-    MAX_LEASE_MS,
+    ConsumerPosition, CopyReport, EventFilter, EventPage, ResumeSource,
+    MAX_CONSUMERS_PER_PARTICIPANT, MAX_LEASE_MS,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventBody, EventType, Json, OPERATOR};

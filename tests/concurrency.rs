@@ -10,6 +10,8 @@
 //! - Many concurrent appenders across missions: all acknowledged, contiguous,
 //!   verifiable, and the rebuilt state equals the live state.
 
+mod util;
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -19,7 +21,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 fn open(dir: &std::path::Path) -> MissionBus {
-    MissionBus::open(dir).expect("open")
+    util::bus_at(dir).expect("open")
 }
 
 fn publish(topic: &str, payload: serde_json::Value) -> Action {
@@ -483,4 +485,10 @@ fn many_concurrent_appenders_across_missions() {
     assert_eq!(total, THREADS * EACH, "extra or missing events");
     let ids: HashSet<Uuid> = acked.iter().map(|a| a.2).collect();
     assert_eq!(ids.len(), acked.len(), "an id was acknowledged twice");
+}
+
+/// Every test above, again on PostgreSQL (skipped, saying so, without it).
+#[test]
+fn postgres_half() {
+    util::postgres_half();
 }

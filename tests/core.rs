@@ -1,6 +1,8 @@
 //! The library core, at the level agents use it: roles, streams, handoffs,
 //! resume packets, config, JSON documents, mission isolation.
 
+mod util;
+
 use mission_bus::{
     document, Action, AppendOptions, Capability, Error, ErrorKind, Event, EventBody, EventType,
     Json, MissionBus, MissionConfig, NewMission,
@@ -11,7 +13,7 @@ use uuid::Uuid;
 
 fn open() -> (TempDir, MissionBus) {
     let dir = tempfile::tempdir().unwrap();
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     (dir, bus)
 }
 
@@ -567,7 +569,7 @@ fn profiles_config_defaults_file_and_errors() {
     }
 
     // A mission with a custom config enforces it.
-    let bus = MissionBus::open(dir.path().join("store")).unwrap();
+    let bus = util::bus_at(dir.path().join("store")).unwrap();
     let cfg = MissionConfig::from_json_str(
         r#"{"roles": {"lead": ["publish"], "scribe": ["publish", "read"]}}"#,
         None,
@@ -802,7 +804,7 @@ fn lookups_go_through_the_index_not_the_log() {
     // so that loading the state after the reopen does not replay either.)
     let dir = tempfile::tempdir().unwrap();
     let open = || {
-        MissionBus::builder(dir.path())
+        util::builder_at(dir.path())
             .snapshot_every(1)
             .open()
             .unwrap()
@@ -819,7 +821,15 @@ fn lookups_go_through_the_index_not_the_log() {
         let h = bus.handoff("m", "ada", "bob", cp.id, "").unwrap();
         (cp, h, msg.sequence)
     };
-    {
+    if util::postgres_mode() {
+        util::pg_sql(
+            dir.path(),
+            &format!(
+                "UPDATE mb_events SET record = set_byte(record, length(record) - 1, \
+                 get_byte(record, length(record) - 1) # 255) WHERE seq = {msg_seq}"
+            ),
+        );
+    } else {
         let db = sled::open(dir.path()).unwrap();
         let events = db.open_tree("events").unwrap();
         let first = events.iter().next().unwrap().unwrap().0;
@@ -924,4 +934,10 @@ fn subscribers_see_durable_events_and_missions_do_not_crowd_each_other() {
         everything.try_recv(),
         Err(TryRecvError::Lagged(_))
     ));
+}
+
+/// Every test above, again on PostgreSQL (skipped, saying so, without it).
+#[test]
+fn postgres_half() {
+    util::postgres_half();
 }

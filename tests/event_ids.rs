@@ -3,6 +3,8 @@
 //! with the old store-wide index (the format-v1 fixture) are migrated on open
 //! and keep their idempotency.
 
+mod util;
+
 use std::path::Path;
 
 use mission_bus::{Action, AppendOptions, ErrorKind, MissionBus, NewMission};
@@ -32,7 +34,7 @@ fn two_missions(bus: &MissionBus) {
 #[test]
 fn the_same_event_id_lives_independently_in_two_missions() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     two_missions(&bus);
     let id = Uuid::now_v7();
     let a = bus.append("ma", "lead", msg("a"), &with_id(id)).unwrap();
@@ -57,7 +59,7 @@ fn the_same_event_id_lives_independently_in_two_missions() {
     // And it all survives a reopen.
     bus.close();
     drop(bus);
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     assert_eq!(bus.append("mb", "lead", msg("b"), &with_id(id)).unwrap(), b);
     assert!(bus.verify("ma").unwrap().is_intact());
 }
@@ -65,7 +67,7 @@ fn the_same_event_id_lives_independently_in_two_missions() {
 #[test]
 fn importing_a_log_whose_ids_exist_in_another_mission_is_allowed() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     two_missions(&bus);
     bus.publish("ma", "lead", "t", serde_json::json!(1).into())
         .unwrap();
@@ -114,12 +116,15 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn a_store_with_the_old_index_is_migrated_and_keeps_its_idempotency() {
+    if util::sled_only("sled's event_ids layout 1 migration") {
+        return;
+    }
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-v1/store");
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&fixture, dir.path());
     for round in 0..2 {
         // Twice: the second open finds the layout key and changes nothing.
-        let bus = MissionBus::open(dir.path()).unwrap();
+        let bus = util::bus_at(dir.path()).unwrap();
         for m in ["fixture-1", "fixture-2"] {
             assert!(bus.verify(m).unwrap().is_intact(), "{m}, open {round}");
         }
@@ -151,4 +156,10 @@ fn a_store_with_the_old_index_is_migrated_and_keeps_its_idempotency() {
         );
         bus.close();
     }
+}
+
+/// Every test above, again on PostgreSQL (skipped, saying so, without it).
+#[test]
+fn postgres_half() {
+    util::postgres_half();
 }

@@ -3,6 +3,8 @@
 //! the resume fallback, membership changes, consumer positions and
 //! filtered reads. Time is always passed explicitly: no test sleeps.
 
+mod util;
+
 use chrono::{DateTime, Duration, Utc};
 use mission_bus::{
     Error, ErrorKind, Event, EventFilter, EventType, HandoffStatus, MissionBus, NewMission,
@@ -13,7 +15,7 @@ use tempfile::TempDir;
 
 fn open() -> (TempDir, MissionBus) {
     let dir = tempfile::tempdir().unwrap();
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     (dir, bus)
 }
 
@@ -212,7 +214,7 @@ fn a_lapsed_lease_returns_the_work_and_the_next_agent_resumes_right() {
     // Replay after a reopen rebuilds the same lifecycle.
     let before = (*bus.state("m").unwrap()).clone();
     drop(bus);
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     assert_eq!(*bus.state("m").unwrap(), before);
     assert_eq!(bus.rebuild_state("m").unwrap(), before);
 }
@@ -398,7 +400,7 @@ fn consumer_positions_are_monotone_bounded_and_survive_reopen() {
     let all = bus.consumers("m", None).unwrap();
     assert_eq!(all.len(), mission_bus::MAX_CONSUMERS_PER_PARTICIPANT);
     drop(bus);
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     assert_eq!(bus.consumer_position("m", "bob", "main").unwrap(), 10);
     // Acknowledgements write no log events.
     assert_eq!(bus.state("m").unwrap().head, head);
@@ -480,4 +482,10 @@ fn filters_by_type_sender_recipient_topic_bounds_order_and_limit() {
         )
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
+}
+
+/// Every test above, again on PostgreSQL (skipped, saying so, without it).
+#[test]
+fn postgres_half() {
+    util::postgres_half();
 }

@@ -5,6 +5,8 @@
 //! state rebuilt by replaying the log from scratch, and after a reopen the
 //! state loaded from snapshot + tail must equal both.
 
+mod util;
+
 use std::collections::BTreeMap;
 
 use chrono::{Duration, Utc};
@@ -86,7 +88,7 @@ fn check(bus: &MissionBus, model: &Model) {
 fn run(ops: Vec<Op>, snapshot_every: u64) {
     let dir = tempfile::tempdir().unwrap();
     let open = || {
-        MissionBus::builder(dir.path())
+        util::builder_at(dir.path())
             .snapshot_every(snapshot_every)
             .open()
             .unwrap()
@@ -236,4 +238,10 @@ proptest! {
     fn lifecycle_replay_equals_live_without_snapshots(ops in proptest::collection::vec(op(), 1..25)) {
         run(ops, 0);
     }
+}
+
+/// Every test above, again on PostgreSQL (skipped, saying so, without it).
+#[test]
+fn postgres_half() {
+    util::postgres_half();
 }

@@ -4,6 +4,8 @@
 //! state rebuilt by replaying the log, also across reopen and with
 //! snapshots on or off.
 
+mod util;
+
 use std::collections::BTreeMap;
 
 use mission_bus::{Action, AppendOptions, MissionBus, NewMission};
@@ -109,7 +111,7 @@ fn check(bus: &MissionBus, model: &Model) {
 fn run(ops: Vec<Op>, snapshot_every: u64) {
     let dir = tempfile::tempdir().unwrap();
     let open = || {
-        MissionBus::builder(dir.path())
+        util::builder_at(dir.path())
             .snapshot_every(snapshot_every)
             .open()
             .unwrap_or_else(|e| panic!("reopen: {e:?}"))
@@ -302,4 +304,10 @@ proptest! {
     fn live_state_equals_replay_without_snapshots(ops in proptest::collection::vec(op(), 1..60)) {
         run(ops, 0);
     }
+}
+
+/// Every test above, again on PostgreSQL (skipped, saying so, without it).
+#[test]
+fn postgres_half() {
+    util::postgres_half();
 }

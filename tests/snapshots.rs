@@ -2,16 +2,15 @@
 //! plus the events after it), ignored and rebuilt from the log when missing,
 //! damaged, stale or built by another reducer version.
 
+mod util;
+
 use std::path::Path;
 
-use mission_bus::{Error, Json, MissionBus, NewMission, REDUCER_VERSION};
+use mission_bus::{Error, Json, NewMission, REDUCER_VERSION};
 use serde_json::json;
 
 fn build(dir: &Path, every: u64, events: u64) -> mission_bus::MissionState {
-    let bus = MissionBus::builder(dir)
-        .snapshot_every(every)
-        .open()
-        .unwrap();
+    let bus = util::builder_at(dir).snapshot_every(every).open().unwrap();
     bus.create_mission(NewMission::new("m", "snap").lead("lead"))
         .unwrap();
     bus.join("m", "ada", "write", Json::empty_object()).unwrap();
@@ -49,11 +48,14 @@ fn damage_event(events: &sled::Tree, seq: u64) {
 
 #[test]
 fn a_valid_snapshot_means_only_the_tail_is_read() {
+    if util::sled_only("edits sled's snapshots and events trees") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let live = build(dir.path(), 10, 35);
     // Damage an event the snapshot (at 30) covers: loading must not read it.
     with_trees(dir.path(), |events, _| damage_event(events, 5));
-    let bus = MissionBus::builder(dir.path())
+    let bus = util::builder_at(dir.path())
         .snapshot_every(10)
         .open()
         .unwrap();
@@ -69,7 +71,7 @@ fn a_valid_snapshot_means_only_the_tail_is_read() {
     drop(bus);
     // Without the snapshot the same load replays and fails loudly.
     with_trees(dir.path(), |_, snaps| snaps.clear().unwrap());
-    let bus = MissionBus::builder(dir.path())
+    let bus = util::builder_at(dir.path())
         .snapshot_every(10)
         .open()
         .unwrap();
@@ -84,6 +86,9 @@ fn a_valid_snapshot_means_only_the_tail_is_read() {
 
 #[test]
 fn a_damaged_snapshot_is_ignored_and_the_state_rebuilt() {
+    if util::sled_only("edits sled's snapshots and events trees") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let live = build(dir.path(), 10, 25);
     with_trees(dir.path(), |_, snaps| {
@@ -93,7 +98,7 @@ fn a_damaged_snapshot_is_ignored_and_the_state_rebuilt() {
         v[at] ^= 0xff;
         snaps.insert(k, v).unwrap();
     });
-    let bus = MissionBus::builder(dir.path())
+    let bus = util::builder_at(dir.path())
         .snapshot_every(10)
         .open()
         .unwrap();
@@ -102,6 +107,9 @@ fn a_damaged_snapshot_is_ignored_and_the_state_rebuilt() {
 
 #[test]
 fn a_snapshot_whose_record_changed_is_stale() {
+    if util::sled_only("edits sled's snapshots and events trees") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let live = build(dir.path(), 10, 25);
     // The snapshot names sequence 20 and that record's hash; rewriting the
@@ -116,7 +124,7 @@ fn a_snapshot_whose_record_changed_is_stale() {
         };
         events.insert(key, other).unwrap();
     });
-    let bus = MissionBus::builder(dir.path())
+    let bus = util::builder_at(dir.path())
         .snapshot_every(10)
         .open()
         .unwrap();
@@ -140,6 +148,9 @@ fn a_snapshot_whose_record_changed_is_stale() {
 
 #[test]
 fn a_snapshot_from_another_reducer_version_is_ignored() {
+    if util::sled_only("edits sled's snapshots and events trees") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let live = build(dir.path(), 10, 25);
     with_trees(dir.path(), |events, snaps| {
@@ -152,7 +163,7 @@ fn a_snapshot_from_another_reducer_version_is_ignored() {
         // Were the snapshot used, this damage would go unnoticed.
         damage_event(events, 3);
     });
-    let bus = MissionBus::builder(dir.path())
+    let bus = util::builder_at(dir.path())
         .snapshot_every(10)
         .open()
         .unwrap();
@@ -172,6 +183,9 @@ fn a_snapshot_from_another_reducer_version_is_ignored() {
 
 #[test]
 fn snapshots_are_written_every_n_events_and_survive_reopen() {
+    if util::sled_only("edits sled's snapshots and events trees") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let live = build(dir.path(), 7, 30);
     let db_seq = {
@@ -181,10 +195,16 @@ fn snapshots_are_written_every_n_events_and_survive_reopen() {
         u64::from_be_bytes(v[9..17].try_into().unwrap())
     };
     assert_eq!(db_seq, 28, "snapshots at 7, 14, 21, 28");
-    let bus = MissionBus::builder(dir.path())
+    let bus = util::builder_at(dir.path())
         .snapshot_every(7)
         .open()
         .unwrap();
     assert_eq!(*bus.state("m").unwrap(), live);
     assert_eq!(bus.rebuild_state("m").unwrap(), live);
+}
+
+/// Every test above, again on PostgreSQL (skipped, saying so, without it).
+#[test]
+fn postgres_half() {
+    util::postgres_half();
 }

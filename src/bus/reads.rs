@@ -20,7 +20,18 @@ impl MissionBus {
     pub(super) fn cached(&self, mission: &str) -> Result<Arc<Cached>> {
         let no = self.mission_no(mission)?;
         if let Some(c) = self.inner.shared.cached(no) {
-            return Ok(c);
+            let store = self.inner.store();
+            // On a shared store other processes move heads too: one indexed
+            // read tells whether the published state is still the latest.
+            if !store.is_shared() || store.head(no, mission)?.0 == c.state.head {
+                return Ok(c);
+            }
+            self.inner
+                .shared
+                .cache
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&no);
         }
         self.send(|reply| Job::Load {
             mission: mission.to_string(),

@@ -47,7 +47,7 @@ struct Pending {
 
 /// How often a commit group is planned again after another process moved
 /// a head under it (each time against freshly read state).
-const STALE_RETRIES: u32 = 8;
+const STALE_RETRIES: u32 = 64;
 
 /// Whether a failed commit means "the cached state is stale" on a shared
 /// store: another process moved a head, took a mission name or an event
@@ -205,6 +205,49 @@ impl Writer {
         Ok(cached)
     }
 
+    /// Fold the events other processes appended since the published state
+    /// into it (shared stores). Fails when the mission is not cached or
+    /// anything read is wrong: the caller then forgets it.
+    fn refresh(&self, no: MissionNo) -> Result<()> {
+        let c = self
+            .shared
+            .cached(no)
+            .ok_or_else(|| Error::corruption(format!("#{no}"), None, "not cached"))?;
+        let name = self
+            .shared
+            .name_of(no)
+            .ok_or_else(|| Error::corruption(format!("#{no}"), None, "not named"))?;
+        let (head, hash) = self.store.head(no, &name)?;
+        if head == c.state.head {
+            return Ok(());
+        }
+        let mut state = (*c.state).clone();
+        for event in self.store.scan(no, &name, c.state.head + 1, head) {
+            state.apply(&event?);
+        }
+        let fresh = Arc::new(Cached {
+            no,
+            state: Arc::new(state),
+            hash,
+            snapshot_seq: c.snapshot_seq,
+        });
+        self.shared
+            .cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(no, fresh);
+        Ok(())
+    }
+
+    /// Drop a mission's cached state (it is loaded again from the store).
+    fn forget(&self, no: MissionNo) {
+        self.shared
+            .cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&no);
+    }
+
     /// A snapshot is used only if it decodes, was built by this reducer
     /// version, is not past the head, and the record it names still hashes
     /// to the hash it recorded.
@@ -261,7 +304,17 @@ impl Writer {
                 })?;
             match group.staged.get(&no) {
                 Some(c) => c.clone(),
-                None => (*self.load(no, mission)?).clone(),
+                None => {
+                    let c = self.load(no, mission)?;
+                    if self.store.is_shared() && expected.is_some_and(|e| e != c.state.head) {
+                        // Other processes may have moved the head: decide on
+                        // the database's state, not this process's cache.
+                        self.forget(no);
+                        (*self.load(no, mission)?).clone()
+                    } else {
+                        (*c).clone()
+                    }
+                }
             }
         };
         let no = cached.no;
@@ -665,15 +718,23 @@ impl Writer {
                 }
             }
             Err(e) => {
-                let mut cache = self.shared.cache.write().unwrap_or_else(|p| p.into_inner());
+                let replan = attempt < STALE_RETRIES && self.store.is_shared() && is_stale(&e);
                 for no in group.staged.keys() {
-                    cache.remove(no);
+                    // Bring the published state up to the database's head
+                    // (only the events other processes added are read).
+                    if !replan || self.refresh(*no).is_err() {
+                        self.forget(*no);
+                    }
                 }
-                drop(cache);
-                if attempt < STALE_RETRIES && self.store.is_shared() && is_stale(&e) {
+                if replan {
                     // Another process wrote first: plan every request again
-                    // against the state re-read from the database.
+                    // against the state re-read from the database, after a
+                    // short random pause so that racing processes spread out.
                     tracing::debug!(error = %e, attempt, "shared store moved: planning the group again");
+                    if attempt > 0 {
+                        let us = Uuid::new_v4().as_u128() % (200 * u128::from(attempt.min(20)));
+                        std::thread::sleep(std::time::Duration::from_micros(us as u64));
+                    }
                     let mut next = Group::default();
                     for p in group.pending {
                         let Some((mission, drafts, expected)) = p.retry else {

@@ -242,6 +242,18 @@ pub(crate) enum Command {
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
     },
+    /// Copy a whole store into another, across backends (sled to
+    /// PostgreSQL and back): every mission keeps its ids, timestamps and
+    /// head hash; progress on stderr, both sides verified at the end.
+    /// Tokens and consumer positions are not copied.
+    Copy {
+        /// The store to read: a path, sled:PATH or postgres://...
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The store to fill (it must hold none of the missions).
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
     /// Recover every intact event of a damaged store into a new store,
     /// reading the raw files (never through sled). Exit 0 when everything
     /// came back and matches the ledger, 6 when anything was lost (the

@@ -202,6 +202,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             writeln!(out, "{report}")?;
             Ok(())
         }
+        Command::Copy { from, to } => copy(out, &from, &to),
         Command::Serve { .. }
         | Command::Demo
         | Command::Salvage { .. }
@@ -258,6 +259,39 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
         Command::Salvage { damaged, to } => salvage(out, &damaged, &to),
         other => super::lifecycle::run(other, &connect, out),
     }
+}
+
+/// `mission-bus copy`: progress lines on stderr, the report (missions,
+/// events, every head) as JSON on stdout.
+fn copy(out: &mut dyn Write, from: &str, to: &str) -> CliResult {
+    let (from, to) = (
+        mission_bus::StoreUrl::parse(from)?,
+        mission_bus::StoreUrl::parse(to)?,
+    );
+    let source = MissionBus::builder_url(from.clone())
+        .create_if_missing(false)
+        .open()?;
+    let target = MissionBus::builder_url(to.clone()).open()?;
+    let mut err = std::io::stderr().lock();
+    let report = source.copy_into(&target, |mission, done, total| {
+        if done == 0 || done == total {
+            let _ = writeln!(
+                err,
+                "copy {from} -> {to}: mission {mission}: {done}/{total} events"
+            );
+        }
+    })?;
+    let heads: Vec<Value> = report
+        .heads
+        .iter()
+        .map(|(m, seq, hash)| json!({"mission_id": m, "head_sequence": seq, "head_hash": hash}))
+        .collect();
+    writeln!(
+        out,
+        "{}",
+        json!({"missions": report.missions, "events": report.events, "verified": true, "heads": heads})
+    )?;
+    Ok(())
 }
 
 /// `mission-bus salvage`: the report always goes to stdout (flushed before

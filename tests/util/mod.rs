@@ -384,3 +384,106 @@ fn parse(text: &str, shown: &str) -> Value {
     serde_json::from_str(text)
         .unwrap_or_else(|e| panic!("`{shown}` printed non-JSON ({e}): {text}"))
 }
+
+// ----- the backends: the conformance suite runs its tests on both -----------
+
+pub mod pg;
+
+/// The variable that runs a test binary's tests on PostgreSQL.
+pub const BACKEND_VAR: &str = "MISSION_BUS_TEST_BACKEND";
+
+/// True when this test process runs its tests on PostgreSQL.
+pub fn postgres_mode() -> bool {
+    std::env::var(BACKEND_VAR).as_deref() == Ok("postgres")
+}
+
+/// Where the store "at" `dir` lives: the sled directory itself, or (in
+/// PostgreSQL mode) a database of its own, made on first use and
+/// remembered for this process so that reopening finds the same one (the
+/// directory itself is left untouched).
+pub fn store_url(dir: &Path) -> mission_bus::StoreUrl {
+    if let Some(url) = pg_url(dir) {
+        return mission_bus::StoreUrl::parse(&url).unwrap();
+    }
+    mission_bus::StoreUrl::Sled(dir.to_path_buf())
+}
+
+/// PostgreSQL mode: the database URL standing for `dir` (made on first use).
+pub fn pg_url(dir: &Path) -> Option<String> {
+    static DBS: std::sync::Mutex<Option<std::collections::HashMap<PathBuf, String>>> =
+        std::sync::Mutex::new(None);
+    if !postgres_mode() {
+        return None;
+    }
+    let c = pg::cluster()?;
+    let mut dbs = DBS.lock().unwrap_or_else(|p| p.into_inner());
+    let url = dbs
+        .get_or_insert_with(Default::default)
+        .entry(dir.to_path_buf())
+        .or_insert_with(|| c.database());
+    Some(url.clone())
+}
+
+/// `MissionBus::open` on the store at `dir` (see [`store_url`]).
+pub fn bus_at(dir: impl AsRef<Path>) -> mission_bus::Result<mission_bus::MissionBus> {
+    builder_at(dir).open()
+}
+
+/// `MissionBus::builder` on the store at `dir` (see [`store_url`]).
+pub fn builder_at(dir: impl AsRef<Path>) -> mission_bus::MissionBusBuilder {
+    mission_bus::MissionBus::builder_url(store_url(dir.as_ref()))
+}
+
+/// The PostgreSQL half of a test binary: run this same binary again with
+/// [`BACKEND_VAR`]=postgres (every test but this one) and require it to
+/// pass. Prints `skipped: PostgreSQL half (...)` where PostgreSQL cannot
+/// run, and passes.
+pub fn postgres_half() {
+    if postgres_mode() {
+        return;
+    }
+    let why = pg::pg_bin().err().or_else(|| {
+        (!Command::new("id")
+            .arg("postgres")
+            .output()
+            .is_ok_and(|o| o.status.success()))
+        .then(|| "there is no 'postgres' user to run the server as".to_string())
+    });
+    if let Some(why) = why {
+        println!("skipped: PostgreSQL half ({why})");
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env(BACKEND_VAR, "postgres")
+        .args(["--skip", "postgres_half", "--test-threads", "2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("test result") || l.contains("FAILED") || l.contains("skipped"))
+        .collect();
+    println!("PostgreSQL half: {}", summary.join(" | "));
+    assert!(
+        out.status.success(),
+        "the PostgreSQL half failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// PostgreSQL mode: run SQL on the database of the store at `dir`.
+pub fn pg_sql(dir: &Path, sql: &str) -> String {
+    let url = pg_url(dir).expect("a PostgreSQL store here");
+    let db = url.rsplit('/').next().unwrap().to_string();
+    pg::cluster().unwrap().psql(&db, sql).unwrap()
+}
+
+/// True (after saying so) in PostgreSQL mode, for a test of sled's own
+/// bytes (trees, layouts): the caller returns.
+pub fn sled_only(what: &str) -> bool {
+    if postgres_mode() {
+        println!("sled only: {what}");
+        return true;
+    }
+    false
+}
