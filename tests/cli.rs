@@ -3,9 +3,10 @@
 //! has also survived that process exiting.
 //!
 //! tests/cli_remote.rs runs these same cases with `--server` against a
-//! `mission-bus serve` on the data dir (`Dir::new` there starts one), so the
-//! two modes are held to the same outputs and exit codes. Cases about the
-//! files themselves use `Dir::local`.
+//! `mission-bus serve` on the data dir (`Dir::new` there starts one) with
+//! the admin token, and tests/cli_participant.rs with each `--as`
+//! participant's own token, so the modes are held to the same outputs and
+//! exit codes. Cases about the files themselves use `Dir::local`.
 
 pub(crate) mod util;
 

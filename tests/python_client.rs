@@ -185,7 +185,7 @@ fn langgraph_conformance_suite() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "base capabilities and copy_thread must all pass"
+        "every base and extended capability must pass"
     );
     for cap in [
         "put",
@@ -194,6 +194,8 @@ fn langgraph_conformance_suite() {
         "list",
         "delete_thread",
         "copy_thread",
+        "prune",
+        "delete_for_runs",
     ] {
         assert!(
             text.lines()
@@ -202,5 +204,10 @@ fn langgraph_conformance_suite() {
         );
     }
     assert!(text.contains("conformance: base capabilities all passed"));
-    assert!(text.contains("conformance: copy_thread passed"));
+    for cap in ["copy_thread", "prune", "delete_for_runs"] {
+        assert!(
+            text.contains(&format!("conformance: {cap} passed")),
+            "{cap}"
+        );
+    }
 }

@@ -700,3 +700,195 @@ fn consumer_positions_survive_a_sigkill_of_the_server() {
         "not_found",
     );
 }
+
+/// The admin endpoints the CLI's `--server` mode uses with the admin
+/// token (lifecycle steps, role and removal as a named participant, ack,
+/// expire at a given time, filtered replay), and the checked `sender` of
+/// the participant endpoints: every bad input is a clear error that
+/// writes nothing.
+#[test]
+fn admin_acts_as_named_participants_and_bad_input_writes_nothing() {
+    let srv = TestServer::start();
+    let base = srv.base();
+    let c = seeded(&base);
+    let (admin, ada, bob) = (&c["admin"], &c["ada"], &c["bob"]);
+    let cp = checkpoint(ada, 1);
+    let h = offer(ada, "bob", &cp);
+    let head = |who: &Client| {
+        who.get("/v1/missions/m").1["head_sequence"]
+            .as_u64()
+            .unwrap()
+    };
+    let write = |body: Value| admin.post("/v1/admin/missions/m/events", body);
+
+    // Refused, nothing written: a step by someone who is not the
+    // recipient, an unknown handoff, an unknown field, a step its status
+    // does not allow, a forged sender on the ordinary endpoint, a
+    // participant token on the admin endpoint.
+    let before = head(admin);
+    let (s, v) = write(json!({"type": "accept", "sender": "cy", "handoff_id": h}));
+    assert!(s == 403 || s == 409, "{s} {v}");
+    assert_status(
+        write(json!({"type": "accept", "sender": "bob",
+                     "handoff_id": "01a2350d-0000-7000-8000-000000000000"})),
+        404,
+        "handoff_not_found",
+    );
+    assert_status(
+        write(json!({"type": "accept", "sender": "bob", "handoff_id": h, "colour": 1})),
+        400,
+        "invalid_body",
+    );
+    assert_status(
+        write(json!({"type": "complete", "sender": "bob", "handoff_id": h})),
+        409,
+        "conflict",
+    );
+    assert_status(
+        ada.post(
+            &format!("/v1/missions/m/handoffs/{h}/accept"),
+            json!({"sender": "bob"}),
+        ),
+        403,
+        "sender_mismatch",
+    );
+    assert_status(
+        bob.post(
+            "/v1/admin/missions/m/events",
+            json!({"type": "accept", "sender": "bob", "handoff_id": h}),
+        ),
+        403,
+        "admin_only",
+    );
+    assert_eq!(head(admin), before, "the refused calls wrote nothing");
+
+    // The admin accepts as bob; bob's own token then holds the lease.
+    let (s, v) =
+        write(json!({"type": "accept", "sender": "bob", "handoff_id": h, "lease_ms": 1000}));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        (v["event_type"].as_str(), v["sender"].as_str()),
+        (Some("handoff_accepted"), Some("bob"))
+    );
+    let hb = bob.post(
+        &format!("/v1/missions/m/handoffs/{h}/heartbeat"),
+        json!({"sender": "bob", "lease_ms": 1000}),
+    );
+    assert_eq!(hb.0, 201, "{}", hb.1);
+
+    // Expire at an explicit time: a bad time is refused, a later one
+    // returns the work to ada.
+    assert_status(
+        admin.post(
+            "/v1/admin/expire",
+            json!({"mission_id": "m", "at": "tomorrow"}),
+        ),
+        400,
+        "invalid_body",
+    );
+    assert_status(ada.post("/v1/admin/expire", json!({})), 403, "admin_only");
+    let v = admin.ok(
+        "POST",
+        "/v1/admin/expire",
+        Some(json!({"mission_id": "m", "at": "2999-01-01T00:00:00Z"})),
+    );
+    let expired: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(expired, ["handoff_expired"]);
+    let info = admin.get(&format!("/v1/missions/m/handoffs/{h}")).1;
+    assert_eq!(
+        (info["status"].as_str(), info["returned_to"].as_str()),
+        (Some("expired"), Some("ada"))
+    );
+
+    // Role and removal as the operator or a named lead (not a writer).
+    let (s, v) = write(json!({"type": "role", "sender": "ada", "name": "cy", "role": "read"}));
+    assert_eq!(s, 403, "{v}");
+    let v = admin.ok(
+        "POST",
+        "/v1/admin/missions/m/events",
+        Some(json!({"type": "role", "sender": "lead", "name": "cy", "role": "read"})),
+    );
+    assert_eq!(
+        (v["event_type"].as_str(), v["sender"].as_str()),
+        (Some("role_changed"), Some("lead"))
+    );
+    let v = admin.ok(
+        "POST",
+        "/v1/admin/missions/m/events",
+        Some(json!({"type": "remove", "name": "cy"})),
+    );
+    assert_eq!(v["event_type"], "participant_removed");
+    assert_status(c["cy"].get("/v1/missions/m/events"), 401, "unknown_token");
+
+    // Ack for a participant; past the head and unknown participants refused.
+    let at = head(admin);
+    let v = admin.ok(
+        "POST",
+        "/v1/admin/missions/m/ack",
+        Some(json!({"participant": "otto", "consumer": "main", "sequence": 3})),
+    );
+    assert_eq!(v["position"], 3);
+    let (s, _) = admin.post(
+        "/v1/admin/missions/m/ack",
+        json!({"participant": "otto", "consumer": "main", "sequence": at + 10}),
+    );
+    assert_eq!(s, 400);
+    let (s, _) = admin.post(
+        "/v1/admin/missions/m/ack",
+        json!({"participant": "nobody", "consumer": "main", "sequence": 1}),
+    );
+    assert!(s == 403 || s == 404, "{s}");
+
+    // Filtered replay as a reader: from otto's consumer, only handoff
+    // events, newest first; the reader's `read` is checked.
+    let page = admin.get("/v1/admin/missions/m/replay?as=otto&type=handoff_accepted&type=handoff_expired&order=desc").1;
+    let types: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["handoff_expired", "handoff_accepted"]);
+    let page = admin
+        .get("/v1/admin/missions/m/replay?as=otto&consumer=main&limit=1")
+        .1;
+    assert_eq!(page["events"][0]["sequence"], 4);
+    assert_status(
+        admin.get("/v1/admin/missions/m/replay?from=1"),
+        400,
+        "invalid_query",
+    );
+    assert_status(
+        admin.get("/v1/admin/missions/m/replay?as=otto&colour=red"),
+        400,
+        "invalid_query",
+    );
+    let (s, _) = admin.get("/v1/admin/missions/m/replay?as=nobody");
+    assert_eq!(s, 403);
+
+    // Tokens: rotate=false keeps the earlier ones.
+    let v = admin.ok(
+        "POST",
+        "/v1/missions/m/participants/ada/token",
+        Some(json!({"rotate": false})),
+    );
+    assert_eq!(v["revoked"], 0);
+    assert_eq!(
+        ada.get("/v1/missions/m").0,
+        200,
+        "ada's first token still works"
+    );
+    assert_status(
+        admin.post(
+            "/v1/missions/m/participants/ada/token",
+            json!({"rotate": "yes"}),
+        ),
+        400,
+        "invalid_body",
+    );
+}

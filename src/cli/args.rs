@@ -44,7 +44,9 @@ pub(crate) struct Cli {
     pub server: Option<String>,
 
     /// Bearer token for --server: the admin token acts as the operator (as
-    /// the CLI does on the files), so `--as NAME` is checked against NAME's role.
+    /// the CLI does on the files), so `--as NAME` is checked against NAME's
+    /// role; a participant's token acts as that participant (`--as` must
+    /// name it).
     #[arg(
         long,
         global = true,
@@ -227,8 +229,10 @@ pub(crate) enum Command {
     /// Tell a mission's story end to end on the data directory.
     Demo,
     /// Serve the Model Context Protocol on stdio: tools to publish,
-    /// checkpoint, hand off, resume, read and verify, against --server
-    /// (token from MISSION_BUS_TOKEN) or the data directory.
+    /// checkpoint, hand off, accept (and the other lifecycle steps), list
+    /// handoffs and checkpoints, resume, read and verify, against --server
+    /// (token from MISSION_BUS_TOKEN) or the data directory. Set
+    /// MISSION_BUS_MCP_LOG (a log filter such as `debug`) to log to stderr.
     Mcp,
     /// Copy the whole store, consistently, into a new directory that opens
     /// as a store (run while no server holds the data directory; a running

@@ -7,8 +7,12 @@
 use std::io::Write;
 use std::path::Path;
 
+use chrono::{DateTime, Utc};
 use mission_bus::document::{self, event_to_json};
-use mission_bus::{Action, AppendOptions, Event, Json, MissionBus, MissionConfig, NewMission};
+use mission_bus::{
+    Action, AppendOptions, ConsumerPosition, Event, EventFilter, Json, MissionBus, MissionConfig,
+    NewMission, OPERATOR,
+};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -65,6 +69,105 @@ pub(crate) trait Backend {
     /// Copy the whole store, consistently, into `to` (on the machine that
     /// holds the store); the backup report.
     fn backup(&self, to: &Path) -> CliResult<Value>;
+
+    // ----- the resuming agent's API (issue 12) -----
+
+    /// A handoff lifecycle step by `actor`; the stored event.
+    fn step(&self, mission: &str, actor: &str, step: &StepArgs) -> CliResult<Value>;
+    /// Expire the leases that lapsed by `at` (default now) in one mission
+    /// or all; the expiry events.
+    fn expire(&self, mission: Option<&str>, at: Option<DateTime<Utc>>) -> CliResult<Vec<Value>>;
+    /// Handoff records, everyone's or those addressed to `recipient`.
+    fn handoffs(&self, mission: &str, recipient: Option<&str>) -> CliResult<Vec<Value>>;
+    /// The checkpoint event with this id.
+    fn checkpoint(&self, mission: &str, id: Uuid) -> CliResult<Value>;
+    /// The latest checkpoint of `by`, or of anyone.
+    fn latest_checkpoint(&self, mission: &str, by: Option<&str>) -> CliResult<Value>;
+    /// Checkpoints newest first: of `by` (or anyone), below `before`, at most `limit`.
+    fn checkpoints(
+        &self,
+        mission: &str,
+        by: Option<&str>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> CliResult<Vec<Value>>;
+    /// Change `name`'s role, as the lead `by` or the operator.
+    fn change_role(
+        &self,
+        mission: &str,
+        name: &str,
+        role: &str,
+        by: Option<&str>,
+    ) -> CliResult<Value>;
+    /// Remove `name`, as the lead `by` or the operator.
+    fn remove(&self, mission: &str, name: &str, by: Option<&str>) -> CliResult<Value>;
+    /// A new token for `name` (`rotate`: its earlier ones revoked):
+    /// `{mission_id, name, token, revoked}`.
+    fn token(&self, mission: &str, name: &str, rotate: bool) -> CliResult<Value>;
+    /// Acknowledge up to `sequence` for `participant`'s `consumer`:
+    /// `{participant, consumer, position}`.
+    fn ack(
+        &self,
+        mission: &str,
+        participant: &str,
+        consumer: &str,
+        sequence: u64,
+    ) -> CliResult<Value>;
+    /// Consumer positions, everyone's or `participant`'s.
+    fn consumers(&self, mission: &str, participant: Option<&str>) -> CliResult<Vec<Value>>;
+    /// One page of a filtered read by `reader` (needs `read`): the events
+    /// and where the next page starts (`from`, or `to` newest first).
+    fn read_page(
+        &self,
+        mission: &str,
+        reader: &str,
+        filter: &EventFilter,
+        consumer: Option<&str>,
+    ) -> CliResult<(Vec<Value>, Option<u64>)>;
+}
+
+/// Which handoff lifecycle step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StepKind {
+    Accept,
+    Heartbeat,
+    Complete,
+    Decline,
+    Release,
+}
+
+impl StepKind {
+    /// Its name in the CLI, the HTTP paths and the MCP tools.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Accept => "accept",
+            StepKind::Heartbeat => "heartbeat",
+            StepKind::Complete => "complete",
+            StepKind::Decline => "decline",
+            StepKind::Release => "release",
+        }
+    }
+}
+
+/// A lifecycle step's arguments.
+#[derive(Debug, Clone)]
+pub(crate) struct StepArgs {
+    pub kind: StepKind,
+    pub handoff: Uuid,
+    /// Lease length (accept, heartbeat).
+    pub lease_ms: u64,
+    /// Note (complete, decline, release).
+    pub note: String,
+}
+
+/// A consumer position as the commands print it.
+pub(crate) fn consumer_json(c: &ConsumerPosition) -> Value {
+    serde_json::json!({
+        "participant": c.participant,
+        "consumer": c.consumer,
+        "position": c.position,
+        "updated_at": c.updated_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    })
 }
 
 /// Environment variable: the largest store (bytes) copied aside before an
@@ -287,6 +390,129 @@ impl Backend for Local {
 
     fn backup(&self, to: &Path) -> CliResult<Value> {
         Ok(self.bus.backup(to)?.to_json())
+    }
+
+    fn step(&self, mission: &str, me: &str, s: &StepArgs) -> CliResult<Value> {
+        let (bus, id) = (&self.bus, s.handoff);
+        let e = match s.kind {
+            StepKind::Accept => bus.accept_handoff(mission, me, id, s.lease_ms)?,
+            StepKind::Heartbeat => bus.heartbeat(mission, me, id, s.lease_ms)?,
+            StepKind::Complete => bus.complete_handoff(mission, me, id, &s.note)?,
+            StepKind::Decline => bus.decline_handoff(mission, me, id, &s.note)?,
+            StepKind::Release => bus.release_handoff(mission, me, id, &s.note)?,
+        };
+        Ok(event_to_json(&e))
+    }
+
+    fn expire(&self, mission: Option<&str>, at: Option<DateTime<Utc>>) -> CliResult<Vec<Value>> {
+        let at = at.unwrap_or_else(Utc::now);
+        let missions = match mission {
+            Some(m) => vec![m.to_string()],
+            None => self.bus.mission_ids(),
+        };
+        let mut out = Vec::new();
+        for m in missions {
+            out.extend(self.bus.expire_leases(&m, at)?.iter().map(event_to_json));
+        }
+        Ok(out)
+    }
+
+    fn handoffs(&self, mission: &str, recipient: Option<&str>) -> CliResult<Vec<Value>> {
+        let list = self.bus.handoffs(mission, recipient)?;
+        Ok(list.iter().map(document::handoff_info_to_json).collect())
+    }
+
+    fn checkpoint(&self, mission: &str, id: Uuid) -> CliResult<Value> {
+        Ok(event_to_json(&self.bus.checkpoint_in(mission, &id)?))
+    }
+
+    fn latest_checkpoint(&self, mission: &str, by: Option<&str>) -> CliResult<Value> {
+        let e = match by {
+            Some(who) => self.bus.latest_checkpoint(mission, who)?,
+            None => match self.bus.checkpoints(mission, None, None, 1)?.pop() {
+                Some(e) => e,
+                None => {
+                    return Err(Failure::new(
+                        EXIT_NOT_FOUND,
+                        format!("mission '{mission}' has no checkpoint"),
+                    ))
+                }
+            },
+        };
+        Ok(event_to_json(&e))
+    }
+
+    fn checkpoints(
+        &self,
+        mission: &str,
+        by: Option<&str>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> CliResult<Vec<Value>> {
+        let list = self.bus.checkpoints(mission, by, before, limit)?;
+        Ok(list.iter().map(event_to_json).collect())
+    }
+
+    fn change_role(
+        &self,
+        mission: &str,
+        name: &str,
+        role: &str,
+        by: Option<&str>,
+    ) -> CliResult<Value> {
+        let by = by.unwrap_or(OPERATOR);
+        Ok(event_to_json(
+            &self.bus.change_role(mission, by, name, role)?,
+        ))
+    }
+
+    fn remove(&self, mission: &str, name: &str, by: Option<&str>) -> CliResult<Value> {
+        let by = by.unwrap_or(OPERATOR);
+        Ok(event_to_json(
+            &self.bus.remove_participant(mission, by, name)?,
+        ))
+    }
+
+    fn token(&self, mission: &str, name: &str, rotate: bool) -> CliResult<Value> {
+        let (token, revoked) = if rotate {
+            self.bus.reissue_token(mission, name)?
+        } else {
+            (self.bus.issue_token(mission, name)?, 0)
+        };
+        Ok(serde_json::json!({
+            "mission_id": mission, "name": name, "token": token, "revoked": revoked,
+        }))
+    }
+
+    fn ack(
+        &self,
+        mission: &str,
+        participant: &str,
+        consumer: &str,
+        sequence: u64,
+    ) -> CliResult<Value> {
+        let position = self.bus.ack(mission, participant, consumer, sequence)?;
+        Ok(serde_json::json!({
+            "participant": participant, "consumer": consumer, "position": position,
+        }))
+    }
+
+    fn consumers(&self, mission: &str, participant: Option<&str>) -> CliResult<Vec<Value>> {
+        let list = self.bus.consumers(mission, participant)?;
+        Ok(list.iter().map(consumer_json).collect())
+    }
+
+    fn read_page(
+        &self,
+        mission: &str,
+        reader: &str,
+        filter: &EventFilter,
+        consumer: Option<&str>,
+    ) -> CliResult<(Vec<Value>, Option<u64>)> {
+        let page = self
+            .bus
+            .read_events(mission, Some(reader), filter, consumer)?;
+        Ok((page.events.iter().map(event_to_json).collect(), page.next))
     }
 }
 

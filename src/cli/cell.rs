@@ -360,8 +360,7 @@ impl Host for LocalHost {
 
 impl Host for Remote {
     fn config(&self, mission: &str) -> CliResult<MissionConfig> {
-        let resp = self.get(&format!("/v1/missions/{}/events/1", seg(mission)), &[])?;
-        let record = self.json(resp)?;
+        let record = self.get(&format!("/v1/missions/{}/events/1", seg(mission)), &[])?;
         MissionConfig::from_json(&record["event"]["config"]).map_err(|reason| {
             Failure::other(format!(
                 "the server's mission_created of '{mission}' has no usable config: {reason}"
@@ -382,12 +381,7 @@ impl Host for Remote {
             "sender": name, "profile": profile, "mechanism": mechanism.as_str(),
             "workspace": workspace, "command": command,
         });
-        let resp = self.post(
-            &format!("/v1/missions/{}/cells", seg(mission)),
-            &[],
-            body.to_string(),
-        )?;
-        let answer = self.json(resp)?;
+        let answer = self.post(&format!("/v1/missions/{}/cells", seg(mission)), body)?;
         let event = answer["event"].clone();
         let token = answer["token"]
             .as_str()
@@ -418,12 +412,10 @@ impl Host for Remote {
             "sender": name, "exit_code": exit_code, "signal": signal,
             "duration_ms": duration_ms, "error": error, "token": token,
         });
-        let resp = self.post(
+        self.post(
             &format!("/v1/missions/{}/cells/{cell_id}/exit", seg(mission)),
-            &[],
-            body.to_string(),
-        )?;
-        self.json(resp)
+            body,
+        )
     }
 
     fn append(&self, mission: &str, name: &str, action: Action) -> CliResult<Value> {

@@ -145,16 +145,15 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
                 }
             }
             if filter.any() {
-                if server.is_some() {
-                    return Err(Failure::usage(
-                        "replay's lifecycle filters work on the data directory only \
-                         (over a server, use GET .../events with its filters)",
-                    ));
-                }
-                let bus = open_existing(data)?;
                 let range = (from, to);
                 return super::lifecycle::filtered_replay(
-                    &bus, out, &mission, &reader, range, types, &filter,
+                    &*existing()?,
+                    out,
+                    &mission,
+                    &reader,
+                    range,
+                    types,
+                    &filter,
                 );
             }
             let names: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
@@ -272,7 +271,7 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
             super::history::run(c, data, server.as_deref(), token.as_deref(), out)
         }
         Command::Salvage { damaged, to } => salvage(out, &damaged, &to),
-        other => super::lifecycle::run(other, data, out),
+        other => super::lifecycle::run(other, &connect, out),
     }
 }
 

@@ -1,55 +1,47 @@
 //! Commands of the resuming agent's API: handoff lifecycle steps, lease
 //! expiry, handoff and checkpoint listings, membership, tokens, consumer
-//! positions, and filtered `replay`.
+//! positions, and filtered `replay`. Each runs on a [`Backend`], so it
+//! works on the data directory and over `--server` alike.
 
 use std::io::Write;
-use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use mission_bus::document::{event_to_json, handoff_info_to_json};
-use mission_bus::{EventFilter, EventType, MissionBus, OPERATOR};
-use serde_json::json;
+use mission_bus::{EventFilter, EventType};
+use serde_json::Value;
 
 use super::args::{Command, FilterArgs, Step};
-use super::commands::{open, open_existing, parse_uuid, print_event};
+use super::backend::{Backend, StepArgs, StepKind};
+use super::commands::parse_uuid;
 use super::{CliResult, Failure};
 
+/// Opens the backend: `true` for writes (may create the store), `false`
+/// for reads (an existing store only).
+pub(crate) type Connect<'a> = &'a dyn Fn(bool) -> CliResult<Box<dyn Backend>>;
+
 /// Run one of the commands defined for this API.
-pub(crate) fn run(cmd: Command, data: &Path, out: &mut dyn Write) -> CliResult {
+pub(crate) fn run(cmd: Command, connect: Connect, out: &mut dyn Write) -> CliResult {
     match cmd {
-        Command::Accept(s) => step(data, out, &s, "accept"),
-        Command::Heartbeat(s) => step(data, out, &s, "heartbeat"),
-        Command::Complete(s) => step(data, out, &s, "complete"),
-        Command::Decline(s) => step(data, out, &s, "decline"),
-        Command::Release(s) => step(data, out, &s, "release"),
+        Command::Accept(s) => step(connect, out, s, StepKind::Accept),
+        Command::Heartbeat(s) => step(connect, out, s, StepKind::Heartbeat),
+        Command::Complete(s) => step(connect, out, s, StepKind::Complete),
+        Command::Decline(s) => step(connect, out, s, StepKind::Decline),
+        Command::Release(s) => step(connect, out, s, StepKind::Release),
         Command::Expire { mission, at } => {
-            let at = match at {
-                None => Utc::now(),
-                Some(t) => DateTime::parse_from_rfc3339(&t)
-                    .map(|t| t.with_timezone(&Utc))
-                    .map_err(|e| {
-                        Failure::usage(format!("invalid --at '{t}': not RFC 3339 ({e})"))
-                    })?,
-            };
-            let bus = open(data)?;
-            let missions = match mission {
-                Some(m) => vec![m],
-                None => bus.mission_ids(),
-            };
-            for m in missions {
-                for e in bus.expire_leases(&m, at)? {
-                    print_event(out, &e)?;
-                }
-            }
-            Ok(())
+            let at = at
+                .map(|t| {
+                    DateTime::parse_from_rfc3339(&t)
+                        .map(|t| t.with_timezone(&Utc))
+                        .map_err(|e| {
+                            Failure::usage(format!("invalid --at '{t}': not RFC 3339 ({e})"))
+                        })
+                })
+                .transpose()?;
+            lines(out, connect(true)?.expire(mission.as_deref(), at)?)
         }
-        Command::Handoffs { mission, recipient } => {
-            let bus = open_existing(data)?;
-            for h in bus.handoffs(&mission, recipient.as_deref())? {
-                writeln!(out, "{}", handoff_info_to_json(&h))?;
-            }
-            Ok(())
-        }
+        Command::Handoffs { mission, recipient } => lines(
+            out,
+            connect(false)?.handoffs(&mission, recipient.as_deref())?,
+        ),
         Command::Checkpoints {
             mission,
             by,
@@ -58,122 +50,86 @@ pub(crate) fn run(cmd: Command, data: &Path, out: &mut dyn Write) -> CliResult {
             id,
             latest,
         } => {
-            let bus = open_existing(data)?;
             if let Some(id) = id {
                 let id = parse_uuid("--id", &id)?;
-                return print_event(out, &bus.checkpoint_in(&mission, &id)?);
+                return line(out, connect(false)?.checkpoint(&mission, id)?);
             }
             if latest {
-                let e = match &by {
-                    Some(who) => bus.latest_checkpoint(&mission, who)?,
-                    None => match bus.checkpoints(&mission, None, None, 1)?.pop() {
-                        Some(e) => e,
-                        None => {
-                            return Err(Failure::new(
-                                super::EXIT_NOT_FOUND,
-                                format!("mission '{mission}' has no checkpoint"),
-                            ))
-                        }
-                    },
-                };
-                return print_event(out, &e);
+                return line(
+                    out,
+                    connect(false)?.latest_checkpoint(&mission, by.as_deref())?,
+                );
             }
             if limit == 0 {
                 return Err(Failure::usage("--limit must be at least 1"));
             }
-            for e in bus.checkpoints(&mission, by.as_deref(), before, limit)? {
-                print_event(out, &e)?;
-            }
-            Ok(())
+            lines(
+                out,
+                connect(false)?.checkpoints(&mission, by.as_deref(), before, limit)?,
+            )
         }
         Command::Role {
             mission,
             name,
             role,
             by,
-        } => {
-            let bus = open(data)?;
-            let by = by.as_deref().unwrap_or(OPERATOR);
-            print_event(out, &bus.change_role(&mission, by, &name, &role)?)
-        }
+        } => line(
+            out,
+            connect(true)?.change_role(&mission, &name, &role, by.as_deref())?,
+        ),
         Command::Remove { mission, name, by } => {
-            let bus = open(data)?;
-            let by = by.as_deref().unwrap_or(OPERATOR);
-            print_event(out, &bus.remove_participant(&mission, by, &name)?)
+            line(out, connect(true)?.remove(&mission, &name, by.as_deref())?)
         }
         Command::Token {
             mission,
             name,
             rotate,
-        } => {
-            let bus = open(data)?;
-            let (token, revoked) = if rotate {
-                bus.reissue_token(&mission, &name)?
-            } else {
-                (bus.issue_token(&mission, &name)?, 0)
-            };
-            writeln!(
-                out,
-                "{}",
-                json!({"mission_id": mission, "name": name, "token": token, "revoked": revoked})
-            )?;
-            Ok(())
-        }
+        } => line(out, connect(true)?.token(&mission, &name, rotate)?),
         Command::Ack {
             mission,
             actor,
             consumer,
             sequence,
-        } => {
-            let bus = open(data)?;
-            let position = bus.ack(&mission, &actor.name, &consumer, sequence)?;
-            writeln!(
-                out,
-                "{}",
-                json!({"participant": actor.name, "consumer": consumer, "position": position})
-            )?;
-            Ok(())
-        }
+        } => line(
+            out,
+            connect(true)?.ack(&mission, &actor.name, &consumer, sequence)?,
+        ),
         Command::Consumers {
             mission,
             participant,
-        } => {
-            let bus = open_existing(data)?;
-            for c in bus.consumers(&mission, participant.as_deref())? {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({
-                        "participant": c.participant,
-                        "consumer": c.consumer,
-                        "position": c.position,
-                        "updated_at": c.updated_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                    })
-                )?;
-            }
-            Ok(())
-        }
+        } => lines(
+            out,
+            connect(false)?.consumers(&mission, participant.as_deref())?,
+        ),
         _ => unreachable!("the other commands are dispatched in commands.rs"),
     }
 }
 
-fn step(data: &Path, out: &mut dyn Write, s: &Step, what: &str) -> CliResult {
-    let id = parse_uuid("--handoff", &s.handoff)?;
-    let bus = open(data)?;
-    let (m, me) = (s.mission.as_str(), s.actor.name.as_str());
-    let e = match what {
-        "accept" => bus.accept_handoff(m, me, id, s.lease_ms)?,
-        "heartbeat" => bus.heartbeat(m, me, id, s.lease_ms)?,
-        "complete" => bus.complete_handoff(m, me, id, &s.note)?,
-        "decline" => bus.decline_handoff(m, me, id, &s.note)?,
-        _ => bus.release_handoff(m, me, id, &s.note)?,
+fn line(out: &mut dyn Write, v: Value) -> CliResult {
+    writeln!(out, "{v}")?;
+    Ok(())
+}
+
+fn lines(out: &mut dyn Write, vs: Vec<Value>) -> CliResult {
+    for v in vs {
+        writeln!(out, "{v}")?;
+    }
+    Ok(())
+}
+
+fn step(connect: Connect, out: &mut dyn Write, s: Step, kind: StepKind) -> CliResult {
+    let args = StepArgs {
+        kind,
+        handoff: parse_uuid("--handoff", &s.handoff)?,
+        lease_ms: s.lease_ms,
+        note: s.note,
     };
-    print_event(out, &e)
+    line(out, connect(true)?.step(&s.mission, &s.actor.name, &args)?)
 }
 
 /// `replay` with filters: pages of filtered reads, printed as JSON Lines.
 pub(crate) fn filtered_replay(
-    bus: &MissionBus,
+    backend: &dyn Backend,
     out: &mut dyn Write,
     mission: &str,
     reader: &str,
@@ -207,12 +163,12 @@ pub(crate) fn filtered_replay(
     let mut consumer = f.consumer.as_deref();
     while left > 0 {
         filter.limit = Some(left.min(1000) as usize);
-        let page = bus.read_events(mission, Some(reader), &filter, consumer)?;
-        for e in &page.events {
-            writeln!(out, "{}", event_to_json(e))?;
+        let (events, next) = backend.read_page(mission, reader, &filter, consumer)?;
+        left -= events.len() as u64;
+        for e in events {
+            writeln!(out, "{e}")?;
         }
-        left -= page.events.len() as u64;
-        let Some(next) = page.next else { break };
+        let Some(next) = next else { break };
         if newest_first {
             filter.to = Some(next);
         } else {

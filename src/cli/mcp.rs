@@ -3,18 +3,20 @@
 //! [`Backend`] as the other commands: a running server (`--server URL`,
 //! admin token in `MISSION_BUS_TOKEN`) or the data directory (`--data`).
 //!
-//! Tools: `publish`, `checkpoint`, `handoff`, `resume`, `read`, `verify`.
-//! Writes and reads name the acting participant (`as`), checked against
-//! its role as the CLI's `--as` is. A failure is a tool error
-//! (`isError: true`) whose text is the CLI's `error: ...` line and whose
-//! structured content is `{error, exit_code}`, never a protocol failure.
-//! (`accept` waits for the handoff lifecycle, which the bus does not
-//! record yet.)
+//! Tools: `publish`, `checkpoint`, `handoff`, the handoff lifecycle
+//! (`accept`, `heartbeat`, `complete`, `decline`, `release`), `handoffs`,
+//! `checkpoints`, `resume`, `read` (with the store's filters), `ack`
+//! (consumer positions), `verify`. Writes and reads name the
+//! acting participant (`as`), checked against its role as the CLI's `--as`
+//! is (with a participant token, `as` must be the token's owner). A
+//! failure is a tool error (`isError: true`) whose text is the CLI's
+//! `error: ...` line and whose structured content is `{error, exit_code}`,
+//! never a protocol failure.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use mission_bus::{Action, AppendOptions, EventMeta, Json};
+use mission_bus::{Action, AppendOptions, EventFilter, EventMeta, EventType, Json};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -24,12 +26,22 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::backend::{Backend, Local};
+use super::backend::{Backend, Local, StepArgs, StepKind};
 use super::remote::Remote;
 use super::{CliResult, Failure};
 
 /// Most events one `read` call returns.
 const MAX_READ: u64 = 1000;
+
+/// Most checkpoints one `checkpoints` call returns.
+const MAX_CHECKPOINTS: u64 = 1000;
+
+/// The lease of `accept` and `heartbeat` when none is given (as the CLI's).
+const DEFAULT_LEASE_MS: u64 = 60_000;
+
+/// Every tool's name, for the unknown-tool message.
+const TOOL_NAMES: &str = "publish, checkpoint, handoff, accept, heartbeat, complete, decline, \
+                          release, handoffs, checkpoints, resume, read, ack, verify";
 
 /// Serve MCP on stdin/stdout until the client closes it.
 pub(crate) fn run(server: Option<&str>, token: Option<&str>, data: &Path) -> CliResult {
@@ -72,8 +84,10 @@ impl ServerHandler for Mcp {
             ))
             .with_instructions(
                 "A durable, append-only log for a mission of agents: publish messages, \
-                 save checkpoints, hand work over, resume from a handoff, read the log, \
-                 verify its hash chain. Name yourself with `as`.",
+                 save checkpoints, hand work over; accept work handed to you (a lease you \
+                 keep with heartbeat), then complete, decline or release it; resume from a \
+                 handoff or your latest checkpoint; list handoffs and checkpoints; read the \
+                 log; verify its hash chain. Name yourself with `as`.",
             )
     }
 
@@ -176,9 +190,56 @@ fn tools() -> Vec<Tool> {
                 &["mission", "as", "to", "checkpoint_id"],
             ),
         ),
+        step_tool(
+            "accept",
+            "Accept a handoff addressed to you: you hold a lease on the work until it lapses (keep it with heartbeat). Returns the stored event.",
+            true,
+        ),
+        step_tool(
+            "heartbeat",
+            "Extend the lease of a handoff you hold: it now ends lease_ms from now. Returns the stored event.",
+            true,
+        ),
+        step_tool(
+            "complete",
+            "Finish a handoff you hold. Returns the stored event.",
+            false,
+        ),
+        step_tool(
+            "decline",
+            "Refuse a handoff offered to you; the work returns to its sender. Returns the stored event.",
+            false,
+        ),
+        step_tool(
+            "release",
+            "Give back a handoff you hold; the work returns to its sender. Returns the stored event.",
+            false,
+        ),
+        Tool::new(
+            "handoffs",
+            "List handoffs with their lifecycle status (offered, accepted, completed, declined, released, expired), open ones first: everyone's, or those addressed to `for`. Returns {handoffs}.",
+            schema(
+                json!({"mission": mission,
+                       "for": {"type": "string", "description": "Only handoffs addressed to this participant."}}),
+                &["mission"],
+            ),
+        ),
+        Tool::new(
+            "checkpoints",
+            "Checkpoints newest first (of `by`, or anyone's), or one by checkpoint_id, or only the latest. Returns {checkpoints}.",
+            schema(
+                json!({"mission": mission,
+                       "by": {"type": "string", "description": "Only checkpoints made by this participant."},
+                       "checkpoint_id": {"type": "string", "format": "uuid", "description": "Only this checkpoint."},
+                       "latest": {"type": "boolean", "default": false, "description": "Only the newest one."},
+                       "before": {"type": "integer", "minimum": 0, "description": "Only checkpoints with a sequence below this (paging)."},
+                       "limit": {"type": "integer", "minimum": 1, "maximum": MAX_CHECKPOINTS, "default": 100}}),
+                &["mission"],
+            ),
+        ),
         Tool::new(
             "resume",
-            "The resume packet of a handoff: give handoff_id, or `for` (the latest handoff to that participant).",
+            "The resume packet: give handoff_id, or `for` (that participant's accepted or newest offered handoff, else its latest checkpoint).",
             schema(
                 json!({"mission": mission,
                        "handoff_id": {"type": "string", "format": "uuid"},
@@ -188,12 +249,31 @@ fn tools() -> Vec<Tool> {
         ),
         Tool::new(
             "read",
-            "Read the mission's events in order, as a participant with `read`. Returns {events, next}; call again with from = next for more.",
+            "Read the mission's events, as a participant with `read`, filtered in the store. Returns {events, next}; call again with from = next for more (with order desc: to = next; null at the start).",
             schema(
                 json!({"mission": mission, "as": actor,
                        "from": {"type": "integer", "minimum": 1, "default": 1},
-                       "limit": {"type": "integer", "minimum": 1, "maximum": MAX_READ, "default": 100}}),
+                       "to": {"type": "integer", "minimum": 0, "description": "Last sequence (inclusive)."},
+                       "limit": {"type": "integer", "minimum": 1, "maximum": MAX_READ, "default": 100},
+                       "types": {"type": "array", "items": {"type": "string"},
+                                 "description": "Only these event types (message, checkpoint, handoff, handoff_accepted, ...)."},
+                       "sender": {"type": "string", "description": "Only events by this sender."},
+                       "recipient": {"type": "string", "description": "Only handoffs to this participant."},
+                       "topic_prefix": {"type": "string", "description": "Only messages whose topic starts with this."},
+                       "order": {"enum": ["asc", "desc"], "default": "asc",
+                                 "description": "desc: newest first (with limit: the last N)."},
+                       "consumer": {"type": "string", "description": "Start after what this consumer of yours acknowledged (see ack)."}}),
                 &["mission", "as"],
+            ),
+        ),
+        Tool::new(
+            "ack",
+            "Acknowledge the events up to `sequence` for your named consumer (created on first use; never moves back), so a later read with `consumer` starts after it, in any process. Returns {participant, consumer, position}.",
+            schema(
+                json!({"mission": mission, "as": actor,
+                       "consumer": {"type": "string"},
+                       "sequence": {"type": "integer", "minimum": 0}}),
+                &["mission", "as", "consumer", "sequence"],
             ),
         ),
         Tool::new(
@@ -202,6 +282,27 @@ fn tools() -> Vec<Tool> {
             schema(json!({"mission": mission}), &["mission"]),
         ),
     ]
+}
+
+/// A handoff lifecycle tool: `mission`, `as`, `handoff_id`, and the lease
+/// (`accept`, `heartbeat`) or a note (the others).
+fn step_tool(name: &'static str, description: &'static str, lease: bool) -> Tool {
+    let mut props = json!({
+        "mission": {"type": "string", "description": "Mission id, e.g. mission-883."},
+        "as": {"type": "string", "description": "The acting participant: the handoff's recipient or holder."},
+        "handoff_id": {"type": "string", "format": "uuid"},
+    });
+    if lease {
+        props["lease_ms"] = json!({"type": "integer", "minimum": 1, "default": DEFAULT_LEASE_MS,
+            "description": "Lease length in milliseconds (at most 24 h)."});
+    } else {
+        props["note"] = json!({"type": "string"});
+    }
+    Tool::new(
+        name,
+        description,
+        schema(props, &["mission", "as", "handoff_id"]),
+    )
 }
 
 /// The arguments of one call, with errors that name the argument.
@@ -258,6 +359,43 @@ impl Args<'_> {
                 ..EventMeta::default()
             },
         })
+    }
+
+    /// `types`: a list of event type names.
+    fn types(&self) -> CliResult<Vec<EventType>> {
+        let items = match self.0.get("types") {
+            None | Some(Value::Null) => return Ok(Vec::new()),
+            Some(Value::Array(items)) => items,
+            Some(v) => {
+                return Err(Failure::usage(format!(
+                    "argument 'types' must be a list of event types, got {v}"
+                )))
+            }
+        };
+        items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .and_then(|t| EventType::parse(t).ok())
+                    .ok_or_else(|| {
+                        let all: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+                        Failure::usage(format!(
+                            "argument 'types': {i} is not an event type ({})",
+                            all.join(", ")
+                        ))
+                    })
+            })
+            .collect()
+    }
+
+    fn opt_bool(&self, key: &str) -> CliResult<bool> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => Err(Failure::usage(format!(
+                "argument '{key}' must be true or false, got {v}"
+            ))),
+        }
     }
 
     fn only(&self, allowed: &[&str]) -> CliResult {
@@ -338,6 +476,68 @@ fn call(backend: &dyn Backend, tool: &str, args: &Map<String, Value>) -> CliResu
             };
             backend.append(&a.str("mission")?, &a.str("as")?, action, &a.opts()?)
         }
+        "accept" | "heartbeat" | "complete" | "decline" | "release" => {
+            let kind = match tool {
+                "accept" => StepKind::Accept,
+                "heartbeat" => StepKind::Heartbeat,
+                "complete" => StepKind::Complete,
+                "decline" => StepKind::Decline,
+                _ => StepKind::Release,
+            };
+            let lease = matches!(kind, StepKind::Accept | StepKind::Heartbeat);
+            a.only(&[
+                "mission",
+                "as",
+                "handoff_id",
+                if lease { "lease_ms" } else { "note" },
+            ])?;
+            let handoff = a
+                .uuid("handoff_id")?
+                .ok_or_else(|| Failure::usage("missing argument 'handoff_id'"))?;
+            let step = StepArgs {
+                kind,
+                handoff,
+                lease_ms: a.opt_u64("lease_ms")?.unwrap_or(DEFAULT_LEASE_MS),
+                note: a.opt_str("note")?.unwrap_or_default(),
+            };
+            backend.step(&a.str("mission")?, &a.str("as")?, &step)
+        }
+        "handoffs" => {
+            a.only(&["mission", "for"])?;
+            let list = backend.handoffs(&a.str("mission")?, a.opt_str("for")?.as_deref())?;
+            Ok(json!({ "handoffs": list }))
+        }
+        "checkpoints" => {
+            a.only(&[
+                "mission",
+                "by",
+                "checkpoint_id",
+                "latest",
+                "before",
+                "limit",
+            ])?;
+            let mission = a.str("mission")?;
+            let by = a.opt_str("by")?;
+            let list = if let Some(id) = a.uuid("checkpoint_id")? {
+                vec![backend.checkpoint(&mission, id)?]
+            } else if a.opt_bool("latest")? {
+                vec![backend.latest_checkpoint(&mission, by.as_deref())?]
+            } else {
+                let limit = a.opt_u64("limit")?.unwrap_or(100);
+                if limit == 0 || limit > MAX_CHECKPOINTS {
+                    return Err(Failure::usage(format!(
+                        "argument 'limit' must be 1..={MAX_CHECKPOINTS}, got {limit}"
+                    )));
+                }
+                backend.checkpoints(
+                    &mission,
+                    by.as_deref(),
+                    a.opt_u64("before")?,
+                    limit as usize,
+                )?
+            };
+            Ok(json!({ "checkpoints": list }))
+        }
         "resume" => {
             a.only(&["mission", "handoff_id", "for"])?;
             let handoff = a.uuid("handoff_id")?;
@@ -348,31 +548,76 @@ fn call(backend: &dyn Backend, tool: &str, args: &Map<String, Value>) -> CliResu
             backend.resume(&a.str("mission")?, handoff, recipient.as_deref())
         }
         "read" => {
-            a.only(&["mission", "as", "from", "limit"])?;
-            let from = a.opt_u64("from")?.unwrap_or(1).max(1);
+            a.only(&[
+                "mission",
+                "as",
+                "from",
+                "to",
+                "limit",
+                "types",
+                "sender",
+                "recipient",
+                "topic_prefix",
+                "order",
+                "consumer",
+            ])?;
             let limit = a.opt_u64("limit")?.unwrap_or(100);
             if limit == 0 || limit > MAX_READ {
                 return Err(Failure::usage(format!(
                     "argument 'limit' must be 1..={MAX_READ}, got {limit}"
                 )));
             }
-            let mut events = Vec::new();
-            let to = from.saturating_add(limit - 1);
-            backend.replay(
+            let newest_first = match a.opt_str("order")?.as_deref() {
+                None | Some("asc") => false,
+                Some("desc") => true,
+                Some(o) => {
+                    return Err(Failure::usage(format!(
+                        "argument 'order' must be asc or desc, got '{o}'"
+                    )))
+                }
+            };
+            let from = a.opt_u64("from")?.map(|f| f.max(1));
+            let filter = EventFilter {
+                types: a.types()?,
+                sender: a.opt_str("sender")?,
+                recipient: a.opt_str("recipient")?,
+                topic_prefix: a.opt_str("topic_prefix")?,
+                from,
+                to: a.opt_u64("to")?,
+                newest_first,
+                limit: Some(limit as usize),
+                ..EventFilter::default()
+            };
+            let consumer = a.opt_str("consumer")?;
+            let (events, next) = backend.read_page(
                 &a.str("mission")?,
                 &a.str("as")?,
-                from,
-                Some(to),
-                &mut |e| {
-                    events.push(e);
-                    Ok(())
-                },
+                &filter,
+                consumer.as_deref(),
             )?;
-            let next = events
-                .last()
-                .and_then(|e| e["sequence"].as_u64())
-                .map_or(from, |s| s + 1);
+            // Oldest first, `next` is always where to go on from (the head
+            // reached: after the last event); newest first, null at the start.
+            let next = match (newest_first, next) {
+                (true, n) => n.map_or(Value::Null, |n| json!(n)),
+                (false, Some(n)) => json!(n),
+                (false, None) => json!(events
+                    .last()
+                    .and_then(|e| e["sequence"].as_u64())
+                    .map_or(from.unwrap_or(1), |s| s + 1)),
+            };
             Ok(json!({"events": events, "next": next}))
+        }
+        "ack" => {
+            a.only(&["mission", "as", "consumer", "sequence"])?;
+            let sequence = a
+                .opt_u64("sequence")?
+                .ok_or_else(|| Failure::usage("missing argument 'sequence'"))?;
+            backend.ack(
+                &a.str("mission")?,
+                &a.str("as")?,
+                &a.str("consumer")?,
+                sequence,
+            )
         }
         "verify" => {
             a.only(&["mission"])?;
@@ -384,7 +629,7 @@ fn call(backend: &dyn Backend, tool: &str, args: &Map<String, Value>) -> CliResu
             Ok(report)
         }
         other => Err(Failure::usage(format!(
-            "unknown tool '{other}' (expected: publish, checkpoint, handoff, resume, read, verify)"
+            "unknown tool '{other}' (expected: {TOOL_NAMES})"
         ))),
     }
 }

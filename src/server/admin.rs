@@ -6,8 +6,15 @@
 //! - `POST /v1/admin/missions/{m}/events`: append as a named participant
 //!   (`sender`), checked against that participant's role exactly as the
 //!   CLI's `--as` is; `join` as the operator.
-//! - `GET /v1/admin/missions/{m}/replay?as=NAME&from=&limit=`: an events
-//!   page read as NAME (needs `read`).
+//!   Also the handoff lifecycle steps (`accept`, `heartbeat`, `complete`,
+//!   `decline`, `release`) as their recipient or holder, and `role` and
+//!   `remove` as the operator or a named lead.
+//! - `GET /v1/admin/missions/{m}/replay?as=NAME&from=&limit=&...`: an
+//!   events page read as NAME (needs `read`), with the filters of
+//!   `GET .../events`.
+//! - `POST /v1/admin/missions/{m}/ack`: acknowledge for a named
+//!   participant's consumer.
+//! - `POST /v1/admin/expire`: expire lapsed leases as of a given time.
 //! - `GET /v1/admin/missions/{m}/export?format=seed|jsonl`: the seed
 //!   document, or every event as JSON Lines.
 //! - `POST /v1/admin/import?format=seed|jsonl`: import a mission (format
@@ -20,7 +27,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,10 +37,11 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::lifecycle::{filter_query, DEFAULT_LEASE_MS};
 use super::routes::{body, call, created, path, query, MAX_PAGE};
 use super::App;
 use crate::document::{self, event_to_json};
-use crate::{Action, AppendOptions, Event, EventMeta, Json as JsonText};
+use crate::{Action, AppendOptions, Event, EventMeta, Json as JsonText, OPERATOR};
 
 /// Where imports are posted (the route below spells it out, so the route
 /// table can be read from the source: tests/openapi.rs).
@@ -63,6 +71,8 @@ pub(crate) fn routes() -> Router<Arc<App>> {
             post(import).layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES)),
         )
         .route("/v1/admin/verify", get(verify_all))
+        .route("/v1/admin/missions/{m}/ack", post(ack_as))
+        .route("/v1/admin/expire", post(expire))
 }
 
 /// One operator write, tagged by `type`.
@@ -126,6 +136,39 @@ enum OperatorWrite {
         #[serde(default)]
         attributes: std::collections::BTreeMap<String, String>,
     },
+    /// A handoff lifecycle step by `sender` (its recipient or holder).
+    Accept(StepWrite),
+    Heartbeat(StepWrite),
+    Complete(StepWrite),
+    Decline(StepWrite),
+    Release(StepWrite),
+    /// A role change, by the operator or the lead `sender`.
+    Role {
+        #[serde(default)]
+        sender: Option<String>,
+        name: String,
+        role: String,
+    },
+    /// A removal, by the operator or the lead `sender`.
+    Remove {
+        #[serde(default)]
+        sender: Option<String>,
+        name: String,
+    },
+}
+
+/// The fields of a handoff lifecycle step.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepWrite {
+    sender: String,
+    handoff_id: Uuid,
+    /// Lease length (accept, heartbeat); default 60 s.
+    #[serde(default)]
+    lease_ms: Option<u64>,
+    /// Note (complete, decline, release).
+    #[serde(default)]
+    note: String,
 }
 
 async fn append_as(
@@ -229,52 +272,159 @@ async fn append_as(
                 };
                 app.bus.append(&mission, &sender, action, &opts)?
             }
+            OperatorWrite::Accept(s) => {
+                let lease = s.lease_ms.unwrap_or(DEFAULT_LEASE_MS);
+                app.bus
+                    .accept_handoff(&mission, &s.sender, s.handoff_id, lease)?
+            }
+            OperatorWrite::Heartbeat(s) => {
+                let lease = s.lease_ms.unwrap_or(DEFAULT_LEASE_MS);
+                app.bus
+                    .heartbeat(&mission, &s.sender, s.handoff_id, lease)?
+            }
+            OperatorWrite::Complete(s) => {
+                app.bus
+                    .complete_handoff(&mission, &s.sender, s.handoff_id, &s.note)?
+            }
+            OperatorWrite::Decline(s) => {
+                app.bus
+                    .decline_handoff(&mission, &s.sender, s.handoff_id, &s.note)?
+            }
+            OperatorWrite::Release(s) => {
+                app.bus
+                    .release_handoff(&mission, &s.sender, s.handoff_id, &s.note)?
+            }
+            OperatorWrite::Role { sender, name, role } => {
+                let by = sender.as_deref().unwrap_or(OPERATOR);
+                app.bus.change_role(&mission, by, &name, &role)?
+            }
+            OperatorWrite::Remove { sender, name } => {
+                let by = sender.as_deref().unwrap_or(OPERATOR);
+                app.bus.remove_participant(&mission, by, &name)?
+            }
         };
         Ok(created(event_to_json(&event)))
     })
     .await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReplayQuery {
-    #[serde(rename = "as")]
-    reader: String,
-    #[serde(default)]
-    from: Option<u64>,
-    #[serde(default)]
-    limit: Option<usize>,
-}
-
+/// An events page read as the participant `as` (needs `read`): the
+/// filters of `GET .../events` (`consumer` is `as`'s), `limit` 1..=1000
+/// (default 1000). `next` is as there.
 async fn replay_as(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     m: Result<Path<String>, PathRejection>,
-    q: Result<Query<ReplayQuery>, QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let mission = path(m)?;
-    let q = query(q)?;
-    let from = q.from.unwrap_or(1).max(1);
-    let limit = q.limit.unwrap_or(MAX_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("limit must be 1..={MAX_PAGE}, got {limit}"),
-        ));
-    }
+    let mut q = filter_query(raw.as_deref(), &["as"])?;
+    let reader = match q.extra.pop() {
+        Some((_, name)) => name,
+        None => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "query parameter 'as' (the reading participant) is required",
+            ))
+        }
+    };
+    q.filter.limit.get_or_insert(MAX_PAGE);
     call(&app, &headers, move |app, caller| {
         caller.require_admin()?;
-        let head = app.bus.state(&mission)?.head;
         // Checks the reader's `read` capability before anything is read.
-        let iter = app.bus.replay(&mission, &q.reader, from)?;
+        let page =
+            app.bus
+                .read_events(&mission, Some(&reader), &q.filter, q.consumer.as_deref())?;
+        let next = if q.filter.newest_first {
+            page.next
+        } else {
+            let from = q.filter.from.unwrap_or(1).max(1);
+            let end = q.filter.to.unwrap_or(u64::MAX).min(page.head_sequence);
+            Some(page.next.unwrap_or_else(|| from.max(end.saturating_add(1))))
+        };
+        let events: Vec<Value> = page.events.iter().map(event_to_json).collect();
+        Ok(Json(json!({
+            "events": events,
+            "next": next,
+            "head_sequence": page.head_sequence,
+        }))
+        .into_response())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckAs {
+    participant: String,
+    consumer: String,
+    sequence: u64,
+}
+
+/// `POST /v1/admin/missions/{m}/ack`: `{participant, consumer, sequence}`,
+/// as `mission-bus ack --as PARTICIPANT` does on the files.
+async fn ack_as(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    m: Result<Path<String>, PathRejection>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let mission = path(m)?;
+    let req: AckAs = body(raw)?;
+    call(&app, &headers, move |app, caller| {
+        caller.require_admin()?;
+        let position = app
+            .bus
+            .ack(&mission, &req.participant, &req.consumer, req.sequence)?;
+        Ok(Json(json!({
+            "participant": req.participant,
+            "consumer": req.consumer,
+            "position": position,
+        }))
+        .into_response())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpireBody {
+    #[serde(default)]
+    mission_id: Option<String>,
+    #[serde(default)]
+    at: Option<String>,
+}
+
+/// `POST /v1/admin/expire`: `{mission_id?, at?}`: expire every lease that
+/// lapsed by `at` (RFC 3339; default now) in one mission or all, as
+/// `mission-bus expire` does (the server also does it every second).
+async fn expire(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: ExpireBody = body(raw)?;
+    let at = match &req.at {
+        None => chrono::Utc::now(),
+        Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|e| {
+                ApiError::bad_request("invalid_body", format!("at: '{t}' is not RFC 3339 ({e})"))
+            })?,
+    };
+    call(&app, &headers, move |app, caller| {
+        caller.require_admin()?;
+        let missions = match req.mission_id {
+            Some(m) => vec![m],
+            None => app.bus.mission_ids(),
+        };
         let mut events = Vec::new();
-        let mut next = from;
-        for e in iter.take(limit) {
-            let e = e?;
-            next = e.sequence + 1;
-            events.push(event_to_json(&e));
+        for m in missions {
+            for e in app.bus.expire_leases(&m, at)? {
+                events.push(event_to_json(&e));
+            }
         }
-        Ok(Json(json!({"events": events, "next": next, "head_sequence": head})).into_response())
+        Ok(Json(json!({ "events": events })).into_response())
     })
     .await
 }

@@ -252,7 +252,8 @@ fn handoff_id(id: &str) -> Result<Uuid, ApiError> {
     })
 }
 
-fn body<T: serde::de::DeserializeOwned + Default>(
+/// A JSON body that may be empty (then `T::default()`).
+pub(crate) fn optional_body<T: serde::de::DeserializeOwned + Default>(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
     let bytes = raw.map_err(|r| ApiError::bad_request("invalid_body", r.body_text()))?;
@@ -270,6 +271,9 @@ struct StepBody {
     lease_ms: Option<u64>,
     #[serde(default)]
     note: Option<String>,
+    /// Checked against the token's owner, never trusted.
+    #[serde(default)]
+    sender: Option<String>,
 }
 
 /// Lease of an acceptance or heartbeat when the body names none (60 s).
@@ -285,7 +289,7 @@ pub(crate) async fn handoff_step(
 ) -> ApiResult {
     let (mission, id, step) = path(p)?;
     let id = handoff_id(&id)?;
-    let req: StepBody = body(raw)?;
+    let req: StepBody = optional_body(raw)?;
     if !matches!(
         step.as_str(),
         "accept" | "heartbeat" | "complete" | "decline" | "release"
@@ -298,6 +302,7 @@ pub(crate) async fn handoff_step(
     }
     call(&app, &headers, move |app, caller| {
         let actor = caller.in_mission(&mission)?;
+        actor.check_claimed_sender(req.sender.as_deref())?;
         let me = actor.participant()?;
         let bus: &MissionBus = &app.bus;
         let lease = req.lease_ms.unwrap_or(DEFAULT_LEASE_MS);
@@ -495,6 +500,9 @@ pub(crate) async fn remove_participant(
 struct RoleBody {
     #[serde(default)]
     role: String,
+    /// Checked against the token's owner, never trusted.
+    #[serde(default)]
+    sender: Option<String>,
 }
 
 /// `PATCH /v1/missions/{m}/participants/{name}` with `{"role": R}` (admin or lead).
@@ -505,9 +513,10 @@ pub(crate) async fn change_role(
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let (mission, name) = path(p)?;
-    let req: RoleBody = body(raw)?;
+    let req: RoleBody = optional_body(raw)?;
     call(&app, &headers, move |app, caller| {
         let actor = caller.in_mission(&mission)?;
+        actor.check_claimed_sender(req.sender.as_deref())?;
         let event = app
             .bus
             .change_role(&mission, actor.sender(), &name, &req.role)?;
@@ -553,6 +562,9 @@ fn consumer_json(c: &ConsumerPosition) -> Value {
 struct AckBody {
     #[serde(default)]
     sequence: Option<u64>,
+    /// Checked against the token's owner, never trusted.
+    #[serde(default)]
+    sender: Option<String>,
 }
 
 /// `POST /v1/missions/{m}/consumers/{name}/ack` with `{"sequence": N}`.
@@ -563,12 +575,13 @@ pub(crate) async fn ack(
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let (mission, consumer) = path(p)?;
-    let req: AckBody = body(raw)?;
+    let req: AckBody = optional_body(raw)?;
     let sequence = req
         .sequence
         .ok_or_else(|| ApiError::bad_request("invalid_body", "'sequence' is required"))?;
     call(&app, &headers, move |app, caller| {
         let actor = caller.in_mission(&mission)?;
+        actor.check_claimed_sender(req.sender.as_deref())?;
         let me = actor.participant()?;
         require(app, &mission, &actor, Capability::Read)?;
         let position = app.bus.ack(&mission, me, &consumer, sequence)?;

@@ -275,14 +275,27 @@ async fn add_participant(
     .await
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    /// Revoke the earlier tokens (default true).
+    #[serde(default)]
+    rotate: Option<bool>,
+}
+
 /// Issue a participant a new token and revoke its earlier ones (rotation
-/// after a leak, or recovery of a lost token). Admin, or the mission's lead.
+/// after a leak, or recovery of a lost token); with `{"rotate": false}`,
+/// an additional token, the earlier ones kept. Admin, or the mission's lead.
 async fn reissue_token(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     p: Result<Path<(String, String)>, PathRejection>,
+    raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let (mission, name) = path(p)?;
+    let rotate = lifecycle::optional_body::<TokenBody>(raw)?
+        .rotate
+        .unwrap_or(true);
     call(&app, &headers, move |app, caller| {
         let actor = caller.in_mission(&mission)?;
         if let Actor::Participant(me) = &actor {
@@ -294,7 +307,11 @@ async fn reissue_token(
                 ));
             }
         }
-        let (token, revoked) = app.bus.reissue_token(&mission, &name)?;
+        let (token, revoked) = if rotate {
+            app.bus.reissue_token(&mission, &name)?
+        } else {
+            (app.bus.issue_token(&mission, &name)?, 0)
+        };
         Ok(created(json!({
             "name": name,
             "token": token,

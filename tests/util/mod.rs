@@ -4,10 +4,11 @@
 
 #![allow(dead_code)] // each test crate uses a different subset
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
 
@@ -18,7 +19,13 @@ pub struct Dir {
     /// Run commands against a `mission-bus serve` on the data dir, started
     /// on first use, instead of on the files (`tests/cli_remote.rs`).
     remote: bool,
+    /// In remote mode, act with the token of the participant named by
+    /// `--as NAME` (or `resume --for NAME`) instead of the admin token
+    /// (`tests/cli_participant.rs`).
+    as_participant: bool,
     server: OnceLock<Server>,
+    /// Participant tokens issued so far, by (mission, name).
+    tokens: Mutex<HashMap<(String, String), String>>,
 }
 
 /// A `mission-bus serve` on a [`Dir`]'s data dir: its URL and admin token.
@@ -35,13 +42,57 @@ impl Drop for Server {
     }
 }
 
-/// True in the `cli_remote` test binary: there every [`Dir::new`] runs its
-/// commands with `--server` (the same cases as tests/cli.rs, over HTTP).
-pub fn remote_mode() -> bool {
+fn test_binary() -> String {
     std::env::current_exe()
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .is_some_and(|n| n.starts_with("cli_remote"))
+        .unwrap_or_default()
+}
+
+/// True in the `cli_remote` and `cli_participant` test binaries: there
+/// every [`Dir::new`] runs its commands with `--server` (the same cases as
+/// tests/cli.rs and tests/cli_lifecycle.rs, over HTTP).
+pub fn remote_mode() -> bool {
+    let name = test_binary();
+    name.starts_with("cli_remote") || name.starts_with("cli_participant")
+}
+
+/// True in the `cli_participant` test binary: commands that name a
+/// participant (`--as NAME`, `resume --for NAME`) use that participant's
+/// own token, so the ordinary endpoints are held to the local outputs.
+pub fn participant_mode() -> bool {
+    test_binary().starts_with("cli_participant")
+}
+
+/// The mission and the acting participant of a command line: the first
+/// two positional arguments are the command and the mission; the actor is
+/// `--as NAME`, or `--for NAME` of `resume`.
+fn actor_of(args: &[&str]) -> Option<(String, String)> {
+    let mut positional = Vec::new();
+    let mut actor = None;
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i];
+        if a.starts_with("--") && !a.contains('=') {
+            let value = args.get(i + 1).copied();
+            match a {
+                "--as" => actor = value,
+                "--for" if positional.first() == Some(&"resume") => actor = value,
+                _ => {}
+            }
+            // Flags that take no value in the commands' grammar.
+            if !matches!(
+                a,
+                "--latest" | "--rotate" | "--yes" | "--help" | "--version"
+            ) {
+                i += 1;
+            }
+        } else if !a.starts_with("--") {
+            positional.push(a);
+        }
+        i += 1;
+    }
+    Some((positional.get(1)?.to_string(), actor?.to_string()))
 }
 
 impl Dir {
@@ -51,7 +102,9 @@ impl Dir {
         Dir {
             tmp: tempfile::tempdir().expect("create temp dir"),
             remote: remote_mode(),
+            as_participant: participant_mode(),
             server: OnceLock::new(),
+            tokens: Mutex::new(HashMap::new()),
         }
     }
 
@@ -62,6 +115,13 @@ impl Dir {
             remote: false,
             ..Dir::new()
         }
+    }
+
+    /// How many tokens of `name` in `mission` this harness issued itself
+    /// (participant mode), which a rotation also revokes.
+    pub fn harness_tokens(&self, mission: &str, name: &str) -> u64 {
+        let key = (mission.to_string(), name.to_string());
+        u64::from(self.tokens.lock().unwrap().contains_key(&key))
     }
 
     /// Whether commands here go through a server.
@@ -102,7 +162,23 @@ impl Dir {
             .env_remove("MISSION_BUS_TOKEN")
             .args(args);
         if self.remote {
-            let (url, token) = self.server();
+            let (url, mut token) = self.server();
+            if self.as_participant {
+                // A rotation revokes the token kept here: issue a new one
+                // when next needed.
+                let pos: Vec<&str> = args
+                    .iter()
+                    .copied()
+                    .filter(|a| !a.starts_with("--"))
+                    .collect();
+                if pos.first() == Some(&"token") && args.contains(&"--rotate") && pos.len() >= 3 {
+                    let key = (pos[1].to_string(), pos[2].to_string());
+                    self.tokens.lock().unwrap().remove(&key);
+                }
+                if let Some((mission, name)) = actor_of(args) {
+                    token = self.participant_token(&url, &token, &mission, &name);
+                }
+            }
             cmd.env("MISSION_BUS_URL", url)
                 .env("MISSION_BUS_TOKEN", token);
         }
@@ -110,6 +186,54 @@ impl Dir {
             cmd,
             stdin: None,
             shown: format!("mission-bus {}", args.join(" ")),
+        }
+    }
+}
+
+impl Dir {
+    /// `name`'s token in `mission` (issued by the admin once, the earlier
+    /// ones kept), or the admin token when there is no such participant.
+    fn participant_token(&self, url: &str, admin: &str, mission: &str, name: &str) -> String {
+        let key = (mission.to_string(), name.to_string());
+        let mut tokens = self.tokens.lock().unwrap();
+        if let Some(t) = tokens.get(&key) {
+            return t.clone();
+        }
+        let seg = |s: &str| {
+            s.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect::<String>()
+        };
+        let resp = ureq::post(format!(
+            "{url}/v1/missions/{}/participants/{}/token",
+            seg(mission),
+            seg(name)
+        ))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .header("Authorization", format!("Bearer {admin}"))
+        .send(r#"{"rotate": false}"#);
+        let token = match resp {
+            Ok(mut r) if r.status().as_u16() == 201 => r
+                .body_mut()
+                .read_json::<Value>()
+                .ok()
+                .and_then(|v| v["token"].as_str().map(str::to_string)),
+            _ => None,
+        };
+        match token {
+            Some(t) => {
+                tokens.insert(key, t.clone());
+                t
+            }
+            None => admin.to_string(),
         }
     }
 }

@@ -8,8 +8,7 @@ Uses the server at $MISSION_BUS_URL with the admin token in
 $MISSION_BUS_ADMIN_TOKEN when both are set, else starts a
 `mission-bus serve` of its own in a temporary directory ($MISSION_BUS_BIN
 or target/debug/mission-bus). Exits 1 unless every base capability and
-copy_thread pass; prune and delete_for_runs are reported as the suite finds
-them (not implemented: they need retention on the server).
+every extended one (copy_thread, prune, delete_for_runs) passes.
 """
 
 from __future__ import annotations
@@ -58,10 +57,11 @@ def main() -> int:
     report.print_report()
     ok = report.passed_all_base()
     print(f"conformance: base capabilities {'all passed' if ok else 'FAILED'}")
-    copy = report.results.get("copy_thread")
-    copy_ok = bool(copy and copy.passed)
-    print(f"conformance: copy_thread {'passed' if copy_ok else 'FAILED'}")
-    ok = ok and copy_ok
+    for name in ("copy_thread", "prune", "delete_for_runs"):
+        got = report.results.get(name)
+        passed = bool(got and got.passed)
+        print(f"conformance: {name} {'passed' if passed else 'FAILED'}")
+        ok = ok and passed
     return 0 if ok else 1
 
 

@@ -206,3 +206,39 @@ def test_many_medium_channels_fit_the_event_limits(server):
     got = MissionBusSaver(server.url, server.admin_token).get_tuple(config(t))
     assert got.checkpoint["channel_values"] == values
     assert [(c, v) for _t, c, v in got.pending_writes] == list(values.items())
+
+
+def test_prune_and_delete_for_runs_are_seen_by_other_savers(server, admin):
+    """prune and delete_for_runs (sync) write ``langgraph.forget`` messages:
+    another saver (process) sees the same pruned threads, and the log
+    still holds every checkpoint event (deletion is logical)."""
+    one = MissionBusSaver(server.url, server.admin_token)
+    t1, t2 = f"p-{uuid.uuid4()}", f"p-{uuid.uuid4()}"
+    ids = {}
+    for t in (t1, t2):
+        ids[t] = []
+        for i in range(3):
+            c = cp({"n": i})
+            one.put(config(t), c, {"source": "loop", "step": i, "run_id": f"run-{t}-{i % 2}"},
+                    {"n": i + 1})
+            ids[t].append(c["id"])
+        one.put_writes(config(t, ids[t][0]), [("n", 99)], "task-1")
+    one.prune([t1], strategy="keep_latest")
+    two = MissionBusSaver(server.url, server.admin_token)
+    assert [x.config["configurable"]["checkpoint_id"] for x in two.list(config(t1))] == [
+        ids[t1][2]]
+    assert len(list(two.list(config(t2)))) == 3, "other threads untouched"
+    assert two.get_tuple(config(t1, ids[t1][0])) is None
+
+    # Runs 0 of t2 are checkpoints 0 and 2; run 1 is checkpoint 1.
+    two.delete_for_runs([f"run-{t2}-0"])
+    left = [x.config["configurable"]["checkpoint_id"] for x in one.list(config(t2))]
+    assert left == [ids[t2][1]]
+    with pytest.raises(ValueError):
+        one.prune([t2], strategy="sometimes")
+
+    events = list(admin.iter_events(mission_for_thread(t2)))
+    assert sum(e.event_type == "checkpoint" for e in events) == 3, "the log keeps the bytes"
+    assert [e.topic for e in events if e.topic == "langgraph.forget"] == ["langgraph.forget"]
+    one.prune([t2], strategy="delete")
+    assert list(two.list(config(t2))) == []

@@ -14,6 +14,7 @@ from ._requests import checkpoint_item, handoff_item, message_item
 from .aclient import AsyncClient, AsyncEventStream
 from .client import Client, EventStream
 from .errors import (
+    AcknowledgedEventsMissing,
     AdminOnly,
     BadRequest,
     CheckpointNotFound,
@@ -25,9 +26,13 @@ from .errors import (
     Forbidden,
     HandoffNotFound,
     InvalidInput,
+    InvalidQuery,
+    LeadOnly,
+    LifecycleConflict,
     MissionBusError,
     MissionExists,
     MissionNotFound,
+    NotAParticipant,
     NotFound,
     ParticipantExists,
     ParticipantNotFound,
@@ -36,6 +41,7 @@ from .errors import (
     SenderMismatch,
     SequenceConflict,
     ServerError,
+    StoreDamaged,
     TooLarge,
     TooManyStreams,
     Unauthorized,
@@ -44,6 +50,10 @@ from .errors import (
 )
 from .types import (
     BatchResult,
+    CheckpointsPage,
+    ConsumerPosition,
+    HandoffInfo,
+    HandoffStep,
     Event,
     EventRecord,
     EventsPage,
@@ -60,7 +70,9 @@ from .types import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdminOnly", "AsyncClient", "AsyncEventStream", "BadRequest", "BatchResult",
+    "AcknowledgedEventsMissing", "AdminOnly", "AsyncClient",
+    "CheckpointsPage", "ConsumerPosition", "HandoffInfo", "HandoffStep", "InvalidQuery",
+    "LeadOnly", "LifecycleConflict", "NotAParticipant", "StoreDamaged", "AsyncEventStream", "BadRequest", "BatchResult",
     "CheckpointNotFound", "Client", "Conflict", "ConnectionFailed", "Corruption",
     "Event", "EventIdConflict", "EventNotFound", "EventRecord", "EventStream", "EventsPage", "Forbidden",
     "HandoffNotFound", "InvalidInput", "MissionBusError", "MissionCreated",

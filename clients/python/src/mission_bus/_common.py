@@ -39,7 +39,7 @@ class Req:
     path: str
     parse: Callable[[Any], Any]
     body: Any = None
-    params: dict[str, Any] | None = None
+    params: Any = None
     idempotent: bool = False
     headers: dict[str, str] = field(default_factory=dict)
 

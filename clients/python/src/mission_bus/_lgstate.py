@@ -17,7 +17,11 @@ Events the saver writes (``state`` / ``payload`` are JSON):
 - a **message** ``langgraph.blob`` per piece of a value too large to be
   inline (``{data}``, at most 48,000 base64 characters);
 - a **message** ``langgraph.delete_thread``: everything before it is gone
-  for the saver (the log itself is append-only and keeps the bytes).
+  for the saver (the log itself is append-only and keeps the bytes);
+- a **message** ``langgraph.forget`` (``prune``, ``delete_for_runs``):
+  ``{checkpoints: [[checkpoint_ns, checkpoint_id], ...]}``: those
+  checkpoints and their pending writes are gone for the saver (again only
+  logically: the bytes stay in the log).
 
 ``REF`` is a value serialized with the saver's ``serde.dumps_typed``:
 ``{"t": type, "d": base64}`` inline, or ``{"t": type, "parts": [message
@@ -35,6 +39,10 @@ from typing import Any
 TOPIC_WRITES = "langgraph.writes"
 TOPIC_BLOB = "langgraph.blob"
 TOPIC_DELETE = "langgraph.delete_thread"
+TOPIC_FORGET = "langgraph.forget"
+#: Checkpoints named per ``langgraph.forget`` message (its payload stays
+#: well under the server's 64 KiB).
+FORGET_CHUNK = 200
 INLINE_MAX = 8000
 #: Inline bytes one event may hold in all (the server's limit on a
 #: checkpoint's state or a message's payload is 64 KiB of JSON).
@@ -124,6 +132,10 @@ class ThreadView:
                     if key[1] >= 0 and key in outer:
                         continue  # the first write of (task, idx) wins, as in LangGraph
                     outer[key] = (p["task_id"], ch, ref, p.get("task_path", ""))
+            elif ev.topic == TOPIC_FORGET and isinstance(p, dict):
+                for ns, cid in p.get("checkpoints", []):
+                    self.checkpoints.pop((ns, cid), None)
+                    self.writes.pop((ns, cid), None)
             elif ev.topic == TOPIC_DELETE:
                 nxt = self.next_from
                 self.__init__()  # type: ignore[misc]
@@ -140,6 +152,17 @@ class ThreadView:
     def latest(self, ns: str) -> str | None:
         ids = [cid for (n, cid) in self.checkpoints if n == ns]
         return max(ids) if ids else None
+
+    def prune_keys(self, strategy: str) -> list[list[str]]:
+        """The ``[ns, checkpoint_id]`` pairs a prune forgets: all of them
+        (``"delete"``), or all but each namespace's latest (``"keep_latest"``)."""
+        if strategy not in ("keep_latest", "delete"):
+            raise ValueError(f"unknown prune strategy {strategy!r} (keep_latest or delete)")
+        keep = set()
+        if strategy == "keep_latest":
+            for ns in {n for n, _c in self.checkpoints}:
+                keep.add((ns, self.latest(ns)))
+        return [[ns, cid] for (ns, cid) in sorted(self.checkpoints) if (ns, cid) not in keep]
 
     def ordered_writes(self, ns: str, cid: str) -> list[tuple[str, str, dict, str]]:
         stored = self.writes.get((ns, cid), {})

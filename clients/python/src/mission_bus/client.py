@@ -22,6 +22,10 @@ from ._common import (
 from .errors import ConnectionFailed, MissionBusError
 from .types import (
     BatchResult,
+    CheckpointsPage,
+    ConsumerPosition,
+    HandoffInfo,
+    HandoffStep,
     Event,
     EventRecord,
     EventsPage,
@@ -81,7 +85,7 @@ class Client:
                     raise ConnectionFailed(f"{req.method} {req.path}: {e!r}") from e
             else:
                 if resp.is_success:
-                    return req.parse(resp.json())
+                    return req.parse(resp.json() if resp.content else None)
                 err = error_of(resp)
                 if not (retriable_status(err) and attempt < self.retries):
                     raise err
@@ -104,9 +108,11 @@ class Client:
         """Add a participant (admin or lead); the answer holds its token."""
         return self._call(R.add_participant(mission_id, name, role, metadata))
 
-    def reissue_token(self, mission_id: str, name: str) -> TokenIssued:
-        """A new token for ``name``; every earlier one stops working."""
-        return self._call(R.reissue_token(mission_id, name))
+    def reissue_token(self, mission_id: str, name: str, *,
+                            rotate: bool = True) -> TokenIssued:
+        """A new token for ``name`` (admin or a lead); every earlier one stops
+        working, unless ``rotate=False`` (an additional token)."""
+        return self._call(R.reissue_token(mission_id, name, rotate))
 
     def publish(self, mission_id: str, topic: str, payload: Any = None, *,
                 expected_sequence: int | None = None,
@@ -137,9 +143,19 @@ class Client:
         resend safe."""
         return self._call(R.batch(mission_id, items, expected_sequence))
 
-    def events(self, mission_id: str, from_: int = 1, limit: int = 100) -> EventsPage:
-        """One page of the log from sequence ``from_``."""
-        return self._call(R.events(mission_id, from_, limit))
+    def events(self, mission_id: str, from_: int | None = 1, limit: int | None = 100, *,
+               types: Iterable[str] | str | None = None, sender: str | None = None,
+               recipient: str | None = None, topic_prefix: str | None = None,
+               to: int | None = None, order: str | None = None,
+               consumer: str | None = None) -> EventsPage:
+        """One page of the log from sequence ``from_``, filtered in the store:
+        ``types`` (event types), ``sender``, ``recipient`` (handoffs),
+        ``topic_prefix`` (messages), ``to`` (inclusive), ``order="desc"``
+        (newest first: with ``limit``, the last N), ``consumer`` (start
+        after what the caller's consumer acknowledged)."""
+        return self._call(R.events(mission_id, from_, limit, types=types, sender=sender,
+                                   recipient=recipient, topic_prefix=topic_prefix, to=to,
+                                   order=order, consumer=consumer))
 
     def iter_events(self, mission_id: str, from_: int = 1,
                     page_size: int = 1000) -> Iterator[Event]:
@@ -181,11 +197,115 @@ class Client:
         """Check the mission's hash chain (admin or ``audit``)."""
         return self._call(R.verify(mission_id))
 
+    # -- handoff lifecycle ---------------------------------------------------
+
+    def accept(self, mission_id: str, handoff_id: str, *,
+               lease_ms: int | None = None) -> HandoffStep:
+        """Accept a handoff addressed to the caller: it holds a lease of
+        ``lease_ms`` (default 60 s, at most 24 h) until it lapses; keep it
+        with :meth:`heartbeat`."""
+        return self._call(R.handoff_step(mission_id, handoff_id, "accept", lease_ms=lease_ms))
+
+    def heartbeat(self, mission_id: str, handoff_id: str, *,
+                  lease_ms: int | None = None) -> HandoffStep:
+        """Extend the lease of a handoff the caller holds: it now ends
+        ``lease_ms`` from now (:class:`~mission_bus.errors.LifecycleConflict`
+        once it lapsed)."""
+        return self._call(R.handoff_step(mission_id, handoff_id, "heartbeat",
+                                         lease_ms=lease_ms))
+
+    def complete(self, mission_id: str, handoff_id: str, *,
+                 note: str | None = None) -> HandoffStep:
+        """Finish a handoff the caller holds."""
+        return self._call(R.handoff_step(mission_id, handoff_id, "complete", note=note))
+
+    def decline(self, mission_id: str, handoff_id: str, *,
+                note: str | None = None) -> HandoffStep:
+        """Refuse a handoff offered to the caller; the work returns to its sender."""
+        return self._call(R.handoff_step(mission_id, handoff_id, "decline", note=note))
+
+    def release(self, mission_id: str, handoff_id: str, *,
+                note: str | None = None) -> HandoffStep:
+        """Give back a handoff the caller holds; the work returns to its sender."""
+        return self._call(R.handoff_step(mission_id, handoff_id, "release", note=note))
+
+    def handoffs(self, mission_id: str, recipient: str | None = None) -> list[HandoffInfo]:
+        """Handoffs addressed to ``recipient`` (default: the caller; with the
+        admin token, everyone's), open ones first, with their status."""
+        return self._call(R.handoffs(mission_id, recipient))
+
+    def handoff_info(self, mission_id: str, handoff_id: str) -> HandoffInfo:
+        """One handoff's lifecycle record."""
+        return self._call(R.handoff_info(mission_id, handoff_id))
+
+    # -- checkpoints -----------------------------------------------------------
+
+    def checkpoints(self, mission_id: str, *, sender: str | None = None,
+                    before: int | None = None, limit: int | None = None) -> CheckpointsPage:
+        """Checkpoints newest first (of ``sender``, or anyone's); page with
+        ``before=page.next_before``."""
+        return self._call(R.checkpoints(mission_id, sender, before, limit))
+
+    def get_checkpoint(self, mission_id: str, checkpoint_id: str) -> Event:
+        """The checkpoint event with this id
+        (:class:`~mission_bus.errors.CheckpointNotFound` otherwise)."""
+        return self._call(R.get_checkpoint(mission_id, checkpoint_id))
+
+    def latest_checkpoint(self, mission_id: str, sender: str | None = None) -> Event:
+        """``sender``'s latest checkpoint (default: the caller's; required
+        with the admin token)."""
+        return self._call(R.latest_checkpoint(mission_id, sender))
+
+    # -- membership and tokens -------------------------------------------------
+
+    def change_role(self, mission_id: str, name: str, role: str) -> Event:
+        """Change ``name``'s role (admin or a lead); the ``role_changed`` event."""
+        return self._call(R.change_role(mission_id, name, role))
+
+    def remove_participant(self, mission_id: str, name: str) -> Event:
+        """Remove ``name`` (admin or a lead, not itself): its tokens stop
+        working at once; the ``participant_removed`` event."""
+        return self._call(R.remove_participant(mission_id, name))
+
+    def rotate_token(self, mission_id: str) -> TokenIssued:
+        """A new token for the caller (a participant); every earlier one,
+        this client's included, stops working: use the new one."""
+        return self._call(R.rotate_own_token(mission_id))
+
+    # -- consumer positions ----------------------------------------------------
+
+    def ack(self, mission_id: str, consumer: str, sequence: int) -> ConsumerPosition:
+        """Acknowledge up to ``sequence`` for the caller's ``consumer``
+        (created on first use; never moves back). Reads and streams given
+        ``consumer=`` start after it, in any process."""
+        return self._call(R.ack(mission_id, consumer, sequence))
+
+    def consumers(self, mission_id: str) -> list[ConsumerPosition]:
+        """Consumer positions: the caller's own; everyone's for the admin, a
+        lead or an auditor."""
+        return self._call(R.consumers(mission_id))
+
+    def delete_consumer(self, mission_id: str, consumer: str) -> None:
+        """Forget one of the caller's consumers."""
+        return self._call(R.delete_consumer(mission_id, consumer))
+
+    def expire_leases(self, mission_id: str | None = None, *,
+                      at: str | None = None) -> list[Event]:
+        """Admin: expire every lease that lapsed by ``at`` (RFC 3339, default
+        now) in one mission or all; the expiry events. (The server also does
+        this every second.)"""
+        return self._call(R.expire_leases(mission_id, at))
+
     def stream(self, mission_id: str, *, after: int = 0,
-               reconnect_timeout: float = 30.0) -> "EventStream":
-        """Follow the mission live from sequence ``after + 1``; see
-        :class:`EventStream`."""
-        return EventStream(self, mission_id, after, reconnect_timeout)
+               reconnect_timeout: float = 30.0, types: Iterable[str] | str | None = None,
+               sender: str | None = None, recipient: str | None = None,
+               topic_prefix: str | None = None) -> "EventStream":
+        """Follow the mission live from sequence ``after + 1``, only the
+        events that pass the filters (as :meth:`events`, filtered in the
+        store, still exactly once); see :class:`EventStream`."""
+        params = R.filter_params(types=types, sender=sender, recipient=recipient,
+                                 topic_prefix=topic_prefix)
+        return EventStream(self, mission_id, after, reconnect_timeout, params)
 
 
 class EventStream:
@@ -203,9 +323,11 @@ class EventStream:
     """
 
     def __init__(self, client: Client, mission_id: str, after: int,
-                 reconnect_timeout: float) -> None:
+                 reconnect_timeout: float, params: Any = None) -> None:
         self.client = client
         self.mission_id = mission_id
+        #: The filter's query parameters, sent on every (re)connection.
+        self.params = params or None
         #: The sequence of the last event yielded.
         self.last_sequence = after
         self.reconnect_timeout = reconnect_timeout
@@ -224,6 +346,7 @@ class EventStream:
             try:
                 with self.client._http.stream(
                         "GET", path, headers=stream_headers(self.last_sequence),
+                        params=self.params,
                         timeout=httpx.Timeout(30.0, read=60.0)) as resp:
                     if not resp.is_success:
                         resp.read()

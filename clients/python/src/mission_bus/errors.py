@@ -38,6 +38,10 @@ class InvalidInput(BadRequest):
     """400 ``invalid_input``: a field's value is not acceptable."""
 
 
+class InvalidQuery(BadRequest):
+    """400 ``invalid_query``: an unknown, repeated or bad query parameter."""
+
+
 class Unauthorized(MissionBusError):
     """401: no token, or a token nobody owns."""
 
@@ -64,6 +68,15 @@ class AdminOnly(Forbidden):
 
 class ParticipantOnly(Forbidden):
     """403 ``participant_only``: the admin is nobody's sender."""
+
+
+class NotAParticipant(Forbidden):
+    """403 ``not_a_participant``: the named sender is not (or no longer) in
+    the mission."""
+
+
+class LeadOnly(Forbidden):
+    """403 ``lead_only``: only the admin or the mission's lead may do this."""
 
 
 class NotFound(MissionBusError):
@@ -110,6 +123,11 @@ class EventIdConflict(Conflict):
     """409 ``event_id_conflict``: the event id was stored with other content."""
 
 
+class LifecycleConflict(Conflict):
+    """409 ``conflict``: a handoff step its status does not allow (accepting
+    twice, a heartbeat or completion after the lease lapsed, ...)."""
+
+
 class TooLarge(MissionBusError):
     """413: the body or a field is over the limit."""
 
@@ -122,6 +140,16 @@ class Corruption(ServerError):
     """500 ``corruption``: stored bytes failed a check."""
 
 
+class StoreDamaged(ServerError):
+    """500 ``store_damaged``: sled refused its data file or the commit
+    ledger is damaged (``mission-bus salvage``)."""
+
+
+class AcknowledgedEventsMissing(ServerError):
+    """500 ``acknowledged_events_missing``: the mission refuses writes until
+    ``mission-bus salvage`` or ``accept-loss``."""
+
+
 class Unavailable(ServerError):
     """503 ``unavailable``: the store is closing (retried by the client)."""
 
@@ -132,12 +160,14 @@ class TooManyStreams(ServerError):
 
 _BY_CODE: dict[str, type[MissionBusError]] = {
     "invalid_input": InvalidInput,
+    "invalid_query": InvalidQuery,
     "permission_denied": PermissionDenied,
     "wrong_mission": WrongMission,
     "sender_mismatch": SenderMismatch,
     "admin_only": AdminOnly,
     "participant_only": ParticipantOnly,
-    "not_a_participant": Forbidden,
+    "not_a_participant": NotAParticipant,
+    "lead_only": LeadOnly,
     "mission_not_found": MissionNotFound,
     "participant_not_found": ParticipantNotFound,
     "checkpoint_not_found": CheckpointNotFound,
@@ -147,7 +177,10 @@ _BY_CODE: dict[str, type[MissionBusError]] = {
     "participant_exists": ParticipantExists,
     "sequence_conflict": SequenceConflict,
     "event_id_conflict": EventIdConflict,
+    "conflict": LifecycleConflict,
     "corruption": Corruption,
+    "store_damaged": StoreDamaged,
+    "acknowledged_events_missing": AcknowledgedEventsMissing,
     "unavailable": Unavailable,
     "too_many_streams": TooManyStreams,
 }

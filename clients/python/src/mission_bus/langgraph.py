@@ -15,13 +15,18 @@ itself), since the admin is nobody's sender.
 
 ``copy_thread`` copies on the client: it reads the source thread and
 writes every checkpoint and pending write again into the target's mission
-(O(history) writes; no server-side fork exists yet). Not supported, for
-lack of server features: ``prune`` and ``delete_for_runs`` (they need
-retention).
+(O(history) writes; no server-side fork exists yet).
 ``list(None, ...)`` lists every thread's checkpoints (the ``lg-`` missions
-of ``GET /v1/missions``), thread by thread. ``delete_thread`` is logical: a ``langgraph.delete_thread``
-message after which the saver sees an empty thread; the log keeps the
-bytes (it is append-only).
+of ``GET /v1/missions``), thread by thread.
+
+Deletion is logical, because the log is append-only: ``delete_thread``
+writes a ``langgraph.delete_thread`` message after which the saver sees an
+empty thread; ``prune`` (``keep_latest``: each namespace's latest
+checkpoint stays; ``delete``: none) and ``delete_for_runs`` (the
+checkpoints whose metadata ``run_id`` is given, in every thread) write
+``langgraph.forget`` messages naming the checkpoints the saver then no
+longer sees, with their pending writes. The log keeps the bytes until the
+server's retention (issue 13) removes them.
 """
 
 from __future__ import annotations
@@ -46,8 +51,10 @@ from langgraph.checkpoint.base import (
 )
 
 from ._lgstate import (
+    FORGET_CHUNK,
     TOPIC_BLOB,
     TOPIC_DELETE,
+    TOPIC_FORGET,
     TOPIC_WRITES,
     ThreadView,
     checkpoint_event_id,
@@ -355,6 +362,32 @@ class MissionBusSaver(BaseCheckpointSaver[str]):
         return [m.mission_id for m in missions.missions
                 if m.mission_id.startswith("lg-") and m.error is None]
 
+    def _runs_plan(self, view: ThreadView | None,
+                   run_ids: set[str]) -> tuple[str | None, list[list[str]]]:
+        """The thread id and the ``[ns, checkpoint_id]`` pairs of ``view``
+        whose metadata ``run_id`` is one of ``run_ids``."""
+        if view is None:
+            return None, []
+        thread, out = None, []
+        with self._lock:
+            for (ns, cid), st in sorted(view.checkpoints.items()):
+                meta = self.serde.loads_typed(view.typed(st["metadata"]))
+                if isinstance(meta, dict) and str(meta.get("run_id")) in run_ids:
+                    thread = st["thread_id"]
+                    out.append([ns, cid])
+        return thread, out
+
+    @staticmethod
+    def _chunks(keys: list[list[str]]) -> list[dict[str, Any]]:
+        return [{"checkpoints": keys[i:i + FORGET_CHUNK]}
+                for i in range(0, len(keys), FORGET_CHUNK)]
+
+    def _prune_keys(self, view: ThreadView | None, strategy: str) -> list[list[str]]:
+        if view is None:
+            return []
+        with self._lock:
+            return view.prune_keys(strategy)
+
     # -- sync API --------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
@@ -432,6 +465,35 @@ class MissionBusSaver(BaseCheckpointSaver[str]):
                              event_id=checkpoint_event_id(mission, ns, cid))
             else:
                 w.publish(mission, TOPIC_WRITES, body)
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Keep only each namespace's latest checkpoint (``keep_latest``) or
+        none (``delete``) of each thread (logically: see the module's notes)."""
+        if strategy not in ("keep_latest", "delete"):
+            raise ValueError(f"unknown prune strategy {strategy!r} (keep_latest or delete)")
+        for tid in thread_ids:
+            keys = self._prune_keys(self._refresh(tid), strategy)
+            if not keys:
+                continue
+            mission = self._ensure(tid)
+            w = self._writer(mission)
+            for body in self._chunks(keys):
+                w.publish(mission, TOPIC_FORGET, body)
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Forget every checkpoint (and its pending writes) whose metadata
+        ``run_id`` is one of ``run_ids``, in every thread (logically)."""
+        wanted = {str(r) for r in run_ids}
+        if not wanted:
+            return
+        for mission in self._thread_missions(self._admin.list_missions()):
+            thread, keys = self._runs_plan(self._refresh_mission(mission), wanted)
+            if thread is None or not keys:
+                continue
+            target = self._ensure(thread)
+            w = self._writer(target)
+            for body in self._chunks(keys):
+                w.publish(target, TOPIC_FORGET, body)
 
     # -- async API -------------------------------------------------------------
 
@@ -515,3 +577,31 @@ class MissionBusSaver(BaseCheckpointSaver[str]):
                                    event_id=checkpoint_event_id(mission, ns, cid))
             else:
                 await w.publish(mission, TOPIC_WRITES, body)
+
+    async def aprune(self, thread_ids: Sequence[str], *,
+                     strategy: str = "keep_latest") -> None:
+        """Async :meth:`prune`."""
+        if strategy not in ("keep_latest", "delete"):
+            raise ValueError(f"unknown prune strategy {strategy!r} (keep_latest or delete)")
+        for tid in thread_ids:
+            keys = self._prune_keys(await self._arefresh(tid), strategy)
+            if not keys:
+                continue
+            mission = await self._aensure(tid)
+            w = self._awriter(mission)
+            for body in self._chunks(keys):
+                await w.publish(mission, TOPIC_FORGET, body)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Async :meth:`delete_for_runs`."""
+        wanted = {str(r) for r in run_ids}
+        if not wanted:
+            return
+        for mission in self._thread_missions(await self._aadmin.list_missions()):
+            thread, keys = self._runs_plan(await self._arefresh_mission(mission), wanted)
+            if thread is None or not keys:
+                continue
+            target = await self._aensure(thread)
+            w = self._awriter(target)
+            for body in self._chunks(keys):
+                await w.publish(target, TOPIC_FORGET, body)

@@ -63,32 +63,125 @@ class Event:
 
 @dataclass(frozen=True)
 class EventsPage:
-    """``GET .../events``: ``events`` and ``next`` (the ``from`` of the next
-    page). An empty page means the reader is at the head."""
+    """``GET .../events``: ``events`` and ``next``: the ``from`` of the next
+    page (an empty page means the reader is at the head), or with
+    ``order="desc"`` the ``to`` of the next page (``None`` at the start).
+    ``head_sequence`` is the head when the page was read."""
 
     events: list[Event]
-    next: int
+    next: int | None
+    head_sequence: int = 0
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "EventsPage":
-        return cls([Event.from_json(e) for e in d["events"]], int(d["next"]))
+        nxt = d.get("next")
+        return cls([Event.from_json(e) for e in d["events"]],
+                   None if nxt is None else int(nxt), int(d.get("head_sequence") or 0))
+
+
+@dataclass(frozen=True)
+class HandoffInfo:
+    """A handoff's lifecycle record (``GET .../handoffs``): ``status`` is
+    ``offered``, ``accepted``, ``completed``, ``declined``, ``released``,
+    ``expired`` or ``revoked``; ``resume_checkpoint_id`` is where its
+    holder resumes (its latest checkpoint since accepting, else the offered
+    one); ``returned_to`` who got the work back."""
+
+    handoff_id: str
+    sender: str
+    recipient: str
+    status: str
+    checkpoint_id: str | None = None
+    resume_checkpoint_id: str | None = None
+    lease_expires_at: str | None = None
+    returned_to: str | None = None
+    reoffered_as: str | None = None
+    sequence: int = 0
+    updated_sequence: int = 0
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "HandoffInfo":
+        return cls(
+            handoff_id=d["handoff_id"],
+            sender=d.get("sender", ""),
+            recipient=d.get("recipient", ""),
+            status=d["status"],
+            checkpoint_id=d.get("checkpoint_id"),
+            resume_checkpoint_id=d.get("resume_checkpoint_id"),
+            lease_expires_at=d.get("lease_expires_at"),
+            returned_to=d.get("returned_to"),
+            reoffered_as=d.get("reoffered_as"),
+            sequence=int(d.get("sequence") or 0),
+            updated_sequence=int(d.get("updated_sequence") or 0),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class HandoffStep:
+    """A lifecycle step's answer: the stored ``event``
+    (``handoff_accepted``, ...) and the handoff's record after it."""
+
+    event: Event
+    handoff: HandoffInfo
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "HandoffStep":
+        return cls(Event.from_json(d["event"]), HandoffInfo.from_json(d["handoff"]))
+
+
+@dataclass(frozen=True)
+class CheckpointsPage:
+    """``GET .../checkpoints``: checkpoint events newest first;
+    ``next_before`` is the ``before`` of the next page (``None``: no more)."""
+
+    checkpoints: list[Event]
+    next_before: int | None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "CheckpointsPage":
+        nb = d.get("next_before")
+        return cls([Event.from_json(e) for e in d.get("checkpoints") or []],
+                   None if nb is None else int(nb))
+
+
+@dataclass(frozen=True)
+class ConsumerPosition:
+    """A durable consumer position: ``participant``'s ``consumer`` has
+    acknowledged everything up to ``position``. ``updated_at`` is ``None``
+    in an acknowledgement's answer."""
+
+    participant: str
+    consumer: str
+    position: int
+    updated_at: str | None = None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "ConsumerPosition":
+        return cls(d["participant"], d["consumer"], int(d["position"]), d.get("updated_at"))
 
 
 @dataclass(frozen=True)
 class ResumePacket:
-    """Where a recipient picks up: the handoff, its checkpoint, the roster."""
+    """Where a recipient picks up: the handoff (or, ``source ==
+    "checkpoint"``, its own latest checkpoint, with ``handoff_id`` None),
+    the checkpoint to resume from, work ``returned`` to it, the roster."""
 
     mission_id: str
     title: str
     recipient: str
-    sender: str
-    handoff_id: str
+    sender: str | None
+    handoff_id: str | None
     handoff_note: str
     checkpoint: Event
     participants: dict[str, Any]
     isolation_profiles: list[Any]
     stream_length: int
     head_sequence: int
+    source: str = "handoff"
+    handoff_status: str | None = None
+    returned: list[HandoffInfo] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -97,14 +190,17 @@ class ResumePacket:
             mission_id=d["mission_id"],
             title=d.get("title", ""),
             recipient=d["recipient"],
-            sender=d["sender"],
-            handoff_id=d["handoff_id"],
-            handoff_note=d.get("handoff_note", ""),
+            sender=d.get("sender"),
+            handoff_id=d.get("handoff_id"),
+            handoff_note=d.get("handoff_note") or "",
             checkpoint=Event.from_json(d["checkpoint"]),
             participants=dict(d.get("participants") or {}),
             isolation_profiles=list(d.get("isolation_profiles") or []),
             stream_length=int(d.get("stream_length", 0)),
             head_sequence=int(d.get("head_sequence", 0)),
+            source=d.get("source") or "handoff",
+            handoff_status=d.get("handoff_status"),
+            returned=[HandoffInfo.from_json(h) for h in d.get("returned") or []],
             raw=d,
         )
 
