@@ -884,6 +884,50 @@ fn a_participant_token_runs_a_cell_through_the_server() {
         "the caller's token stays valid"
     );
 
+    // The workspace as ana's checkpoint, with ana's own token: the CLI's
+    // remote writes fall back to the participant endpoints.
+    let out = dir
+        .mb(&[
+            "--server",
+            &url,
+            "--token",
+            &ana,
+            "cell",
+            "run",
+            "m1",
+            "--as",
+            "ana",
+            "--profile",
+            "level1-directory",
+            "--workspace",
+            "ws2",
+            "--checkpoint-on-exit",
+            "workspace at exit",
+            "--",
+            "sh",
+            "-c",
+            "echo hi > out.txt",
+        ])
+        .output();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = export();
+    let checkpoints = of_type(&log, "checkpoint");
+    let cp = checkpoints.last().expect("a checkpoint was saved");
+    assert_eq!(cp["sender"], "ana");
+    assert_eq!(cp["summary"], "workspace at exit");
+    let artifacts = cp["artifacts"].as_array().unwrap();
+    assert!(
+        artifacts
+            .iter()
+            .any(|a| a.as_str().unwrap().contains("out.txt#blake3=")),
+        "{artifacts:?}"
+    );
+
     // A non-default profile needs configure_isolation, which ana lacks;
     // acting as someone else is refused too. Nothing is recorded or run.
     let before = export();
