@@ -1,9 +1,15 @@
 //! Acknowledged events the store lost: what the commit ledger found at
 //! open, and the operator's explicit acceptance of a loss.
 
+use super::writer::Writer;
 use super::MissionBus;
 
-use crate::error::Error;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::event::{now_micros, Event, EventBody, EventMeta, OPERATOR};
+use crate::ledger::LedgerHead;
+use crate::store::{Durability, PlannedAppend};
 
 impl MissionBus {
     /// Every mission `verify` should look at: the store's missions plus
@@ -64,5 +70,90 @@ impl MissionBus {
             mission: mission.to_string(),
             reply,
         })
+    }
+}
+
+impl Writer {
+    /// See [`super::MissionBus::accept_loss`]. Runs alone on the writer.
+    pub(super) fn accept_loss(&self, mission: &str) -> Result<Option<Event>> {
+        if let Some(d) = &self.integrity.ledger_damage {
+            return Err(d.to_error());
+        }
+        let Some(damage) = self.integrity.damage(mission) else {
+            return Err(Error::invalid(
+                "accept-loss",
+                format!("mission '{mission}' has no missing acknowledged events to accept"),
+            ));
+        };
+        let loss = crate::ledger::AcceptedLoss {
+            mission: mission.to_string(),
+            first: damage.first,
+            last: damage.last,
+            ledger_hash: damage.ledger.hash,
+            at_micros: crate::event::to_micros(now_micros()),
+        };
+        let mut ledger = self.ledger.borrow_mut();
+        let Some(l) = ledger.as_mut() else {
+            return Err(Error::invalid(
+                "accept-loss",
+                "the commit ledger is disabled",
+            ));
+        };
+        let recorded = match self.name_to_no(mission)? {
+            None => {
+                l.append(&[], std::slice::from_ref(&loss), true)?;
+                None
+            }
+            Some(no) => {
+                let cached = self.load(no, mission)?;
+                let event = Event {
+                    id: Uuid::now_v7(),
+                    sequence: cached.state.head + 1,
+                    timestamp: now_micros(),
+                    sender: OPERATOR.to_string(),
+                    body: EventBody::LossAccepted {
+                        first: damage.first,
+                        last: damage.last,
+                        ledger_hash: damage.ledger.hash,
+                    },
+                    meta: EventMeta::default(),
+                };
+                let plan = PlannedAppend {
+                    mission: no,
+                    mission_id: mission.to_string(),
+                    register: None,
+                    replace_orphan_ids: false,
+                    prev_seq: cached.state.head,
+                    events: vec![event.clone()],
+                };
+                self.shared
+                    .cache
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&no);
+                let heads = self.store.commit(std::slice::from_ref(&plan))?;
+                // Whatever the configured durability, this is fsynced.
+                self.store.flush(Durability::Sync)?;
+                let (sequence, hash) = heads[0];
+                l.append(
+                    &[(mission, LedgerHead { sequence, hash })],
+                    std::slice::from_ref(&loss),
+                    true,
+                )?;
+                Some(event)
+            }
+        };
+        self.integrity
+            .damaged
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(mission);
+        tracing::warn!(
+            mission,
+            first = loss.first,
+            last = loss.last,
+            "operator accepted the loss of acknowledged events"
+        );
+        Ok(recorded)
     }
 }

@@ -31,6 +31,7 @@ mod copy;
 mod durable;
 mod filter;
 mod history;
+mod import;
 mod integrity;
 mod lifecycle;
 mod live;

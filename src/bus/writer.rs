@@ -2,7 +2,7 @@
 //! the group will leave, writes it in one transaction, makes it durable,
 //! then publishes and acknowledges.
 
-use super::{at_sequence, require, Cached, Committed, Draft, Job, Shared, IMPORT_CHUNK, MAX_GROUP};
+use super::{require, Cached, Committed, Draft, Job, Shared, MAX_GROUP};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::mpsc::Receiver;
@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::event::{now_micros, Event, EventBody, EventMeta, EventType, OPERATOR};
+use crate::event::{now_micros, Event, EventBody, EventType, OPERATOR};
 use crate::keys::MissionNo;
 use crate::ledger::{Ledger, LedgerHead};
 use crate::profiles::Capability;
@@ -166,7 +166,7 @@ impl Writer {
         }
     }
 
-    fn name_to_no(&self, mission: &str) -> Result<Option<MissionNo>> {
+    pub(super) fn name_to_no(&self, mission: &str) -> Result<Option<MissionNo>> {
         self.shared.resolve(&self.store, mission)
     }
 
@@ -479,7 +479,7 @@ impl Writer {
     }
 
     /// Stateful checks: roles, membership, references.
-    fn validate(
+    pub(super) fn validate(
         &self,
         state: &MissionState,
         mission: &str,
@@ -785,188 +785,5 @@ impl Writer {
                 }
             }
         }
-    }
-
-    /// Import a whole log: validate everything, then write in chunks with
-    /// the mission registered in the last one, so it appears atomically.
-    fn import(&self, events: Vec<Event>, mut progress: Box<dyn FnMut(u64) + Send>) -> Result<u64> {
-        let Some(mission_id) = events[0].body.created_mission() else {
-            unreachable!("checked by import_log");
-        };
-        let mission = mission_id.to_string();
-        if let Some(e) = self.integrity.refuse_write(&mission) {
-            return Err(e);
-        }
-        if self.name_to_no(&mission)?.is_some() {
-            return Err(Error::MissionExists { mission });
-        }
-        let no = self.store.allocate_mission_no()?;
-        let mut state = MissionState::default();
-        let mut seen = HashSet::with_capacity(events.len());
-        let mut checkpoints = HashSet::new();
-        for e in &events {
-            if !seen.insert(e.id) {
-                return Err(Error::invalid(
-                    "event id",
-                    format!("{} appears twice (sequence {})", e.id, e.sequence),
-                ));
-            }
-            let draft = Draft {
-                id: Some(e.id),
-                timestamp: Some(e.timestamp),
-                sender: e.sender.clone(),
-                body: e.body.clone(),
-                meta: e.meta.clone(),
-            };
-            if e.sequence > 1 {
-                self.validate(&state, &mission, no, &draft, &|id| checkpoints.contains(id))
-                    .map_err(|err| at_sequence(err, e.sequence))?;
-            }
-            if e.event_type() == EventType::Checkpoint {
-                checkpoints.insert(e.id);
-            }
-            state.apply(e);
-        }
-        let total = events.len();
-        let mut written = 0usize;
-        let mut hash = codec::GENESIS;
-        let mut chunks = events.chunks(IMPORT_CHUNK).peekable();
-        while let Some(chunk) = chunks.next() {
-            let last = chunks.peek().is_none();
-            let plan = PlannedAppend {
-                mission: no,
-                mission_id: mission.clone(),
-                register: last.then(|| mission.clone()),
-                replace_orphan_ids: true,
-                prev_seq: written as u64,
-                events: chunk.to_vec(),
-            };
-            let heads = self.store.commit(std::slice::from_ref(&plan))?;
-            hash = heads[0].1;
-            written += chunk.len();
-            if last {
-                // The mission did not exist before the import.
-                let prev = HashMap::from([(no, (0, codec::GENESIS))]);
-                self.make_durable(std::slice::from_ref(&plan), &heads, &HashMap::new(), &prev)?;
-            }
-            progress(written as u64);
-        }
-        debug_assert_eq!(written, total);
-        self.shared
-            .written
-            .fetch_add(total as u64, std::sync::atomic::Ordering::Relaxed);
-        self.shared
-            .directory
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(mission, no);
-        let snapshot_seq = if self.snapshot_every > 0 && state.head >= self.snapshot_every {
-            let bytes = codec::encode_snapshot(state.head, &hash, &state);
-            self.store
-                .put_snapshot(no, bytes)
-                .map(|()| state.head)
-                .unwrap_or(0)
-        } else {
-            0
-        };
-        self.shared
-            .cache
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                no,
-                Arc::new(Cached {
-                    no,
-                    state: Arc::new(state),
-                    hash,
-                    snapshot_seq,
-                }),
-            );
-        Ok(total as u64)
-    }
-}
-
-impl Writer {
-    /// See [`super::MissionBus::accept_loss`]. Runs alone on the writer.
-    fn accept_loss(&self, mission: &str) -> Result<Option<Event>> {
-        if let Some(d) = &self.integrity.ledger_damage {
-            return Err(d.to_error());
-        }
-        let Some(damage) = self.integrity.damage(mission) else {
-            return Err(Error::invalid(
-                "accept-loss",
-                format!("mission '{mission}' has no missing acknowledged events to accept"),
-            ));
-        };
-        let loss = crate::ledger::AcceptedLoss {
-            mission: mission.to_string(),
-            first: damage.first,
-            last: damage.last,
-            ledger_hash: damage.ledger.hash,
-            at_micros: crate::event::to_micros(now_micros()),
-        };
-        let mut ledger = self.ledger.borrow_mut();
-        let Some(l) = ledger.as_mut() else {
-            return Err(Error::invalid(
-                "accept-loss",
-                "the commit ledger is disabled",
-            ));
-        };
-        let recorded = match self.name_to_no(mission)? {
-            None => {
-                l.append(&[], std::slice::from_ref(&loss), true)?;
-                None
-            }
-            Some(no) => {
-                let cached = self.load(no, mission)?;
-                let event = Event {
-                    id: Uuid::now_v7(),
-                    sequence: cached.state.head + 1,
-                    timestamp: now_micros(),
-                    sender: OPERATOR.to_string(),
-                    body: EventBody::LossAccepted {
-                        first: damage.first,
-                        last: damage.last,
-                        ledger_hash: damage.ledger.hash,
-                    },
-                    meta: EventMeta::default(),
-                };
-                let plan = PlannedAppend {
-                    mission: no,
-                    mission_id: mission.to_string(),
-                    register: None,
-                    replace_orphan_ids: false,
-                    prev_seq: cached.state.head,
-                    events: vec![event.clone()],
-                };
-                self.shared
-                    .cache
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&no);
-                let heads = self.store.commit(std::slice::from_ref(&plan))?;
-                // Whatever the configured durability, this is fsynced.
-                self.store.flush(Durability::Sync)?;
-                let (sequence, hash) = heads[0];
-                l.append(
-                    &[(mission, LedgerHead { sequence, hash })],
-                    std::slice::from_ref(&loss),
-                    true,
-                )?;
-                Some(event)
-            }
-        };
-        self.integrity
-            .damaged
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(mission);
-        tracing::warn!(
-            mission,
-            first = loss.first,
-            last = loss.last,
-            "operator accepted the loss of acknowledged events"
-        );
-        Ok(recorded)
     }
 }
