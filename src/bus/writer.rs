@@ -708,12 +708,28 @@ impl Writer {
                     .map(|p| (p.mission, p.events))
                     .collect();
                 let global = self.shared.committed.receiver_count() > 0;
+                // Shared stores: subscribers get others' events first (see
+                // follow.rs); locked before `mission_channels`.
+                let mut announced = self
+                    .store
+                    .is_shared()
+                    .then(|| self.shared.live.announced());
                 let channels = self
                     .shared
                     .mission_channels
                     .lock()
                     .unwrap_or_else(|p| p.into_inner());
                 for (mission, events) in &written {
+                    if let (Some(announced), Some(first), Some(last)) =
+                        (announced.as_mut(), events.first(), events.last())
+                    {
+                        if announced.get(mission).copied().unwrap_or(0) + 1 < first.sequence {
+                            // Others' events before ours are not announced
+                            // yet: the follower gives them and ours, in order.
+                            continue;
+                        }
+                        announced.insert(*mission, last.sequence);
+                    }
                     let Some(name) = self.shared.name_of(*mission) else {
                         continue;
                     };
@@ -736,6 +752,7 @@ impl Writer {
                     }
                 }
                 drop(channels);
+                drop(announced);
                 for p in group.pending {
                     let events = match p.outcome {
                         Planned::Written(i) => std::mem::take(&mut written[i].1),
