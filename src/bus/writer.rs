@@ -710,26 +710,28 @@ impl Writer {
                 let global = self.shared.committed.receiver_count() > 0;
                 // Shared stores: subscribers get others' events first (see
                 // follow.rs); locked before `mission_channels`.
-                let mut announced = self
-                    .store
-                    .is_shared()
-                    .then(|| self.shared.live.announced());
+                let mut announced = self.store.is_shared().then(|| self.shared.live.announced());
                 let channels = self
                     .shared
                     .mission_channels
                     .lock()
                     .unwrap_or_else(|p| p.into_inner());
                 for (mission, events) in &written {
+                    // Shared stores: the events after what was announced.
+                    let mut after = 0;
                     if let (Some(announced), Some(first), Some(last)) =
                         (announced.as_mut(), events.first(), events.last())
                     {
-                        if announced.get(mission).copied().unwrap_or(0) + 1 < first.sequence {
+                        after = announced.get(mission).copied().unwrap_or(0);
+                        if after + 1 < first.sequence {
                             // Others' events before ours are not announced
                             // yet: the follower gives them and ours, in order.
                             continue;
                         }
-                        announced.insert(*mission, last.sequence);
+                        // (The follower may have given ours already.)
+                        announced.insert(*mission, after.max(last.sequence));
                     }
+                    let events = events.iter().filter(|e| e.sequence > after);
                     let Some(name) = self.shared.name_of(*mission) else {
                         continue;
                     };

@@ -117,8 +117,13 @@ impl PgStore {
     }
 }
 
-type Step<'a> =
-    Pin<Box<dyn Future<Output = std::result::Result<Option<Vec<Row>>, tokio_postgres::Error>> + Send + 'a>>;
+type Step<'a> = Pin<
+    Box<
+        dyn Future<Output = std::result::Result<Option<Vec<Row>>, tokio_postgres::Error>>
+            + Send
+            + 'a,
+    >,
+>;
 
 /// One try at the group: `Err((why, connection unusable))`.
 async fn attempt(
@@ -248,12 +253,11 @@ async fn attempt(
         h.1.push(seq as i64);
         h.2.push(hash.to_vec());
     }
-    let payload: Vec<String> = h
-        .0
-        .iter()
-        .zip(&h.1)
-        .map(|(no, seq)| format!("{no}:{seq}"))
-        .collect();
+    let payload: Vec<String> =
+        h.0.iter()
+            .zip(&h.1)
+            .map(|(no, seq)| format!("{no}:{seq}"))
+            .collect();
     let payload = payload.join(",");
 
     // Prepared once per connection; then the batch goes out in one write.
@@ -277,7 +281,9 @@ async fn attempt(
     }
     let client = &conn.client;
     let mut steps: Vec<Step<'_>> = Vec::new();
-    steps.push(Box::pin(async move { client.batch_execute("BEGIN").await.map(|_| None) }));
+    steps.push(Box::pin(async move {
+        client.batch_execute("BEGIN").await.map(|_| None)
+    }));
     let mut register_at = Vec::new();
     for p in plans {
         if let Some(name) = &p.register {
@@ -294,9 +300,9 @@ async fn attempt(
     let lock_at = steps.len();
     let s = &st[LOCK_HEADS];
     let nos_ref = &nos;
-    steps.push(Box::pin(
-        async move { client.query(s, &[nos_ref]).await.map(Some) },
-    ));
+    steps.push(Box::pin(async move {
+        client.query(s, &[nos_ref]).await.map(Some)
+    }));
     let exec = |s: &'static str, params| exec(client, &st[s], params);
     steps.push(exec(INSERT_EVENTS, [&ev.0, &ev.1, &ev.2]));
     let ids_at = steps.len();
@@ -324,7 +330,16 @@ async fn attempt(
     let results = futures_util::future::join_all(steps).await;
 
     // Judge the answers in the order the statements ran.
-    let verdict = judge(c, plans, &results, &register_at, lock_at, ids_at, &chained_on, &ids.1);
+    let verdict = judge(
+        c,
+        plans,
+        &results,
+        &register_at,
+        lock_at,
+        ids_at,
+        &chained_on,
+        &ids.1,
+    );
     if let Err(why) = verdict {
         // A failed connection has no transaction left to roll back.
         let broken = client.is_closed() || client.batch_execute("ROLLBACK").await.is_err();
@@ -381,11 +396,8 @@ fn judge(
     chained_on: &HashMap<i64, (u64, Hash)>,
     ids: &[Uuid],
 ) -> std::result::Result<(), Failed> {
-    let first_err = |range: std::ops::Range<usize>| {
-        results[range]
-            .iter()
-            .find_map(|r| r.as_ref().err())
-    };
+    let first_err =
+        |range: std::ops::Range<usize>| results[range].iter().find_map(|r| r.as_ref().err());
     if let Some(e) = first_err(0..1) {
         return Err(Failed::Final(c.err_ref(e)));
     }

@@ -162,9 +162,7 @@ pub(crate) fn connector(target: &Target) -> Result<MakeRustlsConnect, String> {
                 .build()
                 .map_err(|e| format!("TLS set-up: {e}"))?;
             if target.mode == SslMode::VerifyFull {
-                builder
-                    .with_webpki_verifier(webpki)
-                    .with_no_client_auth()
+                builder.with_webpki_verifier(webpki).with_no_client_auth()
             } else {
                 builder
                     .dangerous()
@@ -272,13 +270,10 @@ impl ServerCertVerifier for AnyName {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         // webpki checks the chain first and the name last.
-        match self.0.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -410,9 +405,15 @@ mod tests {
         assert_eq!(t.mode, SslMode::Prefer);
         assert_eq!(t.url, "postgres://u@h/db?sslmode=prefer");
         let t = split_tls("postgres://u@h/db?sslmode=disable").unwrap();
-        assert_eq!((t.mode, t.url.as_str()), (SslMode::Disable, "postgres://u@h/db?sslmode=disable"));
+        assert_eq!(
+            (t.mode, t.url.as_str()),
+            (SslMode::Disable, "postgres://u@h/db?sslmode=disable")
+        );
         let e = split_tls("postgres://u@h/db?sslmode=sometimes").unwrap_err();
-        assert!(e.contains("sslmode=sometimes") && e.contains("verify-full"), "{e}");
+        assert!(
+            e.contains("sslmode=sometimes") && e.contains("verify-full"),
+            "{e}"
+        );
         let e = split_tls("postgres://u@h/db?sslcert=/c.pem").unwrap_err();
         assert!(e.contains("sslcert"), "{e}");
     }
@@ -422,7 +423,10 @@ mod tests {
         let t = split_tls("postgres://h/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem")
             .unwrap();
         let e = connector(&t).err().expect("no roots");
-        assert!(e.contains("sslmode=verify-full") && e.contains("/nonexistent/ca.pem"), "{e}");
+        assert!(
+            e.contains("sslmode=verify-full") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let junk = dir.path().join("junk.pem");
         std::fs::write(&junk, "not a certificate\n").unwrap();

@@ -182,7 +182,11 @@ fn forward(n: &tokio_postgres::Notification, tx: &Sender<Notice>) -> Result<(), 
     match notice {
         Some(notice) => tx.send(notice).map_err(|_| ()),
         None => {
-            tracing::warn!(channel = n.channel(), payload = n.payload(), "PostgreSQL listener: a notification not understood");
+            tracing::warn!(
+                channel = n.channel(),
+                payload = n.payload(),
+                "PostgreSQL listener: a notification not understood"
+            );
             Ok(())
         }
     }
