@@ -426,3 +426,47 @@ fn tokens_revoked_through_another_process_are_refused_even_without_listen() {
     assert_eq!(listeners(cluster, a.child.id()), 0, "still not listening");
     let_in(cluster, "tok");
 }
+
+#[test]
+fn a_stale_cached_state_is_brought_forward_from_the_new_events_only() {
+    let Some(cluster) = util::pg::cluster() else {
+        return;
+    };
+    let url = cluster.database();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let here = MissionBus::open_url(&url).unwrap();
+    here.create_mission(NewMission::new("m", "T").lead("lead"))
+        .unwrap();
+    here.join("m", "w", "write", Json::empty_object()).unwrap();
+    assert_eq!(here.state("m").unwrap().head, 3, "cached here");
+    let there = MissionBus::open_url(&url).unwrap();
+    for i in 0..3 {
+        there
+            .publish("m", "w", "t", json!({"i": i}).into())
+            .unwrap();
+    }
+    // Damage an old record: a reload from the log would read it again.
+    cluster
+        .psql(
+            &db,
+            "UPDATE mb_events SET record = '\\x00' WHERE seq = 2 \
+             AND mission = (SELECT no FROM mb_missions WHERE name = 'm')",
+        )
+        .unwrap();
+    let state = here.state("m").unwrap();
+    assert_eq!(state.head, 6, "folded forward from 4..=6 only");
+    assert!(state.participants.contains_key("w"));
+    // A process without the cached state must read the damaged record.
+    let fresh = MissionBus::open_url(&url).unwrap();
+    let err = fresh.state("m").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            mission_bus::Error::Corruption {
+                sequence: Some(2),
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

@@ -1,19 +1,20 @@
-//! The commit transaction: one per commit group, in two round trips.
+//! The commit transaction: one per commit group, in one round trip.
 //!
 //! The records are chained on each mission's head as this process last saw
 //! it ([`Conns::known_head`]; read first, without a lock, when it is not
-//! known or not the head the plan builds on). Then ONE pipelined batch
-//! (prepared statements, sent together, answered together): `BEGIN`; new
+//! known or not the head the plan builds on). Then ONE pipelined batch of
+//! prepared statements, sent together and answered together: `BEGIN`; new
 //! missions registered (`ON CONFLICT (name) DO NOTHING`: a name another
 //! process took is `MissionExists`); every touched mission's row locked in
 //! mission-number order (`FOR UPDATE`: no deadlock between processes) and
-//! its head returned; the events, index rows and heads written with one
-//! statement each; a notification naming the moved missions (delivered at
-//! commit, for other processes' live streams). The returned heads are
-//! checked against the ones the records were chained on: another process
-//! moved one (`SequenceConflict`: the bus re-reads and re-plans) or a
-//! statement failed, and the batch is rolled back; else `COMMIT`, the
-//! second round trip (durable when it returns, per the session's
+//! its head returned; the events and index rows inserted; the heads moved
+//! only where they still are the ones chained on, the statement dividing
+//! by zero otherwise (which aborts the transaction); a notification naming
+//! the moved missions (delivered at commit, for other processes' live
+//! streams); `COMMIT`, which PostgreSQL turns into a rollback when anything
+//! before it failed. The answers then tell which: a head another process
+//! moved is `SequenceConflict` (the bus re-reads and re-plans), a failed
+//! statement its error; else the group is durable (per the session's
 //! `synchronous_commit`).
 
 use std::collections::{HashMap, HashSet};
@@ -45,7 +46,8 @@ struct Plan {
 }
 
 const REGISTER: &str = "INSERT INTO mb_missions (no, name, head_seq, head_hash)
-     VALUES ($1, $2, 0, $3) ON CONFLICT (name) DO NOTHING";
+     SELECT u.no, u.name, 0, $3 FROM unnest($1::bigint[], $2::text[]) AS u(no, name)
+     ON CONFLICT (name) DO NOTHING RETURNING name";
 const LOCK_HEADS: &str = "SELECT no, head_seq, head_hash FROM mb_missions
      WHERE no = ANY($1) ORDER BY no FOR UPDATE";
 const READ_HEADS: &str = "SELECT no, head_seq, head_hash FROM mb_missions WHERE no = ANY($1)";
@@ -62,9 +64,17 @@ const INSERT_CHECKPOINTS: &str = "INSERT INTO mb_checkpoints (id, mission, seq)
 const INSERT_HANDOFFS: &str = "INSERT INTO mb_handoffs (id, mission, seq)
      SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[])
      ON CONFLICT (id) DO UPDATE SET mission = EXCLUDED.mission, seq = EXCLUDED.seq";
-const UPDATE_HEADS: &str = "UPDATE mb_missions m SET head_seq = u.s, head_hash = u.h
-     FROM unnest($1::bigint[], $2::bigint[], $3::bytea[]) AS u(no, s, h)
-     WHERE m.no = u.no";
+/// The heads moved, and the transaction aborted (division by zero) unless
+/// every one of them was still the head the records were chained on, so
+/// that the pipelined `COMMIT` can only commit a correct batch (in an
+/// aborted transaction PostgreSQL's `COMMIT` rolls back).
+const UPDATE_HEADS: &str = "WITH moved AS (
+       UPDATE mb_missions m SET head_seq = u.s, head_hash = u.h
+       FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bigint[], $5::bytea[])
+            AS u(no, p, ph, s, h)
+       WHERE m.no = u.no AND m.head_seq = u.p AND m.head_hash = u.ph
+       RETURNING 1)
+     SELECT 1 / (count(*) = cardinality($1::bigint[]))::int FROM moved";
 const NOTIFY: &str = "SELECT pg_notify($1, $2)";
 
 /// How one attempt ended badly.
@@ -246,16 +256,18 @@ async fn attempt(
         heads.insert(p.mission, (seq, hash));
         out.push((seq, hash));
     }
-    let mut h = (Vec::new(), Vec::new(), Vec::new());
+    let mut h = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for no in &nos {
-        let (seq, hash) = heads[no];
+        let ((seq, hash), (prev, prev_hash)) = (heads[no], chained_on[no]);
         h.0.push(*no);
-        h.1.push(seq as i64);
-        h.2.push(hash.to_vec());
+        h.1.push(prev as i64);
+        h.2.push(prev_hash.to_vec());
+        h.3.push(seq as i64);
+        h.4.push(hash.to_vec());
     }
     let payload: Vec<String> =
         h.0.iter()
-            .zip(&h.1)
+            .zip(&h.3)
             .map(|(no, seq)| format!("{no}:{seq}"))
             .collect();
     let payload = payload.join(",");
@@ -279,23 +291,23 @@ async fn attempt(
     for s in sql {
         st.insert(s, conn.statement(s).await.map_err(pg)?);
     }
+    let new: (Vec<i64>, Vec<&str>) = plans
+        .iter()
+        .filter_map(|p| Some((p.mission, p.register.as_deref()?)))
+        .unzip();
     let client = &conn.client;
     let mut steps: Vec<Step<'_>> = Vec::new();
     steps.push(Box::pin(async move {
         client.batch_execute("BEGIN").await.map(|_| None)
     }));
-    let mut register_at = Vec::new();
-    for p in plans {
-        if let Some(name) = &p.register {
-            register_at.push((steps.len(), name.clone()));
-            let s = &st[REGISTER];
-            let mission = &p.mission;
-            steps.push(Box::pin(async move {
-                let genesis = codec::GENESIS.as_slice();
-                let n = client.execute(s, &[mission, name, &genesis]).await?;
-                Ok((n == 0).then(Vec::new))
-            }));
-        }
+    let register_at = steps.len();
+    if !new.0.is_empty() {
+        let s = &st[REGISTER];
+        let new = &new;
+        steps.push(Box::pin(async move {
+            let genesis = codec::GENESIS.as_slice();
+            client.query(s, &[&new.0, &new.1, &genesis]).await.map(Some)
+        }));
     }
     let lock_at = steps.len();
     let s = &st[LOCK_HEADS];
@@ -318,7 +330,14 @@ async fn attempt(
     if !hos.0.is_empty() {
         steps.push(exec(INSERT_HANDOFFS, [&hos.0, &hos.1, &hos.2]));
     }
-    steps.push(exec(UPDATE_HEADS, [&h.0, &h.1, &h.2]));
+    let s = &st[UPDATE_HEADS];
+    let h_ref = &h;
+    steps.push(Box::pin(async move {
+        client
+            .query(s, &[&h_ref.0, &h_ref.1, &h_ref.2, &h_ref.3, &h_ref.4])
+            .await
+            .map(|_| None)
+    }));
     let s = &st[NOTIFY];
     let payload_ref = &payload;
     steps.push(Box::pin(async move {
@@ -327,30 +346,36 @@ async fn attempt(
             .await
             .map(|_| None)
     }));
+    let commit_at = steps.len();
+    steps.push(Box::pin(async move {
+        client.batch_execute("COMMIT").await.map(|_| None)
+    }));
     let results = futures_util::future::join_all(steps).await;
 
-    // Judge the answers in the order the statements ran.
+    // Judge the answers in the order the statements ran. Every failure
+    // judged here aborted the transaction on the server (a statement
+    // failed, or the heads check divided by zero), so the `COMMIT` rolled
+    // it back.
+    let registered = (!new.1.is_empty()).then_some((register_at, new.1.as_slice()));
     let verdict = judge(
         c,
         plans,
-        &results,
-        &register_at,
+        &results[..commit_at],
+        registered,
         lock_at,
         ids_at,
         &chained_on,
         &ids.1,
     );
     if let Err(why) = verdict {
-        // A failed connection has no transaction left to roll back.
-        let broken = client.is_closed() || client.batch_execute("ROLLBACK").await.is_err();
-        return Err((why, broken));
+        return Err((why, client.is_closed()));
     }
-    if let Err(e) = client.batch_execute("COMMIT").await {
+    if let Err(e) = &results[commit_at] {
         // In flight: committed or not, nobody knows yet.
         for no in &nos {
             c.forget_head(*no);
         }
-        return Err((Failed::Final(c.err(e)), true));
+        return Err((Failed::Final(c.err_ref(e)), true));
     }
     for no in &nos {
         c.saw_head(*no, heads[no]);
@@ -390,7 +415,7 @@ fn judge(
     c: &Conns,
     plans: &[Plan],
     results: &[std::result::Result<Option<Vec<Row>>, tokio_postgres::Error>],
-    register_at: &[(usize, String)],
+    registered: Option<(usize, &[&str])>,
     lock_at: usize,
     ids_at: usize,
     chained_on: &HashMap<i64, (u64, Hash)>,
@@ -401,15 +426,17 @@ fn judge(
     if let Some(e) = first_err(0..1) {
         return Err(Failed::Final(c.err_ref(e)));
     }
-    for (i, name) in register_at {
-        match &results[*i] {
-            Ok(Some(_)) => {
-                return Err(Failed::Final(Error::MissionExists {
-                    mission: name.clone(),
-                }))
-            }
-            Ok(None) => {}
+    if let Some((i, names)) = registered {
+        let taken = match &results[i] {
+            Ok(rows) => rows.as_deref().unwrap_or_default(),
             Err(e) => return Err(Failed::Final(c.err_ref(e))),
+        };
+        let ours: HashSet<String> = taken.iter().map(|r| r.get::<_, String>(0)).collect();
+        // A name another process took first.
+        if let Some(name) = names.iter().find(|n| !ours.contains(**n)) {
+            return Err(Failed::Final(Error::MissionExists {
+                mission: name.to_string(),
+            }));
         }
     }
     let rows = match &results[lock_at] {

@@ -159,7 +159,19 @@ impl Conns {
     pub(crate) fn err_ref(&self, e: &tokio_postgres::Error) -> Error {
         let reason = match e.as_db_error() {
             Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-            None => e.to_string(),
+            None => {
+                // The cause (a TLS or I/O error) says what went wrong.
+                let mut text = e.to_string();
+                let mut cause = std::error::Error::source(e);
+                while let Some(c) = cause {
+                    let more = c.to_string();
+                    if !text.contains(&more) {
+                        text = format!("{text}: {more}");
+                    }
+                    cause = c.source();
+                }
+                text
+            }
         };
         Error::Database {
             store: self.shown.clone(),
@@ -169,8 +181,8 @@ impl Conns {
 
     /// A connection error, saying when the URL's TLS demand is the cause.
     fn connect_err(&self, e: tokio_postgres::Error) -> Error {
-        let text = e.to_string();
-        if self.tls_required && text.contains("does not support TLS") {
+        let err = self.err_ref(&e);
+        if self.tls_required && err.to_string().contains("does not support TLS") {
             return Error::Database {
                 store: self.shown.clone(),
                 reason: "the server does not accept TLS connections, and the URL's sslmode \
@@ -179,7 +191,7 @@ impl Conns {
                     .into(),
             };
         }
-        self.err(e)
+        err
     }
 
     async fn connect(&self) -> Result<Conn> {
