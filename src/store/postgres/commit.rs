@@ -256,7 +256,7 @@ async fn attempt(
         heads.insert(p.mission, (seq, hash));
         out.push((seq, hash));
     }
-    let mut h = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut h: HeadParams = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for no in &nos {
         let ((seq, hash), (prev, prev_hash)) = (heads[no], chained_on[no]);
         h.0.push(*no);
@@ -271,6 +271,22 @@ async fn attempt(
             .map(|(no, seq)| format!("{no}:{seq}"))
             .collect();
     let payload = payload.join(",");
+
+    // One mission, already registered (the common group): ONE statement,
+    // its own transaction, like the baseline's single INSERT.
+    if registered.is_empty() && nos.len() == 1 {
+        let rows = Rows {
+            ev: &ev,
+            ids: &ids,
+            replace: &replace,
+            cps: &cps,
+            hos: &hos,
+        };
+        return single(c, conn, plans, &h, &rows, &payload).await.map(|()| {
+            c.saw_head(nos[0], heads[&nos[0]]);
+            out
+        });
+    }
 
     // Prepared once per connection; then the batch goes out in one write.
     let mut sql = vec![LOCK_HEADS, INSERT_EVENTS, UPDATE_HEADS, NOTIFY];
@@ -381,6 +397,122 @@ async fn attempt(
         c.saw_head(*no, heads[no]);
     }
     Ok(out)
+}
+
+/// The rows of a group, as statement parameters.
+struct Rows<'a> {
+    ev: &'a (Vec<i64>, Vec<i64>, Vec<Vec<u8>>),
+    ids: &'a (Vec<i64>, Vec<Uuid>, Vec<i64>),
+    replace: &'a (Vec<i64>, Vec<Uuid>, Vec<i64>),
+    cps: &'a (Vec<Uuid>, Vec<i64>, Vec<i64>),
+    hos: &'a (Vec<Uuid>, Vec<i64>, Vec<i64>),
+}
+
+/// Heads as statement parameters: (no, prev, prev hash, new, new hash).
+type HeadParams = (Vec<i64>, Vec<i64>, Vec<Vec<u8>>, Vec<i64>, Vec<Vec<u8>>);
+
+/// A group of one registered mission in ONE statement (data-modifying
+/// CTEs, always run to completion; empty arrays insert nothing), which is
+/// its own transaction: the head moves only if it is still the one chained
+/// on, else the division by zero aborts the whole statement. Its row lock
+/// serializes racing processes as `FOR UPDATE` does.
+const SINGLE: &str = "WITH
+       e AS (INSERT INTO mb_events (mission, seq, record)
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])),
+       i AS (INSERT INTO mb_event_ids (mission, event_id, seq)
+             SELECT * FROM unnest($4::bigint[], $5::uuid[], $6::bigint[])),
+       r AS (INSERT INTO mb_event_ids (mission, event_id, seq)
+             SELECT * FROM unnest($7::bigint[], $8::uuid[], $9::bigint[])
+             ON CONFLICT (mission, event_id) DO UPDATE SET seq = EXCLUDED.seq),
+       c AS (INSERT INTO mb_checkpoints (id, mission, seq)
+             SELECT * FROM unnest($10::uuid[], $11::bigint[], $12::bigint[])
+             ON CONFLICT (id) DO UPDATE SET mission = EXCLUDED.mission, seq = EXCLUDED.seq),
+       h AS (INSERT INTO mb_handoffs (id, mission, seq)
+             SELECT * FROM unnest($13::uuid[], $14::bigint[], $15::bigint[])
+             ON CONFLICT (id) DO UPDATE SET mission = EXCLUDED.mission, seq = EXCLUDED.seq),
+       moved AS (UPDATE mb_missions SET head_seq = $18, head_hash = $19
+                 WHERE no = $16 AND head_seq = $17 AND head_hash = $20
+                 RETURNING 1)
+     SELECT 1 / count(*)::int, pg_notify($21, $22) FROM moved";
+
+async fn single(
+    c: &Conns,
+    conn: &Conn,
+    plans: &[Plan],
+    h: &HeadParams,
+    rows: &Rows<'_>,
+    payload: &str,
+) -> std::result::Result<(), (Failed, bool)> {
+    let fail = |e: Error| (Failed::Final(e), false);
+    let st = conn.statement(SINGLE).await.map_err(|e| fail(c.err(e)))?;
+    let r = conn
+        .client
+        .query(
+            &st,
+            &[
+                &rows.ev.0,
+                &rows.ev.1,
+                &rows.ev.2,
+                &rows.ids.0,
+                &rows.ids.1,
+                &rows.ids.2,
+                &rows.replace.0,
+                &rows.replace.1,
+                &rows.replace.2,
+                &rows.cps.0,
+                &rows.cps.1,
+                &rows.cps.2,
+                &rows.hos.0,
+                &rows.hos.1,
+                &rows.hos.2,
+                &h.0[0],
+                &h.1[0],
+                &h.3[0],
+                &h.4[0],
+                &h.2[0],
+                &CHANNEL,
+                &payload,
+            ],
+        )
+        .await;
+    let e = match r {
+        Ok(_) => return Ok(()),
+        Err(e) => e,
+    };
+    if conn.client.is_closed() || e.as_db_error().is_none() {
+        // In flight: committed or not, nobody knows yet.
+        c.forget_head(h.0[0]);
+        return Err((Failed::Final(c.err(e)), true));
+    }
+    // Nothing was written. Did another process move the head?
+    let p = &plans[0];
+    let read = conn
+        .query_opt(READ_HEADS.replace("ANY($1)", "$1").as_str(), &[&h.0[0]])
+        .await
+        .map_err(|e| fail(c.err(e)))?;
+    let Some(row) = read else {
+        return Err(fail(Error::MissionNotFound {
+            mission: p.mission_id.clone(),
+        }));
+    };
+    let (no, head) = head_row(&row).map_err(fail)?;
+    c.forget_head(no);
+    c.saw_head(no, head);
+    if head.0 != h.1[0] as u64 {
+        return Err(fail(Error::SequenceConflict {
+            mission: p.mission_id.clone(),
+            expected: p.prev_seq,
+            head: head.0,
+        }));
+    }
+    if head.1.as_slice() != h.2[0].as_slice() {
+        return Err((Failed::Rechain, false));
+    }
+    let db = e.as_db_error().expect("checked above");
+    if db.code() == &SqlState::UNIQUE_VIOLATION && db.constraint() == Some("mb_event_ids_pkey") {
+        return Err(fail(duplicate_id(&rows.ids.1)));
+    }
+    Err(fail(c.err(e)))
 }
 
 /// One pipelined statement with three array parameters.
