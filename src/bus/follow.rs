@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use super::{Committed, Shared};
 use crate::error::{Error, Result};
+use crate::event::Event;
 use crate::keys::MissionNo;
 use crate::store::{Notice, Store};
 
@@ -196,4 +197,52 @@ fn give(store: &Store, shared: &Shared, no: MissionNo, from: u64, head: u64) -> 
         }
     }
     Ok(())
+}
+
+/// The writer's side: hand this process's newly committed events to the
+/// subscribers, in commit order. On a shared store, only the events after
+/// what they were given, and none while others' events before them are
+/// still unannounced (the follower, which hears of this commit too, then
+/// gives both, in order).
+pub(super) fn publish_own(shared: &Shared, is_shared: bool, written: &[(MissionNo, Vec<Event>)]) {
+    let global = shared.committed.receiver_count() > 0;
+    // Locked before `mission_channels`, as in `announce`.
+    let mut announced = is_shared.then(|| shared.live.announced());
+    let channels = shared
+        .mission_channels
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    for (mission, events) in written {
+        let mut after = 0;
+        if let (Some(announced), Some(first), Some(last)) =
+            (announced.as_mut(), events.first(), events.last())
+        {
+            after = announced.get(mission).copied().unwrap_or(0);
+            if after + 1 < first.sequence {
+                continue;
+            }
+            // (The follower may have given ours already.)
+            announced.insert(*mission, after.max(last.sequence));
+        }
+        let Some(name) = shared.name_of(*mission) else {
+            continue;
+        };
+        let own = channels.get(&name).filter(|tx| tx.receiver_count() > 0);
+        if !global && own.is_none() {
+            continue;
+        }
+        for event in events.iter().filter(|e| e.sequence > after) {
+            let c = Arc::new(Committed {
+                mission_id: name.clone(),
+                event: event.clone(),
+            });
+            // Err only means nobody is listening any more.
+            if let Some(tx) = own {
+                let _ = tx.send(Arc::clone(&c));
+            }
+            if global {
+                let _ = shared.committed.send(c);
+            }
+        }
+    }
 }

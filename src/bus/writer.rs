@@ -2,7 +2,7 @@
 //! the group will leave, writes it in one transaction, makes it durable,
 //! then publishes and acknowledges.
 
-use super::{require, Cached, Committed, Draft, Job, Shared, MAX_GROUP};
+use super::{require, Cached, Draft, Job, Shared, MAX_GROUP};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::mpsc::Receiver;
@@ -707,54 +707,7 @@ impl Writer {
                     .into_iter()
                     .map(|p| (p.mission, p.events))
                     .collect();
-                let global = self.shared.committed.receiver_count() > 0;
-                // Shared stores: subscribers get others' events first (see
-                // follow.rs); locked before `mission_channels`.
-                let mut announced = self.store.is_shared().then(|| self.shared.live.announced());
-                let channels = self
-                    .shared
-                    .mission_channels
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                for (mission, events) in &written {
-                    // Shared stores: the events after what was announced.
-                    let mut after = 0;
-                    if let (Some(announced), Some(first), Some(last)) =
-                        (announced.as_mut(), events.first(), events.last())
-                    {
-                        after = announced.get(mission).copied().unwrap_or(0);
-                        if after + 1 < first.sequence {
-                            // Others' events before ours are not announced
-                            // yet: the follower gives them and ours, in order.
-                            continue;
-                        }
-                        // (The follower may have given ours already.)
-                        announced.insert(*mission, after.max(last.sequence));
-                    }
-                    let events = events.iter().filter(|e| e.sequence > after);
-                    let Some(name) = self.shared.name_of(*mission) else {
-                        continue;
-                    };
-                    let own = channels.get(&name).filter(|tx| tx.receiver_count() > 0);
-                    if !global && own.is_none() {
-                        continue;
-                    }
-                    for event in events {
-                        let c = Arc::new(Committed {
-                            mission_id: name.clone(),
-                            event: event.clone(),
-                        });
-                        // Err only means nobody is listening any more.
-                        if let Some(tx) = own {
-                            let _ = tx.send(Arc::clone(&c));
-                        }
-                        if global {
-                            let _ = self.shared.committed.send(c);
-                        }
-                    }
-                }
-                drop(channels);
-                drop(announced);
+                super::follow::publish_own(&self.shared, self.store.is_shared(), &written);
                 for p in group.pending {
                     let events = match p.outcome {
                         Planned::Written(i) => std::mem::take(&mut written[i].1),
