@@ -206,7 +206,7 @@ fn a_fork_racing_a_prune_succeeds_or_fails_with_a_clear_conflict() {
         p.join().unwrap();
         f.join().unwrap()
     });
-    let (mut ok, mut refused) = (0, 0);
+    let (mut ok, mut refused, mut pruned) = (0, 0, 0);
     for (name, seq, r) in outcomes {
         match r {
             Ok(events) => {
@@ -230,6 +230,7 @@ fn a_fork_racing_a_prune_succeeds_or_fails_with_a_clear_conflict() {
                 mission, sequence, ..
             }) => {
                 refused += 1;
+                pruned += 1;
                 assert_eq!((mission.as_str(), sequence), ("p", seq));
                 assert!(matches!(
                     forker.state(&name),
@@ -248,7 +249,7 @@ fn a_fork_racing_a_prune_succeeds_or_fails_with_a_clear_conflict() {
             Err(e) => panic!("{name} (sequence {seq}): {e}"),
         }
     }
-    println!("forks: {ok} made, {refused} refused (pruned)");
+    println!("forks: {ok} made, {refused} refused ({pruned} of them as Pruned)");
     assert_eq!(ok + refused, cps.len());
     check(&pruner, "p");
     check(&forker, "p");
@@ -353,4 +354,65 @@ fn a_version_1_database_is_migrated_on_open_and_prunes() {
     check(&bus, "m");
     bus.delete_mission("m", "ops").unwrap();
     assert_eq!(bus.tombstones(None).unwrap().len(), 1);
+}
+
+#[test]
+fn archives_from_postgresql_restore_into_sled_and_postgresql_with_the_same_head_hash() {
+    let Some(cluster) = util::pg::cluster() else {
+        return;
+    };
+    let bus = open(&cluster.database());
+    team(&bus, "m");
+    for i in 0..40 {
+        publish(&bus, "m", i).unwrap();
+    }
+    let head_hash = bus.verify("m").unwrap().head_hash;
+    // The prefix before 20, archived, then pruned; then the whole mission
+    // of another id, archived unpruned.
+    let mut prefix = Vec::new();
+    let info = bus.archive("m", Some(20), &mut prefix).unwrap();
+    let pruned = bus.prune("m", 20).unwrap().event.unwrap();
+    let EventBody::HistoryPruned { anchor_hash, .. } = pruned.body else {
+        panic!("{:?}", pruned.body);
+    };
+    assert_eq!(info.head_hash, anchor_hash);
+    team(&bus, "w");
+    for i in 0..10 {
+        publish(&bus, "w", i).unwrap();
+    }
+    let w_hash = bus.verify("w").unwrap().head_hash;
+    let mut whole = Vec::new();
+    bus.archive("w", None, &mut whole).unwrap();
+    // The suffix of the pruned mission chains onto the prefix archive.
+    let mut suffix = Vec::new();
+    let s = bus.archive("m", None, &mut suffix).unwrap();
+    assert_eq!((s.first_sequence, s.prev_hash), (20, anchor_hash));
+    let read = |name: &str, bytes: &[u8]| {
+        mission_bus::read_archive(name, std::str::from_utf8(bytes).unwrap()).unwrap()
+    };
+    let chain = mission_bus::chain_archives(&[read("p", &prefix), read("s", &suffix)]).unwrap();
+    assert_eq!(hex(&chain.head_hash), head_hash_after(&bus, "m"));
+    assert_ne!(head_hash, head_hash_after(&bus, "m"));
+
+    let sled_dir = tempfile::tempdir().unwrap();
+    let sled = MissionBus::open(sled_dir.path()).unwrap();
+    let pg2 = open(&cluster.database());
+    for target in [&sled, &pg2] {
+        let w = target.restore(vec![read("whole", &whole)]).unwrap();
+        assert_eq!(hex(&w.head_hash), w_hash);
+        assert_eq!(target.verify("w").unwrap().head_hash, w_hash);
+        let m = target.restore(vec![read("prefix", &prefix)]).unwrap();
+        assert_eq!(m.head_hash, anchor_hash);
+        let r = target.verify("m").unwrap();
+        assert!(r.is_intact(), "{:?}", r.problems);
+        assert_eq!((r.head_sequence, r.head_hash), (19, hex(&anchor_hash)));
+    }
+}
+
+fn head_hash_after(bus: &MissionBus, m: &str) -> String {
+    bus.verify(m).unwrap().head_hash
+}
+
+fn hex(h: &[u8; 32]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
 }
