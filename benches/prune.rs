@@ -148,7 +148,10 @@ fn postgres(n: u64) {
     let cluster = match pg::try_cluster() {
         Ok(c) => c,
         Err(why) => {
-            println!("{}", serde_json::json!({"postgres": format!("n/a ({why})")}));
+            println!(
+                "{}",
+                serde_json::json!({"postgres": format!("n/a ({why})")})
+            );
             return;
         }
     };

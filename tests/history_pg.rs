@@ -416,3 +416,46 @@ fn head_hash_after(bus: &MissionBus, m: &str) -> String {
 fn hex(h: &[u8; 32]) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[test]
+fn two_buses_applying_retention_at_once_prune_each_mission_once() {
+    let Some(cluster) = util::pg::cluster() else {
+        return;
+    };
+    let url = cluster.database();
+    let (a, b) = (open(&url), open(&url));
+    for m in ["m1", "m2", "m3"] {
+        team(&a, m);
+        for i in 0..60 {
+            publish(&a, m, i).unwrap();
+        }
+        a.set_retention(
+            m,
+            "@operator",
+            mission_bus::Retention {
+                max_age_s: 0,
+                max_count: 20,
+            },
+        )
+        .unwrap();
+    }
+    // `b` never touched the missions: it finds them in the database.
+    let now = chrono::Utc::now();
+    let (ra, rb) = std::thread::scope(|s| {
+        let ha = s.spawn(|| a.apply_retention(now));
+        let hb = s.spawn(|| b.apply_retention(now));
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    let mut pruned: Vec<String> = Vec::new();
+    for (m, r) in ra.into_iter().chain(rb) {
+        let r = r.unwrap_or_else(|e| panic!("{m}: {e}"));
+        assert!(r.event.is_some());
+        pruned.push(m);
+    }
+    pruned.sort();
+    assert_eq!(pruned, ["m1", "m2", "m3"], "each mission pruned once");
+    for m in ["m1", "m2", "m3"] {
+        let (first, head) = check(&b, m);
+        assert_eq!((first, head), (45, 65));
+    }
+}

@@ -352,9 +352,25 @@ impl MissionBus {
         };
         let mut out = Vec::new();
         for name in names {
-            match self.retention_cut(&name, now) {
+            let mut cut = self.retention_cut(&name, now);
+            // Another process pruning it under our binary search: again.
+            for _ in 0..3 {
+                match &cut {
+                    Err(Error::Corruption { reason, .. })
+                        if store.is_shared() && reason.contains("record missing") =>
+                    {
+                        cut = self.retention_cut(&name, now);
+                    }
+                    _ => break,
+                }
+            }
+            match cut {
                 Ok(None) => {}
-                Ok(Some(cut)) => out.push((name.clone(), self.prune(&name, cut))),
+                Ok(Some(cut)) => match self.prune(&name, cut) {
+                    // Another process applied the policy first.
+                    Ok(r) if r.event.is_none() => {}
+                    r => out.push((name.clone(), r)),
+                },
                 Err(Error::MissionNotFound { .. }) => {}
                 Err(e) => out.push((name, Err(e))),
             }
