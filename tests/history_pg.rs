@@ -459,3 +459,38 @@ fn two_buses_applying_retention_at_once_prune_each_mission_once() {
         assert_eq!((first, head), (45, 65));
     }
 }
+
+#[test]
+fn an_archive_larger_than_an_import_chunk_restores_into_postgresql() {
+    let Some(cluster) = util::pg::cluster() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sled = MissionBus::open(dir.path()).unwrap();
+    team(&sled, "big");
+    for _ in 0..13 {
+        let items = (0..1000)
+            .map(|i| {
+                (
+                    "ada".to_string(),
+                    mission_bus::Action::Publish {
+                        topic: "t".into(),
+                        payload: Json::from_value(&json!(i)),
+                    },
+                )
+            })
+            .collect();
+        sled.append_batch("big", items, None).unwrap();
+    }
+    let report = sled.verify("big").unwrap();
+    let mut bytes = Vec::new();
+    sled.archive("big", None, &mut bytes).unwrap();
+    let archive = mission_bus::read_archive("big", std::str::from_utf8(&bytes).unwrap()).unwrap();
+    let pg = open(&cluster.database());
+    let info = pg.restore(vec![archive]).unwrap();
+    assert_eq!(hex(&info.head_hash), report.head_hash);
+    let r = pg.verify("big").unwrap();
+    assert!(r.is_intact(), "{:?}", r.problems);
+    assert_eq!((r.head_sequence, r.head_hash), (13_003, report.head_hash));
+    assert_eq!(r.events_checked, 13_003);
+}
