@@ -16,7 +16,8 @@
 //! `sslmode`. The schema is created and migrated here (`schema.rs`), never
 //! by hand. Files: `conn.rs` (TLS, prepared statements), `schema.rs` (DDL
 //! and versions), `commit.rs` (the commit transaction), `reads.rs` (heads,
-//! lookups, scans, side tables), `listen.rs` (other processes' commits and
+//! lookups, scans, side tables), `history.rs` (prune anchors, prune, delete, tombstones, archives'
+//! records, compaction), `listen.rs` (other processes' commits and
 //! revocations), `verify.rs` (one mission in one REPEATABLE READ snapshot).
 
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ use crate::error::{Error, Result};
 
 mod commit;
 mod conn;
+mod history;
 mod listen;
 mod reads;
 mod schema;

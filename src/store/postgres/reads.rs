@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::listen::{participant_payload, token_payload, TOKENS_CHANNEL};
 use super::{Conns, PgStore, SCAN_CHUNK};
-use crate::codec::{self, Hash, GENESIS};
+use crate::codec::{self, Hash};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::keys::{self, MissionNo};
@@ -278,7 +278,9 @@ impl PgStore {
         to: u64,
         head: (u64, Hash),
     ) -> Result<EventIter> {
-        let from = from.max(1);
+        // A pruned log starts at its anchor, chained to the anchor's hash.
+        let (first, first_hash) = self.first_kept(mission, name)?;
+        let from = from.max(first);
         let mut it = self.scan(mission, name, from, to);
         if from > to {
             return Ok(it);
@@ -290,8 +292,8 @@ impl PgStore {
             codec::check_record(&v).map_err(|e| Error::corruption(name, Some(seq), e))?;
             Ok(v)
         };
-        let first_prev = if from == 1 {
-            GENESIS
+        let first_prev = if from == first {
+            first_hash
         } else {
             codec::record_hash(&keys::event_key(mission, from - 1), &raw(from - 1)?)
         };
