@@ -32,6 +32,7 @@
 //! - `SERVER_LOAD_EVENTS`: events per level (default 20000)
 //! - `SERVER_LOAD_ROUNDS`: alternating library/server rounds at 64 (default 3)
 //! - `SERVER_LOAD_PAYLOAD`: payload bytes per event (default 100)
+//! - `SERVER_LOAD_WORKERS`: the server runtime's worker threads (default 2)
 //! - `SERVER_LOAD_PG_SECONDS`: seconds per pgbench run (default 10; 0 skips PostgreSQL)
 //! - `SERVER_LOAD_LOG`: a log filter (e.g. `info`, as `mission-bus serve`
 //!   uses by default): the server's request log lines go to stderr (default:
@@ -412,7 +413,7 @@ fn run_server(agents: usize, total: usize, payload: &str) -> Outcome {
     let server_bus = bus.clone();
     let server = thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(env_or("SERVER_LOAD_WORKERS", 2usize).max(1))
             .enable_all()
             .build()
             .unwrap();
