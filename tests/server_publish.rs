@@ -1,10 +1,10 @@
-//! The writer answers a commit group as soon as what readers need is
-//! published, and does the rest (waking streams, the broadcast fan-out,
-//! snapshots) after the answers. Over real HTTP: an agent that got its 201
-//! reads its event at once, through the events page and the state, while
-//! other agents write and snapshots are taken every few events; live
-//! subscribers still see every event; the snapshots written after the
-//! answers are the ones a reopened store starts from.
+//! The writer answers a commit group as soon as what readers and
+//! subscribers are promised is published, and writes snapshots (and fills
+//! the recent-events cache) after the answers. Over real HTTP: an agent
+//! that got its 201 reads its event at once through the events page, while
+//! other agents write and a snapshot is due every few events; live
+//! subscribers see every event once, in order; a store reopened from the
+//! snapshots written after the answers has the state a full rebuild gives.
 
 use std::sync::{Arc, Barrier};
 use std::thread;

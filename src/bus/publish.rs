@@ -1,14 +1,15 @@
 //! Step 7 of the write path: after a commit group is durable, publish what
-//! readers need, acknowledge every request, and only then do the work
-//! nobody waits for (waking streams, the broadcast fan-out, the
-//! recent-events cache, snapshots).
+//! readers and subscribers are promised, acknowledge every request, and
+//! only then do the work nobody waits for (the recent-events cache,
+//! snapshots).
 //!
-//! Read-your-writes: a caller that got its answer and then reads must see
-//! its event. Reads go through the mission directory and the published
-//! states (`Shared::cache`), and checkpoint/handoff lookups fall back from
-//! the recent-events cache to the store's indexes, which the group's
-//! transaction already wrote. So the directory and the states are published
-//! before the first acknowledgement; everything else follows it.
+//! Promised before the answer: read-your-writes (a caller that got its
+//! answer and then reads sees its event: reads go through the mission
+//! directory and the published states, and checkpoint/handoff lookups fall
+//! back from the recent-events cache to the store's indexes, which the
+//! group's transaction already wrote), and live delivery (a subscriber has
+//! the event by the time the append returns; streams' head watches are
+//! woken). Snapshots, the one costly step, wait until after the answers.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,8 +30,9 @@ struct DueSnapshot {
 }
 
 impl Writer {
-    /// Publish a durable group (`heads`: each plan's new head), answer its
-    /// requests, then wake watchers and subscribers and write due snapshots.
+    /// Publish a durable group (`heads`: each plan's new head), wake
+    /// watchers and subscribers, answer its requests, then fill the
+    /// recent-events cache and write due snapshots.
     pub(super) fn publish(&self, group: Group, heads: Vec<(u64, Hash)>) {
         let mut staged = group.staged;
         let moved: Vec<(MissionNo, u64)> = group
@@ -81,9 +83,17 @@ impl Writer {
             .into_iter()
             .map(|p| (p.mission, p.events))
             .collect();
-        // Copies for the fan-out and the recent-events cache are made before
-        // the events move into the answers, and used after them.
-        let fan_out = self.fan_out(&written);
+        // Watchers read the log up to the published head: woken after it
+        // moved. Subscribers get the events before the answers go out.
+        for (mission, seq) in moved {
+            self.shared.live.moved(mission, seq);
+        }
+        for (tx, c) in self.fan_out(&written) {
+            // Err only means nobody is listening any more.
+            let _ = tx.send(c);
+        }
+        // Copies for the recent-events cache are made before the events
+        // move into the answers, and used after them.
         let recent: Vec<(MissionNo, Event)> = written
             .iter()
             .flat_map(|(no, events)| events.iter().map(move |e| (*no, e)))
@@ -99,15 +109,7 @@ impl Writer {
             };
             p.reply.send(Ok(events));
         }
-        // 3. What nobody waits for. Watchers read the log up to the
-        // published head, so they are woken after it moved.
-        for (mission, seq) in moved {
-            self.shared.live.moved(mission, seq);
-        }
-        for (tx, c) in fan_out {
-            // Err only means nobody is listening any more.
-            let _ = tx.send(c);
-        }
+        // 3. What nobody waits for.
         if !recent.is_empty() {
             let mut cache = self.shared.recent.lock().unwrap_or_else(|p| p.into_inner());
             for (no, e) in &recent {
