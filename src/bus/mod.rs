@@ -18,8 +18,9 @@
 //! (state, lookups, resume packets, replay, subscriptions), `tokens`,
 //! `follow` (other processes' commits and revocations on a shared store),
 //! `shared` (what readers see: the published states, the mission directory,
-//! the recent-events cache) and `writer` (the single writer thread: plan,
-//! commit, publish, acknowledge).
+//! the recent-events cache), `writer` (the single writer thread: plan,
+//! commit) and `publish` (after the flush: publish, acknowledge, then wake
+//! streams and subscribers and write snapshots).
 
 mod archive;
 mod async_api;
@@ -38,6 +39,7 @@ mod integrity;
 mod lifecycle;
 mod live;
 mod loss;
+mod publish;
 mod reads;
 mod resume;
 mod shared;
