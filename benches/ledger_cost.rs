@@ -1,18 +1,31 @@
 //! The commit ledger's cost (issue 9): the same store with and without the
 //! ledger, in the same run, at the same durability on both sides
 //! (`Durability::Sync`: sled flush + fdatasync of `db`, and with the ledger
-//! its append + fdatasync), at 1 and at 64 concurrent appenders.
+//! its step entry's fdatasync in parallel), at 1 and at 64 concurrent
+//! appenders.
 //!
-//! The ledger is switched off with the `#[doc(hidden)]` builder switch
-//! `commit_ledger(false)`, which exists for this benchmark only. Rounds
-//! alternate the two variants (on/off, off/on, ...) on fresh stores so load
-//! from other processes hits both alike; each figure is all events over all
-//! time of its variant.
+//! Variants (`MB_LEDGER_VARIANTS`, comma-separated, default all three):
+//! - `off`: no ledger (the `#[doc(hidden)]` builder switch
+//!   `commit_ledger(false)`, which exists for this benchmark only);
+//! - `on`: the ledger as shipped (its file preallocated with written zeros);
+//! - `noprealloc`: the ledger with every entry growing the file (the hidden
+//!   switch `ledger_preallocate(false)`), to measure what preallocation buys.
+//!
+//! Every round runs every variant once, on a fresh store each, in an order
+//! rotated from round to round (so each variant takes each position equally
+//! often and load from other processes hits them alike). A round of a
+//! variant is a one-appender run then a 64-appender run. Per workload the
+//! report gives, per variant, the median events/s over rounds with the
+//! lowest and highest, and the ledger's cost as the median over rounds of
+//! the cost within each round (`1 - on / off`, paired: same round), with
+//! its lowest and highest.
 //!
 //! Run with `cargo bench --bench ledger_cost`. Environment:
-//! - `MB_LEDGER_ROUNDS` (default 4), `MB_LEDGER_ONE` events per round of the
-//!   one-appender run (default 500), `MB_LEDGER_PER_THREAD` events per thread
-//!   per round of the 64-appender run (default 40).
+//! - `MB_LEDGER_ROUNDS` (default 7);
+//! - `MB_LEDGER_ONE`: events per round of the one-appender run (default
+//!   1000, about 0.5 s on a quiet machine);
+//! - `MB_LEDGER_PER_THREAD`: events per appender per round of the
+//!   64-appender run (default 800: 51,200 events, about 1.5 s).
 
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -21,6 +34,32 @@ use mission_bus::{Durability, Json, MissionBus, NewMission};
 
 const THREADS: usize = 64;
 const MISSIONS: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Off,
+    On,
+    NoPrealloc,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Off => "off",
+            Variant::On => "on",
+            Variant::NoPrealloc => "noprealloc",
+        }
+    }
+
+    fn parse(s: &str) -> Variant {
+        match s.trim() {
+            "off" => Variant::Off,
+            "on" => Variant::On,
+            "noprealloc" => Variant::NoPrealloc,
+            other => panic!("MB_LEDGER_VARIANTS: unknown variant {other:?} (off, on, noprealloc)"),
+        }
+    }
+}
 
 fn num(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -40,10 +79,11 @@ fn payload(i: usize) -> Json {
     .expect("JSON")
 }
 
-fn open(dir: &std::path::Path, ledger: bool) -> MissionBus {
+fn open(dir: &std::path::Path, variant: Variant) -> MissionBus {
     let bus = MissionBus::builder(dir)
         .durability(Durability::Sync)
-        .commit_ledger(ledger)
+        .commit_ledger(variant != Variant::Off)
+        .ledger_preallocate(variant != Variant::NoPrealloc)
         .open()
         .expect("open");
     bus.create_mission(NewMission::new("solo", "bench").lead("lead"))
@@ -101,38 +141,79 @@ fn loadavg() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// Median, lowest and highest of `xs` (not empty).
+fn spread(mut xs: Vec<f64>) -> (f64, f64, f64) {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let n = xs.len();
+    let median = if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    };
+    (median, xs[0], xs[n - 1])
+}
+
 fn main() {
-    let rounds = num("MB_LEDGER_ROUNDS", 4);
-    let n1 = num("MB_LEDGER_ONE", 500);
-    let per = num("MB_LEDGER_PER_THREAD", 40);
-    eprintln!("load average before: {}", loadavg());
-    // [variant][workload]: time spent; variant 0 = ledger on, 1 = off.
-    let mut spent = [[Duration::ZERO; 2]; 2];
+    let rounds = num("MB_LEDGER_ROUNDS", 7).max(1);
+    let n1 = num("MB_LEDGER_ONE", 1000);
+    let per = num("MB_LEDGER_PER_THREAD", 800);
+    let variants: Vec<Variant> = std::env::var("MB_LEDGER_VARIANTS")
+        .unwrap_or_else(|_| "off,on,noprealloc".into())
+        .split(',')
+        .map(Variant::parse)
+        .collect();
+    let load_before = loadavg();
+    eprintln!("load average before: {load_before}");
+    // rates[variant][workload][round]: events/s.
+    let mut rates = vec![[vec![0.0; rounds], vec![0.0; rounds]]; variants.len()];
+    let events = [n1, THREADS * per];
     for r in 0..rounds {
-        for k in 0..2 {
-            let variant = (r + k) % 2;
+        for k in 0..variants.len() {
+            let v = (r + k) % variants.len();
             let dir = tempfile::tempdir().expect("temp dir");
-            let bus = open(dir.path(), variant == 0);
-            spent[variant][0] += one(&bus, n1);
-            spent[variant][1] += many(&bus, per);
+            let bus = open(dir.path(), variants[v]);
+            let t1 = one(&bus, n1);
+            let t64 = many(&bus, per);
             bus.close();
+            rates[v][0][r] = events[0] as f64 / t1.as_secs_f64();
+            rates[v][1][r] = events[1] as f64 / t64.as_secs_f64();
+            eprintln!(
+                "round {r} {:>10}: 1 appender {:>6.0}/s ({:.2} s), 64 appenders {:>6.0}/s ({:.2} s); load {}",
+                variants[v].name(),
+                rates[v][0][r],
+                t1.as_secs_f64(),
+                rates[v][1][r],
+                t64.as_secs_f64(),
+                loadavg()
+            );
         }
     }
-    let rate = |v: usize, w: usize| {
-        let events = if w == 0 { n1 } else { THREADS * per } * rounds;
-        events as f64 / spent[v][w].as_secs_f64()
-    };
     println!(
-        "Durability::Sync on both sides; {rounds} alternating rounds; load average after: {}",
+        "Durability::Sync on every side; {rounds} rounds (variant order rotated); \
+         {n1} events from 1 appender, {THREADS} x {per} from 64 per round; \
+         load average before {load_before}, after {}",
         loadavg()
     );
-    println!("| appenders | with ledger (events/s) | without (events/s) | ledger cost |");
-    println!("|---:|---:|---:|---:|");
+    println!("| appenders | variant | events/s median (lowest-highest) | cost vs off, median of rounds (lowest-highest) |");
+    println!("|---:|---|---:|---:|");
+    let off = variants.iter().position(|v| *v == Variant::Off);
     for (w, label) in [(0, 1), (1, THREADS)] {
-        let (on, off) = (rate(0, w), rate(1, w));
-        println!(
-            "| {label} | {on:.0} | {off:.0} | {:+.1}% |",
-            (off - on) / off * 100.0
-        );
+        for (v, variant) in variants.iter().enumerate() {
+            let (med, lo, hi) = spread(rates[v][w].clone());
+            let cost = match off {
+                Some(o) if o != v => {
+                    let costs: Vec<f64> = (0..rounds)
+                        .map(|r| (1.0 - rates[v][w][r] / rates[o][w][r]) * 100.0)
+                        .collect();
+                    let (c, clo, chi) = spread(costs);
+                    format!("{c:+.1} % ({clo:+.1} to {chi:+.1})")
+                }
+                _ => "-".to_string(),
+            };
+            println!(
+                "| {label} | {} | {med:.0} ({lo:.0}-{hi:.0}) | {cost} |",
+                variant.name()
+            );
+        }
     }
 }

@@ -34,17 +34,30 @@
 //!
 //! A step entry counts once its confirmation or any later entry follows it.
 //! A later head for a mission replaces an earlier one. When the file
-//! outgrows a few times its compacted size it is rewritten (new file, fsync, rename, fsync of the directory) as one entry
-//! holding every head and accepted loss.
+//! outgrows a few times its compacted size it is rewritten (new file, fsync,
+//! rename, fsync of the directory) as one entry holding every head and
+//! accepted loss.
 //!
-//! Torn tail versus damage: appends only ever add one entry at the end, so a
-//! crash can only leave the LAST entry incomplete. A header cut short, a
-//! header failing its own CRC with only zero bytes after it (space the file
-//! system allocated but never wrote), a body running past the end of the
-//! file, or a body failing its CRC with only zero bytes after it are a torn
-//! tail:
+//! Preallocation: the file is kept [`CHUNK`]-aligned in size, the space
+//! after the last entry filled with WRITTEN zero bytes (never a hole or an
+//! unwritten extent), so a step entry's `fdatasync` overwrites blocks that
+//! already exist and does not have to commit a new file size or extent
+//! (a metadata journal commit on ext4). Entries are written at their offset
+//! (`pwrite`), never in append mode. When an entry does not fit, the zeros
+//! up to the next chunk boundary are written with it, in the same `pwrite`,
+//! and that group's `fdatasync` makes the new size durable. The end of the
+//! ledger is where the entries end, never the file's size: zero bytes after
+//! the last entry are free space.
+//!
+//! Torn tail versus damage: appends only ever add one entry after the last
+//! one, so a crash can only leave the LAST entry incomplete. A header cut
+//! short, a header failing its own CRC with only zero bytes after it (free
+//! space, or space the file system allocated but never wrote), a body
+//! running past the end of the file, or a body failing its CRC with only
+//! zero bytes after it are a torn tail:
 //! tolerated (that group was never acknowledged) and cut off before the next
-//! append. Anything else (a bad header followed by data, a bad body followed
+//! append (the file is truncated at the last whole entry, and the free space
+//! written again by the next append). Anything else (a bad header followed by data, a bad body followed
 //! by another entry, a malformed body, a bad file header) is damage, reported
 //! with the file and offset. A flipped bit inside the last entry's body is
 //! indistinguishable from a torn append: a torn confirmation leaves its step
@@ -53,7 +66,8 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind as IoKind, Read, Write};
+use std::io::{self, ErrorKind as IoKind, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -82,6 +96,9 @@ const ITEM_DELETED: u8 = 5;
 /// size (and at least `COMPACT_MIN` bytes).
 const COMPACT_FACTOR: u64 = 4;
 const COMPACT_MIN: u64 = 1 << 20;
+/// The file's size is a multiple of this (when preallocating): the space
+/// after the last entry is written zeros, extended a chunk at a time.
+pub(crate) const CHUNK: u64 = 64 << 10;
 
 /// A mission's last acknowledged head, as the ledger holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,10 +157,14 @@ impl LedgerDamage {
 pub(crate) struct Scan {
     pub(crate) heads: BTreeMap<String, LedgerHead>,
     pub(crate) losses: Vec<AcceptedLoss>,
-    /// Length of the intact prefix (header + whole entries).
+    /// Length of the intact prefix (header + whole entries): where the
+    /// ledger ends and the next entry goes.
     pub(crate) intact_len: u64,
-    /// Bytes after `intact_len` that a crash left (tolerated).
+    /// Bytes after `intact_len` that a crash left (tolerated), when any of
+    /// them is not zero; 0 when only free space (zeros) follows.
     pub(crate) torn_bytes: u64,
+    /// The file's size (the ledger plus free space or a torn tail).
+    pub(crate) file_len: u64,
     pub(crate) damage: Option<LedgerDamage>,
     /// The last entry, when it is a group's step entry that no later record
     /// confirms (its group may never have been acknowledged). Its heads are
@@ -282,7 +303,11 @@ fn parse(path: &Path, bytes: &[u8]) -> Scan {
         off += end;
         scan.intact_len = off as u64;
     }
-    scan.torn_bytes = bytes.len() as u64 - scan.intact_len;
+    // Free space (zeros) after the last entry is no torn tail.
+    scan.file_len = bytes.len() as u64;
+    if !zeros(&bytes[off..]) {
+        scan.torn_bytes = scan.file_len - scan.intact_len;
+    }
     scan
 }
 
@@ -495,7 +520,13 @@ pub(crate) struct Ledger {
     dir: PathBuf,
     path: PathBuf,
     file: Arc<File>,
+    /// Where the ledger ends: the next entry is written here.
     len: u64,
+    /// The file's size: `len..allocated` holds written zeros.
+    allocated: u64,
+    /// Preallocate in chunks of [`CHUNK`] (false: the file ends with the
+    /// last entry, as before preallocation; for benchmarks).
+    preallocate: bool,
     /// Where the last step entry starts, until it is confirmed.
     unconfirmed: Option<u64>,
     heads: BTreeMap<String, LedgerHead>,
@@ -511,6 +542,17 @@ impl Ledger {
         heads: BTreeMap<String, LedgerHead>,
         losses: Vec<AcceptedLoss>,
     ) -> Result<Ledger> {
+        Ledger::create_with(dir, heads, losses, true)
+    }
+
+    /// [`Ledger::create`], preallocating the file (zeros up to a multiple
+    /// of [`CHUNK`]) or not.
+    pub(crate) fn create_with(
+        dir: &Path,
+        heads: BTreeMap<String, LedgerHead>,
+        losses: Vec<AcceptedLoss>,
+        preallocate: bool,
+    ) -> Result<Ledger> {
         let path = dir.join(FILE_NAME);
         let tmp = dir.join(TMP_NAME);
         let mut bytes = file_header().to_vec();
@@ -518,6 +560,10 @@ impl Ledger {
         let loss_refs: Vec<&AcceptedLoss> = losses.iter().collect();
         if !refs.is_empty() || !loss_refs.is_empty() {
             bytes.extend_from_slice(&encode_entry(&refs, &loss_refs));
+        }
+        let len = bytes.len() as u64;
+        if preallocate {
+            bytes.resize(chunk_end(len) as usize, 0);
         }
         {
             let mut f = private_options()
@@ -533,7 +579,7 @@ impl Ledger {
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
         sync_dir(dir)?;
         let file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         Ok(Ledger {
@@ -541,7 +587,9 @@ impl Ledger {
             path,
             file: Arc::new(file),
             unconfirmed: None,
-            len: bytes.len() as u64,
+            len,
+            allocated: bytes.len() as u64,
+            preallocate,
             heads,
             losses,
         })
@@ -552,7 +600,16 @@ impl Ledger {
     /// With `drop_tail`, the unconfirmed last step entry is cut off too (the
     /// open-time check found its group never reached sled); otherwise it
     /// counts as confirmed. A version-1 file is rewritten as version 2.
-    pub(crate) fn open(dir: &Path, mut scan: Scan, drop_tail: bool) -> Result<Ledger> {
+    /// The free space after the last entry (zeros) is kept; anything else
+    /// after the end (a torn tail, a dropped step entry) is cut off, the
+    /// file truncated there. `preallocate`: whether later appends extend
+    /// the file a [`CHUNK`] of written zeros at a time.
+    pub(crate) fn open_with(
+        dir: &Path,
+        mut scan: Scan,
+        drop_tail: bool,
+        preallocate: bool,
+    ) -> Result<Ledger> {
         debug_assert!(scan.damage.is_none());
         let path = dir.join(FILE_NAME);
         let mut keep = scan.intact_len;
@@ -570,10 +627,10 @@ impl Ledger {
             None => {}
         }
         if scan.version != VERSION {
-            return Ledger::create(dir, scan.heads, scan.losses);
+            return Ledger::create_with(dir, scan.heads, scan.losses, preallocate);
         }
         let file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         if scan.torn_bytes > 0 {
@@ -584,25 +641,72 @@ impl Ledger {
                 "commit ledger: cutting off a torn last entry left by a crash"
             );
         }
-        if keep < scan.intact_len + scan.torn_bytes {
+        // What follows `keep` must be zeros (free space) or nothing: a
+        // torn tail or a dropped step entry is cut off, durably.
+        let mut allocated = scan.file_len;
+        if scan.torn_bytes > 0 || keep < scan.intact_len {
             file.set_len(keep)
                 .and_then(|()| file.sync_all())
                 .map_err(|e| Error::io(&path, e))?;
+            allocated = keep;
         }
-        if let Some(offset) = confirm_now {
-            let rec = encode_confirm(offset);
-            (&file).write_all(&rec).map_err(|e| Error::io(&path, e))?;
-            keep += rec.len() as u64;
-        }
-        Ok(Ledger {
+        let mut ledger = Ledger {
             dir: dir.to_path_buf(),
             path,
             file: Arc::new(file),
             unconfirmed: None,
             len: keep,
+            allocated,
+            preallocate,
             heads: scan.heads,
             losses: scan.losses,
-        })
+        };
+        if let Some(offset) = confirm_now {
+            ledger
+                .put(&encode_confirm(offset))
+                .map_err(|e| Error::io(&ledger.path, e))?;
+        }
+        Ok(ledger)
+    }
+
+    /// Write `entry` where the ledger ends (one `pwrite`, no sync) and
+    /// return its offset. With preallocation, an entry that does not fit
+    /// in the free space carries the zeros up to the next chunk boundary
+    /// in the same write. On failure what may have been written is cut
+    /// off (best effort; the next open judges what is left).
+    fn put(&mut self, entry: &[u8]) -> io::Result<u64> {
+        let offset = self.len;
+        let end = offset + entry.len() as u64;
+        let written = if self.preallocate && end > self.allocated {
+            let mut buf = entry.to_vec();
+            buf.resize((chunk_end(end) - offset) as usize, 0);
+            self.file.write_all_at(&buf, offset).map(|()| chunk_end(end))
+        } else {
+            self.file.write_all_at(entry, offset).map(|()| end)
+        };
+        match written {
+            Ok(reached) => {
+                self.len = end;
+                self.allocated = self.allocated.max(reached);
+                Ok(offset)
+            }
+            Err(e) => {
+                self.cut(offset);
+                Err(e)
+            }
+        }
+    }
+
+    /// Truncate the file at `offset` (dropping the free space after it too:
+    /// the next [`Ledger::put`] writes it again). Best effort.
+    fn cut(&mut self, offset: u64) -> bool {
+        if self.file.set_len(offset).is_ok() {
+            self.len = offset;
+            self.allocated = offset;
+            true
+        } else {
+            false
+        }
     }
 
     /// The file, for a thread that `fdatasync`s it while the writer flushes
@@ -620,13 +724,9 @@ impl Ledger {
     /// syncs [`Ledger::handle`] in parallel with sled's flush, then calls
     /// [`Ledger::confirm`] before acknowledging. Returns the entry's offset.
     pub(crate) fn write_step(&mut self, steps: &[Step]) -> Result<u64> {
-        let entry = encode_steps(steps);
-        let offset = self.len;
-        if let Err(e) = (&*self.file).write_all(&entry) {
-            let _ = self.file.set_len(self.len);
-            return Err(Error::io(&self.path, e));
-        }
-        self.len += entry.len() as u64;
+        let offset = self
+            .put(&encode_steps(steps))
+            .map_err(|e| Error::io(&self.path, e))?;
         self.unconfirmed = Some(offset);
         for s in steps {
             self.heads.insert(s.mission.clone(), s.new.clone());
@@ -637,8 +737,7 @@ impl Ledger {
     /// The group of the step entry just written was not made durable: cut
     /// the entry off (best effort; the next open judges what is left).
     pub(crate) fn abandon_step(&mut self, offset: u64, before: &[Step]) {
-        if self.unconfirmed == Some(offset) && self.file.set_len(offset).is_ok() {
-            self.len = offset;
+        if self.unconfirmed == Some(offset) && self.cut(offset) {
             self.unconfirmed = None;
             for s in before {
                 if s.prev.sequence == 0 {
@@ -655,12 +754,8 @@ impl Ledger {
     /// a power cut; the next step entry's `fdatasync` carries it to disk).
     pub(crate) fn confirm(&mut self, offset: u64) -> Result<()> {
         debug_assert_eq!(self.unconfirmed, Some(offset));
-        let rec = encode_confirm(offset);
-        if let Err(e) = (&*self.file).write_all(&rec) {
-            let _ = self.file.set_len(self.len);
-            return Err(Error::io(&self.path, e));
-        }
-        self.len += rec.len() as u64;
+        self.put(&encode_confirm(offset))
+            .map_err(|e| Error::io(&self.path, e))?;
         self.unconfirmed = None;
         self.compact_if_large()
     }
@@ -679,20 +774,17 @@ impl Ledger {
         let refs: Vec<(&str, &LedgerHead)> = heads.iter().map(|(m, h)| (*m, h)).collect();
         let loss_refs: Vec<&AcceptedLoss> = losses.iter().collect();
         let entry = encode_entry(&refs, &loss_refs);
-        let written = (&*self.file).write_all(&entry).and_then(|()| {
-            if sync {
-                self.file.sync_data()
-            } else {
-                Ok(())
+        // A partial entry may be in the file: it is cut off (a later append
+        // must not follow it), or left for the next open to judge.
+        let offset = self
+            .put(&entry)
+            .map_err(|e| Error::io(&self.path, e))?;
+        if sync {
+            if let Err(e) = self.file.sync_data() {
+                self.cut(offset);
+                return Err(Error::io(&self.path, e));
             }
-        });
-        if let Err(e) = written {
-            // A partial entry may be in the file: cut it off (a later append
-            // must not follow it), or leave it for the next open to judge.
-            let _ = self.file.set_len(self.len);
-            return Err(Error::io(&self.path, e));
         }
-        self.len += entry.len() as u64;
         for loss in losses {
             loss.apply(&mut self.heads);
         }
@@ -716,15 +808,13 @@ impl Ledger {
         put_id(&mut body, mission);
         body.extend_from_slice(&head.sequence.to_be_bytes());
         body.extend_from_slice(&head.hash);
-        let entry = frame(&body);
-        let written = (&*self.file)
-            .write_all(&entry)
-            .and_then(|()| self.file.sync_data());
-        if let Err(e) = written {
-            let _ = self.file.set_len(self.len);
+        let offset = self
+            .put(&frame(&body))
+            .map_err(|e| Error::io(&self.path, e))?;
+        if let Err(e) = self.file.sync_data() {
+            self.cut(offset);
             return Err(Error::io(&self.path, e));
         }
-        self.len += entry.len() as u64;
         self.heads.remove(mission);
         self.unconfirmed = None;
         self.compact_if_large()
@@ -732,10 +822,11 @@ impl Ledger {
 
     fn compact_if_large(&mut self) -> Result<()> {
         if self.len > COMPACT_MIN.max(COMPACT_FACTOR * self.compacted_size()) {
-            let fresh = Ledger::create(
+            let fresh = Ledger::create_with(
                 &self.dir,
                 std::mem::take(&mut self.heads),
                 std::mem::take(&mut self.losses),
+                self.preallocate,
             )?;
             *self = fresh;
         }
@@ -747,6 +838,12 @@ impl Ledger {
         let losses: usize = self.losses.iter().map(|l| 59 + l.mission.len()).sum();
         (FILE_HEADER + ENTRY_HEADER + 4 + heads + losses) as u64
     }
+}
+
+/// The end of the chunk holding byte `len - 1`: the preallocated size of a
+/// ledger `len` bytes long.
+fn chunk_end(len: u64) -> u64 {
+    len.div_ceil(CHUNK) * CHUNK
 }
 
 /// Our files are created readable by their owner only.
