@@ -182,8 +182,9 @@ fn wait_for(rx: &mpsc::Receiver<String>, want: &str) {
     loop {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("child never said {want}"));
-        if line == want {
+            .unwrap_or_else(|e| panic!("child never said {want}: {e}"));
+        // The harness may print "test NAME ... " on the same line.
+        if line.ends_with(want) {
             return;
         }
     }
@@ -207,7 +208,7 @@ fn run(test: &str, dir: &Path, op: &str, kill_after: Option<Duration>) -> (bool,
             std::thread::sleep(d);
             child.kill().unwrap();
             child.wait().unwrap();
-            let done = rx.try_iter().any(|l| l == "DONE");
+            let done = rx.try_iter().any(|l| l.ends_with("DONE"));
             (done, t.elapsed())
         }
     }
