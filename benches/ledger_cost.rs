@@ -165,7 +165,7 @@ fn main() {
     let load_before = loadavg();
     eprintln!("load average before: {load_before}");
     // rates[variant][workload][round]: events/s.
-    let mut rates = vec![[vec![0.0; rounds], vec![0.0; rounds]]; variants.len()];
+    let mut rates: Vec<[Vec<f64>; 2]> = vec![[Vec::new(), Vec::new()]; variants.len()];
     let events = [n1, THREADS * per];
     for r in 0..rounds {
         for k in 0..variants.len() {
@@ -175,14 +175,16 @@ fn main() {
             let t1 = one(&bus, n1);
             let t64 = many(&bus, per);
             bus.close();
-            rates[v][0][r] = events[0] as f64 / t1.as_secs_f64();
-            rates[v][1][r] = events[1] as f64 / t64.as_secs_f64();
+            let (r1, r64) = (
+                events[0] as f64 / t1.as_secs_f64(),
+                events[1] as f64 / t64.as_secs_f64(),
+            );
+            rates[v][0].push(r1);
+            rates[v][1].push(r64);
             eprintln!(
-                "round {r} {:>10}: 1 appender {:>6.0}/s ({:.2} s), 64 appenders {:>6.0}/s ({:.2} s); load {}",
+                "round {r} {:>10}: 1 appender {r1:>6.0}/s ({:.2} s), 64 appenders {r64:>6.0}/s ({:.2} s); load {}",
                 variants[v].name(),
-                rates[v][0][r],
                 t1.as_secs_f64(),
-                rates[v][1][r],
                 t64.as_secs_f64(),
                 loadavg()
             );

@@ -680,7 +680,9 @@ impl Ledger {
         let written = if self.preallocate && end > self.allocated {
             let mut buf = entry.to_vec();
             buf.resize((chunk_end(end) - offset) as usize, 0);
-            self.file.write_all_at(&buf, offset).map(|()| chunk_end(end))
+            self.file
+                .write_all_at(&buf, offset)
+                .map(|()| chunk_end(end))
         } else {
             self.file.write_all_at(entry, offset).map(|()| end)
         };
@@ -776,9 +778,7 @@ impl Ledger {
         let entry = encode_entry(&refs, &loss_refs);
         // A partial entry may be in the file: it is cut off (a later append
         // must not follow it), or left for the next open to judge.
-        let offset = self
-            .put(&entry)
-            .map_err(|e| Error::io(&self.path, e))?;
+        let offset = self.put(&entry).map_err(|e| Error::io(&self.path, e))?;
         if sync {
             if let Err(e) = self.file.sync_data() {
                 self.cut(offset);

@@ -111,7 +111,12 @@ fn build_base(dir: &Path) {
                 artifacts: vec![],
             },
         ));
-        head = bus.append_batch(BIG, items, None).unwrap().last().unwrap().sequence;
+        head = bus
+            .append_batch(BIG, items, None)
+            .unwrap()
+            .last()
+            .unwrap()
+            .sequence;
     }
     assert_eq!(bus.state(BIG).unwrap().head, EVENTS);
     bus.close();
@@ -261,11 +266,7 @@ fn raw(dir: &Path, no_hint: u64) -> Raw {
         lowest = Some(lowest.map_or(seq, |l: u64| l.min(seq)));
         records += 1;
     }
-    let ids = db
-        .open_tree("event_ids")
-        .unwrap()
-        .scan_prefix(key)
-        .count() as u64;
+    let ids = db.open_tree("event_ids").unwrap().scan_prefix(key).count() as u64;
     let mut checkpoints: Vec<u64> = db
         .open_tree("checkpoints")
         .unwrap()
@@ -319,8 +320,16 @@ fn base_head(base: &Path) -> (mission_bus::MissionState, String) {
 
 /// The ledger check passes, nothing is lost, `small` is intact.
 fn ledger_clean(bus: &MissionBus, what: &str) {
-    assert!(bus.ledger_problem().is_none(), "{what}: {:?}", bus.ledger_problem());
-    assert!(bus.missions_with_loss().is_empty(), "{what}: {:?}", bus.missions_with_loss());
+    assert!(
+        bus.ledger_problem().is_none(),
+        "{what}: {:?}",
+        bus.ledger_problem()
+    );
+    assert!(
+        bus.missions_with_loss().is_empty(),
+        "{what}: {:?}",
+        bus.missions_with_loss()
+    );
     let r = bus.verify(SMALL).unwrap();
     assert!(r.is_intact(), "{what}: small: {:?}", r.problems);
     assert_eq!(bus.state(SMALL).unwrap().head, 7, "{what}");
@@ -369,7 +378,11 @@ fn sigkill_during_delete_of_a_large_mission_is_all_or_nothing() {
             (Some(n), 0) => {
                 assert_eq!(n, no, "{what}");
                 assert_eq!((r.records, r.lowest), (EVENTS, Some(1)), "{what}: {r:?}");
-                assert_eq!((r.ids, &r.checkpoints), (full.ids, &full.checkpoints), "{what}");
+                assert_eq!(
+                    (r.ids, &r.checkpoints),
+                    (full.ids, &full.checkpoints),
+                    "{what}"
+                );
                 false
             }
             (None, 1) => {
@@ -390,7 +403,11 @@ fn sigkill_during_delete_of_a_large_mission_is_all_or_nothing() {
         let bus = MissionBus::open(&dir).unwrap();
         ledger_clean(&bus, &what);
         if deleted {
-            assert_eq!(bus.state(BIG).unwrap_err().kind(), ErrorKind::NotFound, "{what}");
+            assert_eq!(
+                bus.state(BIG).unwrap_err().kind(),
+                ErrorKind::NotFound,
+                "{what}"
+            );
             let t = bus.tombstones(Some(BIG)).unwrap();
             assert_eq!(t.len(), 1, "{what}");
             assert_eq!(t[0].head_sequence, EVENTS, "{what}");
@@ -399,7 +416,10 @@ fn sigkill_during_delete_of_a_large_mission_is_all_or_nothing() {
             // Whole, verified, and the delete can be run again.
             let r = bus.verify(BIG).unwrap();
             assert!(r.is_intact(), "{what}: {:?}", r.problems);
-            assert_eq!((r.head_sequence, r.head_hash.clone()), (EVENTS, head_hash.clone()));
+            assert_eq!(
+                (r.head_sequence, r.head_hash.clone()),
+                (EVENTS, head_hash.clone())
+            );
             assert!(bus.tombstones(Some(BIG)).unwrap().is_empty(), "{what}");
             bus.delete_mission(BIG, "@operator").unwrap();
         }
@@ -509,12 +529,21 @@ fn sigkill_during_prune_of_a_large_mission_is_all_or_nothing() {
                 "{what}: {:?}",
                 last.body
             );
-            let first = bus.events(BIG, 1, u64::MAX).unwrap().next().unwrap().unwrap();
+            let first = bus
+                .events(BIG, 1, u64::MAX)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap();
             assert_eq!(first.sequence, BEFORE, "{what}");
         } else {
             assert_eq!(state, state_before, "{what}");
             assert_eq!(report.head_hash, head_hash, "{what}");
-            assert_eq!(bus.prune(BIG, BEFORE).unwrap().removed, BEFORE - 1, "{what}");
+            assert_eq!(
+                bus.prune(BIG, BEFORE).unwrap().removed,
+                BEFORE - 1,
+                "{what}"
+            );
         }
         // Writes go on after the prune's event.
         let e = bus.append_batch(BIG, vec![publish(0)], None).unwrap();
@@ -622,11 +651,19 @@ fn a_relaxed_ledger_head_below_a_prune_anchor_is_no_loss() {
         assert_eq!(heads.last().copied(), Some(50), "{what}: {heads:?}");
         let bus = MissionBus::open(&dir).unwrap();
         assert!(bus.ledger_problem().is_none(), "{what}");
-        assert!(bus.missions_with_loss().is_empty(), "{what}: {:?}", bus.missions_with_loss());
+        assert!(
+            bus.missions_with_loss().is_empty(),
+            "{what}: {:?}",
+            bus.missions_with_loss()
+        );
         let r = bus.verify(BIG).unwrap();
         assert!(r.is_intact(), "{what}: {:?}", r.problems);
         let state = bus.state(BIG).unwrap();
-        assert_eq!((state.head, state.pruned_before), (50 + extra + 1, before), "{what}");
+        assert_eq!(
+            (state.head, state.pruned_before),
+            (50 + extra + 1, before),
+            "{what}"
+        );
         // Writes go on and reach the ledger; a later open agrees.
         bus.append_batch(BIG, vec![publish(0)], None).unwrap();
         bus.close();

@@ -57,7 +57,8 @@ fn torn_tails_are_tolerated_and_cut() {
     }
     // Opening cuts the torn bytes off; appending then works.
     std::fs::write(&path, &full[..full.len() - 3]).unwrap();
-    let mut l = Ledger::open_with(dir.path(), scan(dir.path()).unwrap().unwrap(), false, true).unwrap();
+    let mut l =
+        Ledger::open_with(dir.path(), scan(dir.path()).unwrap().unwrap(), false, true).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), good.len() as u64);
     l.append(&[("a", head(3, 3))], &[], true).unwrap();
     assert_eq!(read_heads(dir.path()).unwrap().unwrap()["a"], head(3, 3));
@@ -120,7 +121,11 @@ fn compaction_keeps_every_head_and_loss() {
     assert_eq!(size % CHUNK, 0, "preallocated in chunks");
     let s = scan(dir.path()).unwrap().unwrap();
     assert!(s.damage.is_none());
-    assert!(s.intact_len <= COMPACT_MIN + 200, "compacted: {}", s.intact_len);
+    assert!(
+        s.intact_len <= COMPACT_MIN + 200,
+        "compacted: {}",
+        s.intact_len
+    );
     assert_eq!(s.heads.len(), 10);
     assert_eq!(s.heads["m9"], head(39_999, 39_999u64 as u8));
     assert_eq!(s.losses, vec![loss]);
@@ -187,8 +192,13 @@ fn opening_drops_a_rejected_tail_or_keeps_an_accepted_one() {
         l.append(&[("a", head(1, 1))], &[], true).unwrap();
         let off = l.write_step(&[step("a", head(1, 1), head(2, 2))]).unwrap();
         drop(l);
-        let mut l =
-            Ledger::open_with(dir.path(), scan(dir.path()).unwrap().unwrap(), drop_tail, true).unwrap();
+        let mut l = Ledger::open_with(
+            dir.path(),
+            scan(dir.path()).unwrap().unwrap(),
+            drop_tail,
+            true,
+        )
+        .unwrap();
         let len = std::fs::metadata(&path).unwrap().len();
         assert_eq!(len == off, drop_tail);
         let want = if drop_tail { head(1, 1) } else { head(2, 2) };
@@ -234,7 +244,9 @@ fn the_file_is_preallocated_and_entries_overwrite_its_zeros() {
     // Enough groups to cross a few chunk boundaries.
     for i in 1..=2_000u64 {
         let new = head(i, i as u8);
-        let off = l.write_step(&[step("a", prev.clone(), new.clone())]).unwrap();
+        let off = l
+            .write_step(&[step("a", prev.clone(), new.clone())])
+            .unwrap();
         l.confirm(off).unwrap();
         prev = new;
         let size = std::fs::metadata(&path).unwrap().len();
@@ -254,13 +266,14 @@ fn the_file_is_preallocated_and_entries_overwrite_its_zeros() {
     // Reopened, the next entry goes where the entries end (not after the
     // zeros), and the free space is kept.
     let mut l = Ledger::open_with(dir.path(), s, false, true).unwrap();
-    let off = l
-        .write_step(&[step("a", prev, head(2_001, 9))])
-        .unwrap();
+    let off = l.write_step(&[step("a", prev, head(2_001, 9))]).unwrap();
     assert_eq!(off, scan(dir.path()).unwrap().unwrap().tail.unwrap().offset);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), bytes.len() as u64);
     l.confirm(off).unwrap();
-    assert_eq!(read_heads(dir.path()).unwrap().unwrap()["a"], head(2_001, 9));
+    assert_eq!(
+        read_heads(dir.path()).unwrap().unwrap()["a"],
+        head(2_001, 9)
+    );
 }
 
 #[test]
@@ -293,8 +306,8 @@ fn torn_tails_in_a_preallocated_file_are_tolerated_and_cleared() {
     let mut torn = full.clone();
     torn[good + 20..end].fill(0);
     std::fs::write(&path, &torn).unwrap();
-    let mut l = Ledger::open_with(dir.path(), scan(dir.path()).unwrap().unwrap(), false, true)
-        .unwrap();
+    let mut l =
+        Ledger::open_with(dir.path(), scan(dir.path()).unwrap().unwrap(), false, true).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), good as u64);
     l.append(&[("a", head(3, 3))], &[], true).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), CHUNK);
@@ -370,8 +383,12 @@ fn without_preallocation_the_file_ends_with_its_last_entry() {
     drop(l);
     // A preallocated file opened without preallocation keeps its zeros
     // and is written over them.
-    let mut l = Ledger::create(dir.path(), read_heads(dir.path()).unwrap().unwrap(), Vec::new())
-        .unwrap();
+    let mut l = Ledger::create(
+        dir.path(),
+        read_heads(dir.path()).unwrap().unwrap(),
+        Vec::new(),
+    )
+    .unwrap();
     drop(l);
     let s = scan(dir.path()).unwrap().unwrap();
     l = Ledger::open_with(dir.path(), s, false, false).unwrap();
