@@ -4,28 +4,36 @@
 //! its step entry's fdatasync in parallel), at 1 and at 64 concurrent
 //! appenders.
 //!
-//! Variants (`MB_LEDGER_VARIANTS`, comma-separated, default all three):
+//! Variants (`MB_LEDGER_VARIANTS`, comma-separated, default all four):
 //! - `off`: no ledger (the `#[doc(hidden)]` builder switch
-//!   `commit_ledger(false)`, which exists for this benchmark only);
-//! - `on`: the ledger as shipped (its file preallocated with written zeros);
+//!   `commit_ledger(false)`, which exists for benchmarks only);
+//! - `on`: the ledger as shipped;
 //! - `noprealloc`: the ledger with every entry growing the file (the hidden
-//!   switch `ledger_preallocate(false)`), to measure what preallocation buys.
+//!   switch `ledger_preallocate(false)`), to measure what preallocating the
+//!   file with written zeros buys;
+//! - `notakeback`: the ledger with the writer always waiting for the sync
+//!   thread (the hidden switch `ledger_sync_takeback(false)`), to measure
+//!   what taking the fdatasync back from a thread not yet scheduled buys.
 //!
-//! Every round runs every variant once, on a fresh store each, in an order
-//! rotated from round to round (so each variant takes each position equally
-//! often and load from other processes hits them alike). A round of a
-//! variant is a one-appender run then a 64-appender run. Per workload the
-//! report gives, per variant, the median events/s over rounds with the
-//! lowest and highest, and the ledger's cost as the median over rounds of
-//! the cost within each round (`1 - on / off`, paired: same round), with
-//! its lowest and highest.
+//! Interleaved finely so that the load of other processes, which comes and
+//! goes within seconds, hits every variant alike: every round opens one
+//! fresh store per variant, all at once; the one-appender run alternates
+//! the variants EVENT BY EVENT (the order rotated each time), the
+//! 64-appender run alternates them SLICE BY SLICE (64 threads x a few
+//! events on one store, then the next store; the order rotated each
+//! slice). Per round and variant: events over the time spent in that
+//! variant. The report gives, per workload and variant, the median events/s
+//! over rounds with the lowest and highest, and the cost against `off` as
+//! the median over rounds of the cost within each round (`1 - v / off`,
+//! paired: same round), with its lowest and highest.
 //!
 //! Run with `cargo bench --bench ledger_cost`. Environment:
-//! - `MB_LEDGER_ROUNDS` (default 7);
-//! - `MB_LEDGER_ONE`: events per round of the one-appender run (default
-//!   1000, about 0.5 s on a quiet machine);
-//! - `MB_LEDGER_PER_THREAD`: events per appender per round of the
-//!   64-appender run (default 800: 51,200 events, about 1.5 s).
+//! - `MB_LEDGER_ROUNDS` (default 5);
+//! - `MB_LEDGER_ONE`: events per variant per round of the one-appender run
+//!   (default 600);
+//! - `MB_LEDGER_SLICES` (default 8) and `MB_LEDGER_PER_THREAD` (default
+//!   100): slices per variant per round of the 64-appender run, and events
+//!   per appender per slice (51,200 events per variant per round).
 
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -40,6 +48,7 @@ enum Variant {
     Off,
     On,
     NoPrealloc,
+    NoTakeback,
 }
 
 impl Variant {
@@ -48,6 +57,7 @@ impl Variant {
             Variant::Off => "off",
             Variant::On => "on",
             Variant::NoPrealloc => "noprealloc",
+            Variant::NoTakeback => "notakeback",
         }
     }
 
@@ -56,7 +66,10 @@ impl Variant {
             "off" => Variant::Off,
             "on" => Variant::On,
             "noprealloc" => Variant::NoPrealloc,
-            other => panic!("MB_LEDGER_VARIANTS: unknown variant {other:?} (off, on, noprealloc)"),
+            "notakeback" => Variant::NoTakeback,
+            other => panic!(
+                "MB_LEDGER_VARIANTS: unknown variant {other:?} (off, on, noprealloc, notakeback)"
+            ),
         }
     }
 }
@@ -84,6 +97,7 @@ fn open(dir: &std::path::Path, variant: Variant) -> MissionBus {
         .durability(Durability::Sync)
         .commit_ledger(variant != Variant::Off)
         .ledger_preallocate(variant != Variant::NoPrealloc)
+        .ledger_sync_takeback(variant != Variant::NoTakeback)
         .open()
         .expect("open");
     bus.create_mission(NewMission::new("solo", "bench").lead("lead"))
@@ -100,13 +114,22 @@ fn open(dir: &std::path::Path, variant: Variant) -> MissionBus {
     bus
 }
 
-fn one(bus: &MissionBus, n: usize) -> Duration {
-    let payloads: Vec<Json> = (0..n).map(payload).collect();
-    let t = Instant::now();
-    for p in payloads {
-        bus.publish("solo", "lead", "status", p).expect("publish");
+/// One appender: `n` events per store, alternating the stores event by
+/// event (order rotated); the time spent in each.
+fn one(buses: &[MissionBus], n: usize) -> Vec<Duration> {
+    let mut spent = vec![Duration::ZERO; buses.len()];
+    for i in 0..n {
+        for k in 0..buses.len() {
+            let v = (i + k) % buses.len();
+            let p = payload(i);
+            let t = Instant::now();
+            buses[v]
+                .publish("solo", "lead", "status", p)
+                .expect("publish");
+            spent[v] += t.elapsed();
+        }
     }
-    t.elapsed()
+    spent
 }
 
 fn many(bus: &MissionBus, per: usize) -> Duration {
@@ -154,46 +177,60 @@ fn spread(mut xs: Vec<f64>) -> (f64, f64, f64) {
 }
 
 fn main() {
-    let rounds = num("MB_LEDGER_ROUNDS", 7).max(1);
-    let n1 = num("MB_LEDGER_ONE", 1000);
-    let per = num("MB_LEDGER_PER_THREAD", 800);
+    let rounds = num("MB_LEDGER_ROUNDS", 5).max(1);
+    let n1 = num("MB_LEDGER_ONE", 600);
+    let slices = num("MB_LEDGER_SLICES", 8).max(1);
+    let per = num("MB_LEDGER_PER_THREAD", 100);
     let variants: Vec<Variant> = std::env::var("MB_LEDGER_VARIANTS")
-        .unwrap_or_else(|_| "off,on,noprealloc".into())
+        .unwrap_or_else(|_| "off,on,noprealloc,notakeback".into())
         .split(',')
         .map(Variant::parse)
         .collect();
     let load_before = loadavg();
     eprintln!("load average before: {load_before}");
-    // rates[variant][workload][round]: events/s.
+    // rates[variant][workload]: events/s, one per round.
     let mut rates: Vec<[Vec<f64>; 2]> = vec![[Vec::new(), Vec::new()]; variants.len()];
-    let events = [n1, THREADS * per];
+    let events = [n1, THREADS * per * slices];
     for r in 0..rounds {
-        for k in 0..variants.len() {
-            let v = (r + k) % variants.len();
-            let dir = tempfile::tempdir().expect("temp dir");
-            let bus = open(dir.path(), variants[v]);
-            let t1 = one(&bus, n1);
-            let t64 = many(&bus, per);
+        let dirs: Vec<tempfile::TempDir> = variants
+            .iter()
+            .map(|_| tempfile::tempdir().expect("temp dir"))
+            .collect();
+        let buses: Vec<MissionBus> = variants
+            .iter()
+            .zip(&dirs)
+            .map(|(v, d)| open(d.path(), *v))
+            .collect();
+        let spent1 = one(&buses, n1);
+        let mut spent64 = vec![Duration::ZERO; buses.len()];
+        for slice in 0..slices {
+            for k in 0..buses.len() {
+                let v = (slice + k + r) % buses.len();
+                spent64[v] += many(&buses[v], per);
+            }
+        }
+        for bus in &buses {
             bus.close();
+        }
+        for (v, variant) in variants.iter().enumerate() {
             let (r1, r64) = (
-                events[0] as f64 / t1.as_secs_f64(),
-                events[1] as f64 / t64.as_secs_f64(),
+                events[0] as f64 / spent1[v].as_secs_f64(),
+                events[1] as f64 / spent64[v].as_secs_f64(),
             );
             rates[v][0].push(r1);
             rates[v][1].push(r64);
             eprintln!(
-                "round {r} {:>10}: 1 appender {r1:>6.0}/s ({:.2} s), 64 appenders {r64:>6.0}/s ({:.2} s); load {}",
-                variants[v].name(),
-                t1.as_secs_f64(),
-                t64.as_secs_f64(),
+                "round {r} {:>10}: 1 appender {r1:>6.0}/s, 64 appenders {r64:>6.0}/s; load {}",
+                variant.name(),
                 loadavg()
             );
         }
     }
     println!(
-        "Durability::Sync on every side; {rounds} rounds (variant order rotated); \
-         {n1} events from 1 appender, {THREADS} x {per} from 64 per round; \
-         load average before {load_before}, after {}",
+        "Durability::Sync on every side; {rounds} rounds; per variant and round {n1} events \
+         from 1 appender (variants alternating event by event), {slices} slices of \
+         {THREADS} x {per} from 64 (alternating slice by slice); load average before \
+         {load_before}, after {}",
         loadavg()
     );
     println!("| appenders | variant | events/s median (lowest-highest) | cost vs off, median of rounds (lowest-highest) |");
@@ -204,8 +241,10 @@ fn main() {
             let (med, lo, hi) = spread(rates[v][w].clone());
             let cost = match off {
                 Some(o) if o != v => {
-                    let costs: Vec<f64> = (0..rounds)
-                        .map(|r| (1.0 - rates[v][w][r] / rates[o][w][r]) * 100.0)
+                    let costs: Vec<f64> = rates[v][w]
+                        .iter()
+                        .zip(&rates[o][w])
+                        .map(|(x, base)| (1.0 - x / base) * 100.0)
                         .collect();
                     let (c, clo, chi) = spread(costs);
                     format!("{c:+.1} % ({clo:+.1} to {chi:+.1})")

@@ -84,12 +84,14 @@ impl Syncer {
     /// The answer for the file handed over: if the thread has not taken
     /// it yet, sync it here (no wait for that thread to be scheduled);
     /// otherwise wait for its answer.
-    fn wait(&self) -> io::Result<()> {
+    fn wait(&self, takeback: bool) -> io::Result<()> {
         let (m, cv) = &*self.slot;
         let mut g = lock(m);
-        if let Some(file) = g.job.take() {
-            drop(g);
-            return file.sync_data();
+        if takeback {
+            if let Some(file) = g.job.take() {
+                drop(g);
+                return file.sync_data();
+            }
         }
         loop {
             if let Some(r) = g.done.take() {
@@ -156,7 +158,7 @@ impl Writer {
                 Some(s) => {
                     s.start(l.handle());
                     let sled = self.store.flush(self.durability);
-                    let synced = s.wait().map_err(|e| Error::io(l.path(), e));
+                    let synced = s.wait(l.sync_takeback).map_err(|e| Error::io(l.path(), e));
                     sled.and(synced)
                 }
                 // No thread: sync here, one after the other.
