@@ -4,16 +4,13 @@
 //! its step entry's fdatasync in parallel), at 1 and at 64 concurrent
 //! appenders.
 //!
-//! Variants (`MB_LEDGER_VARIANTS`, comma-separated, default all four):
+//! Variants (`MB_LEDGER_VARIANTS`, comma-separated, default all three):
 //! - `off`: no ledger (the `#[doc(hidden)]` builder switch
 //!   `commit_ledger(false)`, which exists for benchmarks only);
 //! - `on`: the ledger as shipped;
 //! - `noprealloc`: the ledger with every entry growing the file (the hidden
 //!   switch `ledger_preallocate(false)`), to measure what preallocating the
-//!   file with written zeros buys;
-//! - `notakeback`: the ledger with the writer always waiting for the sync
-//!   thread (the hidden switch `ledger_sync_takeback(false)`), to measure
-//!   what taking the fdatasync back from a thread not yet scheduled buys.
+//!   file with written zeros buys.
 //!
 //! Interleaved finely so that the load of other processes, which comes and
 //! goes within seconds, hits every variant alike: every round opens one
@@ -48,7 +45,6 @@ enum Variant {
     Off,
     On,
     NoPrealloc,
-    NoTakeback,
 }
 
 impl Variant {
@@ -57,7 +53,6 @@ impl Variant {
             Variant::Off => "off",
             Variant::On => "on",
             Variant::NoPrealloc => "noprealloc",
-            Variant::NoTakeback => "notakeback",
         }
     }
 
@@ -66,10 +61,7 @@ impl Variant {
             "off" => Variant::Off,
             "on" => Variant::On,
             "noprealloc" => Variant::NoPrealloc,
-            "notakeback" => Variant::NoTakeback,
-            other => panic!(
-                "MB_LEDGER_VARIANTS: unknown variant {other:?} (off, on, noprealloc, notakeback)"
-            ),
+            other => panic!("MB_LEDGER_VARIANTS: unknown variant {other:?} (off, on, noprealloc)"),
         }
     }
 }
@@ -97,7 +89,6 @@ fn open(dir: &std::path::Path, variant: Variant) -> MissionBus {
         .durability(Durability::Sync)
         .commit_ledger(variant != Variant::Off)
         .ledger_preallocate(variant != Variant::NoPrealloc)
-        .ledger_sync_takeback(variant != Variant::NoTakeback)
         .open()
         .expect("open");
     bus.create_mission(NewMission::new("solo", "bench").lead("lead"))
@@ -182,7 +173,7 @@ fn main() {
     let slices = num("MB_LEDGER_SLICES", 8).max(1);
     let per = num("MB_LEDGER_PER_THREAD", 100);
     let variants: Vec<Variant> = std::env::var("MB_LEDGER_VARIANTS")
-        .unwrap_or_else(|_| "off,on,noprealloc,notakeback".into())
+        .unwrap_or_else(|_| "off,on,noprealloc".into())
         .split(',')
         .map(Variant::parse)
         .collect();

@@ -527,10 +527,6 @@ pub(crate) struct Ledger {
     /// Preallocate in chunks of [`CHUNK`] (false: the file ends with the
     /// last entry, as before preallocation; for benchmarks).
     preallocate: bool,
-    /// Whether the writer may take a group's `fdatasync` back from the
-    /// sync thread that has not started it (`src/bus/durable.rs`; false
-    /// only for benchmarks).
-    pub(crate) sync_takeback: bool,
     /// Where the last step entry starts, until it is confirmed.
     unconfirmed: Option<u64>,
     heads: BTreeMap<String, LedgerHead>,
@@ -594,7 +590,6 @@ impl Ledger {
             len,
             allocated: bytes.len() as u64,
             preallocate,
-            sync_takeback: true,
             heads,
             losses,
         })
@@ -663,7 +658,6 @@ impl Ledger {
             len: keep,
             allocated,
             preallocate,
-            sync_takeback: true,
             heads: scan.heads,
             losses: scan.losses,
         };
@@ -834,9 +828,7 @@ impl Ledger {
                 std::mem::take(&mut self.losses),
                 self.preallocate,
             )?;
-            let takeback = self.sync_takeback;
             *self = fresh;
-            self.sync_takeback = takeback;
         }
         Ok(())
     }

@@ -26,7 +26,6 @@ pub struct MissionBusBuilder {
     pub(super) create_if_missing: bool,
     pub(super) commit_ledger: bool,
     pub(super) ledger_preallocate: bool,
-    pub(super) ledger_sync_takeback: bool,
     pub(super) evidence_limit: u64,
 }
 
@@ -111,15 +110,6 @@ impl MissionBusBuilder {
         self
     }
 
-    /// Benchmarks only: whether the writer takes a group's ledger
-    /// `fdatasync` back from the sync thread when that thread has not
-    /// started it by the time sled's flush returns. By default true.
-    #[doc(hidden)]
-    pub fn ledger_sync_takeback(mut self, on: bool) -> Self {
-        self.ledger_sync_takeback = on;
-        self
-    }
-
     /// Open (creating if needed) the store. Fails with
     /// [`Error::DataDirInUse`] if another process holds the directory.
     pub fn open(self) -> Result<MissionBus> {
@@ -157,12 +147,7 @@ impl MissionBusBuilder {
         // durable (and replicated) when they return, so it has none.
         let (ledger, integrity) = if self.commit_ledger && store.as_sled().is_some() {
             match super::integrity::check_at_open(&store, &self.path, self.ledger_preallocate) {
-                Ok((mut ledger, integrity)) => {
-                    if let Some(l) = ledger.as_mut() {
-                        l.sync_takeback = self.ledger_sync_takeback;
-                    }
-                    (ledger, integrity)
-                }
+                Ok(found) => found,
                 Err(e) => {
                     keep_if_damage(&e, evidence);
                     return Err(e.in_dir(&self.path));

@@ -3,16 +3,13 @@
 //! written, then `fdatasync`ed on a dedicated thread while the writer
 //! flushes and syncs sled; once both are done a confirmation record is
 //! appended (a plain `write`) and only then is the group acknowledged.
-//! When sled's flush is done before the sync thread has even started on
-//! the ledger (it was not scheduled yet: a busy machine), the writer takes
-//! the job back and syncs the ledger itself instead of waiting for that
-//! thread to run and then to wake it.
 //! See `src/ledger.rs` and `docs/architecture.md` (write path, recovery).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::writer::Writer;
@@ -25,90 +22,49 @@ use crate::store::{Durability, PlannedAppend};
 /// The ledger's sync thread: `fdatasync`s the file it is handed and
 /// answers. One request at a time (the writer waits for each answer).
 pub(super) struct Syncer {
-    slot: Arc<(Mutex<Slot>, Condvar)>,
+    tx: Option<Sender<Arc<File>>>,
+    rx: Receiver<io::Result<()>>,
     thread: Option<JoinHandle<()>>,
-}
-
-/// What the writer and the sync thread share: the job not yet taken, the
-/// answer not yet read, and whether to stop.
-#[derive(Default)]
-struct Slot {
-    job: Option<Arc<File>>,
-    done: Option<io::Result<()>>,
-    stop: bool,
-}
-
-fn lock(m: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Syncer {
     fn spawn() -> io::Result<Syncer> {
-        let slot: Arc<(Mutex<Slot>, Condvar)> = Arc::default();
-        let theirs = Arc::clone(&slot);
+        let (tx, jobs) = mpsc::channel::<Arc<File>>();
+        let (done, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("mission-bus-ledger-sync".into())
             .spawn(move || {
-                let (m, cv) = &*theirs;
-                let mut g = lock(m);
-                loop {
-                    if g.stop {
-                        return;
+                while let Ok(file) = jobs.recv() {
+                    if done.send(file.sync_data()).is_err() {
+                        break;
                     }
-                    let Some(file) = g.job.take() else {
-                        g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
-                        continue;
-                    };
-                    drop(g);
-                    let r = file.sync_data();
-                    g = lock(m);
-                    g.done = Some(r);
-                    cv.notify_all();
                 }
             })?;
         Ok(Syncer {
-            slot,
+            tx: Some(tx),
+            rx,
             thread: Some(thread),
         })
     }
 
-    /// Hand `file` to the sync thread.
-    fn start(&self, file: Arc<File>) {
-        let (m, cv) = &*self.slot;
-        let mut g = lock(m);
-        g.job = Some(file);
-        g.done = None;
-        cv.notify_all();
+    /// Start syncing `file`; false if the thread is gone.
+    fn start(&self, file: Arc<File>) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.send(file).is_ok())
     }
 
-    /// The answer for the file handed over: if the thread has not taken
-    /// it yet, sync it here (no wait for that thread to be scheduled);
-    /// otherwise wait for its answer.
-    fn wait(&self, takeback: bool) -> io::Result<()> {
-        let (m, cv) = &*self.slot;
-        let mut g = lock(m);
-        if takeback {
-            if let Some(file) = g.job.take() {
-                drop(g);
-                return file.sync_data();
-            }
-        }
-        loop {
-            if let Some(r) = g.done.take() {
-                return r;
-            }
-            g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
-        }
+    fn wait(&self) -> io::Result<()> {
+        self.rx.recv().unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the ledger sync thread stopped",
+            ))
+        })
     }
 }
 
 impl Drop for Syncer {
     fn drop(&mut self) {
-        {
-            let (m, cv) = &*self.slot;
-            lock(m).stop = true;
-            cv.notify_all();
-        }
+        self.tx = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -155,10 +111,9 @@ impl Writer {
                     .map(|s| self.ledger_sync.get_or_init(|| s)),
             };
             match syncer {
-                Some(s) => {
-                    s.start(l.handle());
+                Some(s) if s.start(l.handle()) => {
                     let sled = self.store.flush(self.durability);
-                    let synced = s.wait(l.sync_takeback).map_err(|e| Error::io(l.path(), e));
+                    let synced = s.wait().map_err(|e| Error::io(l.path(), e));
                     sled.and(synced)
                 }
                 // No thread: sync here, one after the other.

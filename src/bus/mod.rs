@@ -218,7 +218,6 @@ impl MissionBus {
             create_if_missing: true,
             commit_ledger: true,
             ledger_preallocate: true,
-            ledger_sync_takeback: true,
             evidence_limit: crate::salvage::DEFAULT_EVIDENCE_LIMIT,
         }
     }
