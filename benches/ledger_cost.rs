@@ -7,10 +7,10 @@
 //! Variants (`MB_LEDGER_VARIANTS`, comma-separated, default all three):
 //! - `off`: no ledger (the `#[doc(hidden)]` builder switch
 //!   `commit_ledger(false)`, which exists for benchmarks only);
-//! - `on`: the ledger as shipped;
-//! - `noprealloc`: the ledger with every entry growing the file (the hidden
-//!   switch `ledger_preallocate(false)`), to measure what preallocating the
-//!   file with written zeros buys.
+//! - `on`: the ledger as shipped (every entry grows the file);
+//! - `prealloc`: the ledger with its file preallocated with written zeros
+//!   (the hidden switch `ledger_preallocate(true)`), so a group's
+//!   fdatasync overwrites existing blocks: what that buys.
 //!
 //! Interleaved finely so that the load of other processes, which comes and
 //! goes within seconds, hits every variant alike: every round opens one
@@ -44,7 +44,7 @@ const MISSIONS: usize = 8;
 enum Variant {
     Off,
     On,
-    NoPrealloc,
+    Prealloc,
 }
 
 impl Variant {
@@ -52,7 +52,7 @@ impl Variant {
         match self {
             Variant::Off => "off",
             Variant::On => "on",
-            Variant::NoPrealloc => "noprealloc",
+            Variant::Prealloc => "prealloc",
         }
     }
 
@@ -60,8 +60,8 @@ impl Variant {
         match s.trim() {
             "off" => Variant::Off,
             "on" => Variant::On,
-            "noprealloc" => Variant::NoPrealloc,
-            other => panic!("MB_LEDGER_VARIANTS: unknown variant {other:?} (off, on, noprealloc)"),
+            "prealloc" => Variant::Prealloc,
+            other => panic!("MB_LEDGER_VARIANTS: unknown variant {other:?} (off, on, prealloc)"),
         }
     }
 }
@@ -88,7 +88,7 @@ fn open(dir: &std::path::Path, variant: Variant) -> MissionBus {
     let bus = MissionBus::builder(dir)
         .durability(Durability::Sync)
         .commit_ledger(variant != Variant::Off)
-        .ledger_preallocate(variant != Variant::NoPrealloc)
+        .ledger_preallocate(variant == Variant::Prealloc)
         .open()
         .expect("open");
     bus.create_mission(NewMission::new("solo", "bench").lead("lead"))
@@ -173,7 +173,7 @@ fn main() {
     let slices = num("MB_LEDGER_SLICES", 8).max(1);
     let per = num("MB_LEDGER_PER_THREAD", 100);
     let variants: Vec<Variant> = std::env::var("MB_LEDGER_VARIANTS")
-        .unwrap_or_else(|_| "off,on,noprealloc".into())
+        .unwrap_or_else(|_| "off,on,prealloc".into())
         .split(',')
         .map(Variant::parse)
         .collect();

@@ -38,16 +38,18 @@
 //! rename, fsync of the directory) as one entry holding every head and
 //! accepted loss.
 //!
-//! Preallocation: the file is kept [`CHUNK`]-aligned in size, the space
-//! after the last entry filled with WRITTEN zero bytes (never a hole or an
-//! unwritten extent), so a step entry's `fdatasync` overwrites blocks that
-//! already exist and does not have to commit a new file size or extent
-//! (a metadata journal commit on ext4). Entries are written at their offset
-//! (`pwrite`), never in append mode. When an entry does not fit, the zeros
-//! up to the next chunk boundary are written with it, in the same `pwrite`,
-//! and that group's `fdatasync` makes the new size durable. The end of the
-//! ledger is where the entries end, never the file's size: zero bytes after
-//! the last entry are free space.
+//! Entries are written at their offset (`pwrite`), never in append mode:
+//! the end of the ledger is where the entries end, not the file's size,
+//! and zero bytes after the last entry are free space. Optional
+//! preallocation (off by default; the hidden builder switch
+//! `ledger_preallocate`, measured in `benches/ledger_cost.rs`) keeps the
+//! file [`CHUNK`]-aligned in size, the space after the last entry filled
+//! with WRITTEN zeros (never a hole or an unwritten extent), so that a step
+//! entry's `fdatasync` overwrites blocks that already exist and commits no
+//! new file size; an entry that does not fit carries the zeros up to the
+//! next chunk boundary in the same `pwrite`, and that group's `fdatasync`
+//! makes the new size durable. It measured no gain on ext4 here (see
+//! `docs/benchmarks.md`, Commit ledger cost), so it is off.
 //!
 //! Torn tail versus damage: appends only ever add one entry after the last
 //! one, so a crash can only leave the LAST entry incomplete. A header cut
@@ -542,7 +544,7 @@ impl Ledger {
         heads: BTreeMap<String, LedgerHead>,
         losses: Vec<AcceptedLoss>,
     ) -> Result<Ledger> {
-        Ledger::create_with(dir, heads, losses, true)
+        Ledger::create_with(dir, heads, losses, false)
     }
 
     /// [`Ledger::create`], preallocating the file (zeros up to a multiple

@@ -12,10 +12,10 @@
 //! - a torn confirmation record counts as no confirmation;
 //! - an unconfirmed entry with sled further behind than its group is a loss.
 //!
-//! The ledger file is preallocated (written zeros after the last entry), so
-//! a record that never reached the disk reads as zeros where it would have
-//! been: "cutting" a record zeroes it in place; a file cut short (as
-//! written before preallocation) is read the same.
+//! A record that never reached the disk reads as zeros where it would have
+//! been (space the file system allocated, or a preallocated ledger's free
+//! space): "cutting" a record zeroes it in place; a file cut short is read
+//! the same.
 
 mod util;
 
@@ -179,8 +179,7 @@ fn a_torn_confirmation_counts_as_none() {
         let path = data.join("ledger");
         let full = std::fs::read(&path).unwrap();
         let end = ledger_end(&full);
-        // The record cut short (a file as written before preallocation),
-        // or its tail never written (zeros, the free space kept).
+        // The record cut short, or its tail never written (zeros).
         let mut bytes = full[..end - torn].to_vec();
         if torn % 2 == 0 {
             bytes.resize(full.len(), 0);

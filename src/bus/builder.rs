@@ -100,10 +100,10 @@ impl MissionBusBuilder {
     }
 
     /// Benchmarks only: whether the commit ledger's file is preallocated
-    /// (written zeros, a chunk at a time, so that a group's `fdatasync`
-    /// overwrites existing blocks). By default true; with false every entry
-    /// grows the file, as before preallocation. Either way the file is read
-    /// the same.
+    /// (written zeros, 64 KiB at a time, so that a group's `fdatasync`
+    /// overwrites existing blocks instead of growing the file). By default
+    /// false (it measured no gain); every entry then grows the file. Either
+    /// way the file is read the same.
     #[doc(hidden)]
     pub fn ledger_preallocate(mut self, on: bool) -> Self {
         self.ledger_preallocate = on;

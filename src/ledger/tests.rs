@@ -102,7 +102,7 @@ fn damage_before_the_tail_is_reported_with_offset() {
 #[test]
 fn compaction_keeps_every_head_and_loss() {
     let dir = tempfile::tempdir().unwrap();
-    let mut l = Ledger::create(dir.path(), BTreeMap::new(), Vec::new()).unwrap();
+    let mut l = Ledger::create_with(dir.path(), BTreeMap::new(), Vec::new(), true).unwrap();
     let loss = AcceptedLoss {
         mission: "m0".into(),
         first: 3,
@@ -237,7 +237,7 @@ fn a_version_1_file_is_read_and_rewritten_as_version_2() {
 fn the_file_is_preallocated_and_entries_overwrite_its_zeros() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(FILE_NAME);
-    let mut l = Ledger::create(dir.path(), BTreeMap::new(), Vec::new()).unwrap();
+    let mut l = Ledger::create_with(dir.path(), BTreeMap::new(), Vec::new(), true).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), CHUNK);
     let mut prev = head(0, 0);
     let mut sizes = Vec::new();
@@ -280,7 +280,7 @@ fn the_file_is_preallocated_and_entries_overwrite_its_zeros() {
 fn torn_tails_in_a_preallocated_file_are_tolerated_and_cleared() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(FILE_NAME);
-    let mut l = Ledger::create(dir.path(), BTreeMap::new(), Vec::new()).unwrap();
+    let mut l = Ledger::create_with(dir.path(), BTreeMap::new(), Vec::new(), true).unwrap();
     l.append(&[("a", head(1, 1))], &[], true).unwrap();
     let good = logical(dir.path()).len();
     l.append(&[("a", head(2, 2))], &[], true).unwrap();
@@ -320,7 +320,7 @@ fn torn_tails_in_a_preallocated_file_are_tolerated_and_cleared() {
 fn a_dropped_or_abandoned_step_leaves_only_zeros_behind() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(FILE_NAME);
-    let mut l = Ledger::create(dir.path(), BTreeMap::new(), Vec::new()).unwrap();
+    let mut l = Ledger::create_with(dir.path(), BTreeMap::new(), Vec::new(), true).unwrap();
     l.append(&[("a", head(1, 1))], &[], true).unwrap();
     // A long step entry abandoned (its group failed), then a short one:
     // nothing of the long one may follow the short one.
@@ -356,7 +356,7 @@ fn a_dropped_or_abandoned_step_leaves_only_zeros_behind() {
 fn bytes_in_the_free_space_are_damage_at_the_end() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(FILE_NAME);
-    let mut l = Ledger::create(dir.path(), BTreeMap::new(), Vec::new()).unwrap();
+    let mut l = Ledger::create_with(dir.path(), BTreeMap::new(), Vec::new(), true).unwrap();
     l.append(&[("a", head(1, 1))], &[], true).unwrap();
     let end = l.len as usize;
     drop(l);
@@ -383,10 +383,11 @@ fn without_preallocation_the_file_ends_with_its_last_entry() {
     drop(l);
     // A preallocated file opened without preallocation keeps its zeros
     // and is written over them.
-    let mut l = Ledger::create(
+    let mut l = Ledger::create_with(
         dir.path(),
         read_heads(dir.path()).unwrap().unwrap(),
         Vec::new(),
+        true,
     )
     .unwrap();
     drop(l);
