@@ -15,10 +15,10 @@
 //! Interleaved finely so that the load of other processes, which comes and
 //! goes within seconds, hits every variant alike: every round opens one
 //! fresh store per variant, all at once; the one-appender run alternates
-//! the variants EVENT BY EVENT (the order rotated each time), the
-//! 64-appender run alternates them SLICE BY SLICE (64 threads x a few
-//! events on one store, then the next store; the order rotated each
-//! slice). Per round and variant: events over the time spent in that
+//! the variants EVENT BY EVENT, the 64-appender run SLICE BY SLICE (64
+//! threads x a few events on one store, then the next store), taking every
+//! order of the variants in turn (so each runs in every position and after
+//! every other one equally often). Per round and variant: events over the time spent in that
 //! variant. The report gives, per workload and variant, the median events/s
 //! over rounds with the lowest and highest, and the cost against `off` as
 //! the median over rounds of the cost within each round (`1 - v / off`,
@@ -105,13 +105,32 @@ fn open(dir: &std::path::Path, variant: Variant) -> MissionBus {
     bus
 }
 
+/// Every order of `0..n`: the variants take turns in each of them, so that
+/// each variant runs in every position and right after every other one
+/// equally often (a rotation alone keeps the same successor: whatever
+/// one variant leaves behind, the device busy or a thread to wake, would
+/// always land on the same next one).
+fn orders(n: usize) -> Vec<Vec<usize>> {
+    if n <= 1 {
+        return vec![(0..n).collect()];
+    }
+    let mut out = Vec::new();
+    for rest in orders(n - 1) {
+        for at in 0..=rest.len() {
+            let mut o = rest.clone();
+            o.insert(at, n - 1);
+            out.push(o);
+        }
+    }
+    out
+}
+
 /// One appender: `n` events per store, alternating the stores event by
-/// event (order rotated); the time spent in each.
-fn one(buses: &[MissionBus], n: usize) -> Vec<Duration> {
+/// event (in every order in turn); the time spent in each.
+fn one(buses: &[MissionBus], n: usize, orders: &[Vec<usize>], skew: usize) -> Vec<Duration> {
     let mut spent = vec![Duration::ZERO; buses.len()];
     for i in 0..n {
-        for k in 0..buses.len() {
-            let v = (i + k) % buses.len();
+        for &v in &orders[(i + skew) % orders.len()] {
             let p = payload(i);
             let t = Instant::now();
             buses[v]
@@ -182,6 +201,7 @@ fn main() {
     // rates[variant][workload]: events/s, one per round.
     let mut rates: Vec<[Vec<f64>; 2]> = vec![[Vec::new(), Vec::new()]; variants.len()];
     let events = [n1, THREADS * per * slices];
+    let orders = orders(variants.len());
     for r in 0..rounds {
         let dirs: Vec<tempfile::TempDir> = variants
             .iter()
@@ -192,11 +212,10 @@ fn main() {
             .zip(&dirs)
             .map(|(v, d)| open(d.path(), *v))
             .collect();
-        let spent1 = one(&buses, n1);
+        let spent1 = one(&buses, n1, &orders, r);
         let mut spent64 = vec![Duration::ZERO; buses.len()];
         for slice in 0..slices {
-            for k in 0..buses.len() {
-                let v = (slice + k + r) % buses.len();
+            for &v in &orders[(slice + r * slices) % orders.len()] {
                 spent64[v] += many(&buses[v], per);
             }
         }
