@@ -7,8 +7,16 @@
 //! left. Run with `cargo bench --bench prune` (1M events by default; set
 //! `PRUNE_BENCH_EVENTS` for another size). Not a criterion bench: one run,
 //! on a fresh store, printed as JSON.
+//!
+//! With `PRUNE_BENCH_BACKEND=postgres`, the same on a throwaway PostgreSQL
+//! cluster (`tests/util/pg.rs`): the store's tables and indexes before, after
+//! the prune (one transaction; PostgreSQL keeps the dead rows' space until
+//! a vacuum) and after `compact_database` (`VACUUM (FULL, ANALYZE)`).
 
 use std::path::Path;
+
+#[path = "../tests/util/pg.rs"]
+mod pg;
 use std::time::Instant;
 
 use mission_bus::{Durability, Event, EventBody, Json, MissionBus, MissionConfig, OPERATOR};
@@ -81,6 +89,9 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
+    if std::env::var("PRUNE_BENCH_BACKEND").as_deref() == Ok("postgres") {
+        return postgres(n);
+    }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let bus = MissionBus::builder(&data)
@@ -117,6 +128,58 @@ fn main() {
     println!(
         "{}",
         serde_json::json!({
+            "events": n,
+            "pruned_before": cut,
+            "removed": report.removed,
+            "build_s": build_s,
+            "prune_s": prune_s,
+            "bytes_before": before_bytes,
+            "bytes_after_prune": after_prune_bytes,
+            "bytes_after_compaction": compacted_bytes,
+            "compaction_s": compact_s,
+            "verify_after_s": verify_s,
+            "events_verified": v.events_checked,
+        })
+    );
+}
+
+/// The PostgreSQL run: import, prune half, VACUUM FULL, verify.
+fn postgres(n: u64) {
+    let cluster = match pg::try_cluster() {
+        Ok(c) => c,
+        Err(why) => {
+            println!(
+                "{}",
+                serde_json::json!({"postgres": format!("n/a ({why})")})
+            );
+            return;
+        }
+    };
+    let url = mission_bus::StoreUrl::parse(&cluster.database()).unwrap();
+    let bus = MissionBus::builder_url(url)
+        .durability(Durability::Sync)
+        .open()
+        .unwrap();
+    let t = Instant::now();
+    bus.import_log(log("m", n), |_| {}).unwrap();
+    let build_s = t.elapsed().as_secs_f64();
+    let before_bytes = bus.size_on_disk().unwrap();
+    let cut = n / 2 + 1;
+    let t = Instant::now();
+    let report = bus.prune("m", cut).unwrap();
+    let prune_s = t.elapsed().as_secs_f64();
+    let after_prune_bytes = bus.size_on_disk().unwrap();
+    let t = Instant::now();
+    let (_, compacted_bytes) = bus.compact_database().unwrap();
+    let compact_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let v = bus.verify("m").unwrap();
+    let verify_s = t.elapsed().as_secs_f64();
+    assert!(v.is_intact(), "{:?}", v.problems);
+    println!(
+        "{}",
+        serde_json::json!({
+            "backend": "postgres",
             "events": n,
             "pruned_before": cut,
             "removed": report.removed,

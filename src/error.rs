@@ -177,6 +177,17 @@ pub enum Error {
         /// The actual head sequence.
         head: u64,
     },
+    /// The operation needs a part of the log that a prune removed (for
+    /// example a fork from a checkpoint pruned while the fork read it).
+    #[error("mission '{mission}': sequence {sequence} was pruned (the log now starts at {first})")]
+    Pruned {
+        /// The mission.
+        mission: String,
+        /// The sequence the operation needed.
+        sequence: u64,
+        /// The first sequence the log holds now.
+        first: u64,
+    },
     /// A caller-supplied event id is already stored with different content.
     #[error("event id {event_id} is already stored as mission '{mission}' sequence {sequence} with different content")]
     EventIdConflict {
@@ -322,6 +333,7 @@ impl Error {
             | ParticipantExists { .. }
             | SequenceConflict { .. }
             | EventIdConflict { .. }
+            | Pruned { .. }
             | HandoffState { .. } => ErrorKind::Conflict,
             Corruption { .. } | Damaged { .. } | AcknowledgedLoss { .. } => ErrorKind::Integrity,
             DataDirInUse { .. } => ErrorKind::Busy,

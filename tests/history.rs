@@ -3,6 +3,8 @@
 //! verify before and after, retention policies, and tampered anchors
 //! detected. (CLI and HTTP: tests/history_edges.rs.)
 
+mod util;
+
 use mission_bus::{
     Action, AppendOptions, Error, EventBody, EventFilter, Json, MissionBus, NewMission, Retention,
 };
@@ -33,7 +35,7 @@ fn publish(bus: &MissionBus, m: &str, n: usize) {
 #[test]
 fn fork_starts_from_the_parents_state_at_the_checkpoint_with_its_own_chain() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     team(&bus, "p");
     publish(&bus, "p", 3);
     let cp = bus
@@ -114,7 +116,7 @@ fn fork_starts_from_the_parents_state_at_the_checkpoint_with_its_own_chain() {
 
     // Survives a reopen (replay rebuilds the same state).
     drop(bus);
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     let rebuilt = bus.rebuild_state("f").unwrap();
     assert_eq!(*bus.state("f").unwrap(), rebuilt);
 
@@ -140,7 +142,7 @@ fn hex(h: &[u8; 32]) -> String {
 #[test]
 fn a_fork_whose_recorded_parent_hash_differs_is_a_verify_problem() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     team(&bus, "p");
     let cp = bus
         .create_checkpoint("p", "ada", "s", Json::empty_object(), vec![])
@@ -149,7 +151,7 @@ fn a_fork_whose_recorded_parent_hash_differs_is_a_verify_problem() {
     // but a hash the parent does not have at that sequence.
     let mut log = {
         let other = tempfile::tempdir().unwrap();
-        let b2 = MissionBus::open(other.path()).unwrap();
+        let b2 = util::bus_at(other.path()).unwrap();
         team(&b2, "p");
         let cp2 = b2
             .create_checkpoint("p", "ada", "s", Json::empty_object(), vec![])
@@ -181,7 +183,7 @@ fn a_fork_whose_recorded_parent_hash_differs_is_a_verify_problem() {
 #[test]
 fn delete_leaves_a_tombstone_frees_the_id_and_keeps_other_missions() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     team(&bus, "a");
     team(&bus, "b");
     publish(&bus, "a", 50);
@@ -211,7 +213,7 @@ fn delete_leaves_a_tombstone_frees_the_id_and_keeps_other_missions() {
 
     // Reopen: the ledger does not report the deleted events as lost.
     drop(bus);
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     assert!(bus.missions_with_loss().is_empty());
     assert!(bus.ledger_problem().is_none());
     assert_eq!(bus.tombstones(None).unwrap().len(), 1);
@@ -220,7 +222,7 @@ fn delete_leaves_a_tombstone_frees_the_id_and_keeps_other_missions() {
     assert_eq!(bus.state("a").unwrap().head, 3);
     bus.delete_mission("a", "@operator").unwrap();
     drop(bus);
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     assert!(bus.missions_with_loss().is_empty());
     assert_eq!(bus.tombstones(Some("a")).unwrap().len(), 2);
 }
@@ -228,7 +230,7 @@ fn delete_leaves_a_tombstone_frees_the_id_and_keeps_other_missions() {
 #[test]
 fn prune_keeps_a_verifiable_suffix_and_the_state() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     team(&bus, "m");
     let cp = bus
         .create_checkpoint("m", "ada", "early", Json::empty_object(), vec![])
@@ -283,7 +285,7 @@ fn prune_keeps_a_verifiable_suffix_and_the_state() {
     assert!(bus.prune("m", 1).is_err());
     assert!(bus.prune("m", 10_000).is_err());
     drop(bus);
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     assert!(bus.verify("m").unwrap().is_intact());
     assert!(bus.missions_with_loss().is_empty());
     assert_eq!(*bus.state("m").unwrap(), bus.rebuild_state("m").unwrap());
@@ -292,7 +294,7 @@ fn prune_keeps_a_verifiable_suffix_and_the_state() {
 #[test]
 fn retention_by_count_and_by_age() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     team(&bus, "m");
     publish(&bus, "m", 30);
     bus.set_retention(
@@ -328,4 +330,10 @@ fn retention_by_count_and_by_age() {
     assert_eq!(bus.retention_cut("n", later).unwrap(), Some(n_head));
     // A writer may not set a policy.
     assert!(bus.set_retention("n", "ada", Retention::default()).is_err());
+}
+
+/// Every test above, again on PostgreSQL (skipped, saying so, without it).
+#[test]
+fn postgres_half() {
+    util::postgres_half();
 }

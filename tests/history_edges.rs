@@ -102,17 +102,42 @@ fn cli_fork_shows_lineage_and_verifies_the_link() {
     dir.mb(&["verify", "p"]).fails(4);
 }
 
-/// Rewrite the anchor of mission number `no` with `f`, fixing its CRC.
+/// Rewrite the (only) prune anchor with `f`, fixing its CRC when asked:
+/// sled's `anchors` tree, or on PostgreSQL the `mb_anchors` row (by SQL).
 fn tamper_anchor(data: &Path, f: impl FnOnce(&mut Vec<u8>), fix_crc: bool) {
+    let fix = |v: &mut Vec<u8>| {
+        if fix_crc {
+            let crc = crc32fast::hash(&v[5..]);
+            v[1..5].copy_from_slice(&crc.to_be_bytes());
+        }
+    };
+    if util::postgres_mode() {
+        let row = util::pg_sql(
+            data,
+            "SELECT mission, encode(anchor, 'hex') FROM mb_anchors",
+        );
+        let (mission, hex) = row.split_once('|').expect("one anchor row");
+        let mut v: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        f(&mut v);
+        fix(&mut v);
+        let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
+        util::pg_sql(
+            data,
+            &format!(
+                "UPDATE mb_anchors SET anchor = decode('{hex}', 'hex') WHERE mission = {mission}"
+            ),
+        );
+        return;
+    }
     let db = sled::open(data).unwrap();
     let anchors = db.open_tree("anchors").unwrap();
     let (k, v) = anchors.iter().next().unwrap().unwrap();
     let mut v = v.to_vec();
     f(&mut v);
-    if fix_crc {
-        let crc = crc32fast::hash(&v[5..]);
-        v[1..5].copy_from_slice(&crc.to_be_bytes());
-    }
+    fix(&mut v);
     anchors.insert(k, v).unwrap();
     db.flush().unwrap();
 }
@@ -312,7 +337,7 @@ struct Srv {
 impl Srv {
     fn start(limits: Limits) -> Srv {
         let dir = tempfile::tempdir().unwrap();
-        let bus = MissionBus::open(dir.path()).unwrap();
+        let bus = util::bus_at(dir.path()).unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -474,4 +499,10 @@ fn the_server_applies_retention_policies_on_its_timer() {
     );
     assert_eq!(state.first_sequence(), pruned.sequence - 5);
     assert!(bus.verify("m").unwrap().is_intact());
+}
+
+/// Every test above, again on PostgreSQL (skipped, saying so, without it).
+#[test]
+fn postgres_half() {
+    util::postgres_half();
 }

@@ -7,9 +7,7 @@ mod util;
 
 use mission_bus::document;
 use mission_bus::server;
-use mission_bus::{
-    Action, AppendOptions, Error, EventFilter, EventMeta, Json, MissionBus, NewMission,
-};
+use mission_bus::{Action, AppendOptions, Error, EventFilter, EventMeta, Json, NewMission};
 use serde_json::{json, Value};
 use util::Dir;
 
@@ -30,7 +28,7 @@ fn with_meta(meta: EventMeta) -> AppendOptions {
 #[test]
 fn library_metadata_is_stored_filtered_exported_and_reimported() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     bus.create_mission(NewMission::new("m", "t").lead("lena"))
         .unwrap();
     let meta = EventMeta::default()
@@ -123,7 +121,7 @@ fn library_metadata_is_stored_filtered_exported_and_reimported() {
 
     // Re-imported into another store: the same events, the same head hash.
     let other = tempfile::tempdir().unwrap();
-    let bus2 = MissionBus::open(other.path()).unwrap();
+    let bus2 = util::bus_at(other.path()).unwrap();
     bus2.import_log(document::log_from_jsonl(&jsonl).unwrap(), |_| {})
         .unwrap();
     let log2: Vec<_> = bus2
@@ -138,7 +136,7 @@ fn library_metadata_is_stored_filtered_exported_and_reimported() {
     assert_eq!(v1.head_hash, v2.head_hash);
     // From the seed document, metadata of the stream events survives too.
     let bus3_dir = tempfile::tempdir().unwrap();
-    let bus3 = MissionBus::open(bus3_dir.path()).unwrap();
+    let bus3 = util::bus_at(bus3_dir.path()).unwrap();
     bus3.import_log(document::log_from_seed(&seed).unwrap(), |_| {})
         .unwrap();
     let seeded: Vec<_> = bus3
@@ -169,7 +167,7 @@ fn library_metadata_is_stored_filtered_exported_and_reimported() {
 
     // Reopened: still there.
     drop(bus);
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     assert_eq!(
         bus.events("m", 1, u64::MAX)
             .unwrap()
@@ -185,7 +183,7 @@ fn library_metadata_is_stored_filtered_exported_and_reimported() {
 #[test]
 fn bad_metadata_is_refused_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     bus.create_mission(NewMission::new("m", "t").lead("lena"))
         .unwrap();
     let head = bus.state("m").unwrap().head;
@@ -283,7 +281,7 @@ fn cli_sets_and_filters_metadata() {
 #[test]
 fn http_sets_and_filters_metadata_single_and_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = MissionBus::open(dir.path()).unwrap();
+    let bus = util::bus_at(dir.path()).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -378,4 +376,10 @@ fn http_sets_and_filters_metadata_single_and_batch() {
     let _ = stop.send(());
     thread.join().unwrap().unwrap();
     bus.close();
+}
+
+/// Every test above, again on PostgreSQL (skipped, saying so, without it).
+#[test]
+fn postgres_half() {
+    util::postgres_half();
 }

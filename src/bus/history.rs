@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::async_api::Reply;
 use super::writer::Writer;
 use super::{check_identifier, Draft, Job, MissionBus};
-use crate::codec::{Anchor, Tombstone};
+use crate::codec::{Anchor, Hash, Tombstone};
 use crate::error::{Error, Result};
 use crate::event::{now_micros, to_micros, Event, EventBody, EventMeta, OPERATOR};
 use crate::keys::MissionNo;
@@ -21,6 +21,10 @@ use crate::ledger::LedgerHead;
 use crate::state::{MissionState, Retention};
 use crate::store::{Durability, PlannedAppend};
 use crate::verify::{Problem, VerifyReport};
+
+/// How often a delete or prune runs again after another process moved the
+/// mission under it (shared stores).
+const MOVED_RETRIES: u32 = 16;
 
 /// What a prune did.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,15 +62,16 @@ impl MissionBus {
     /// sender, summary, state and artifacts; a new id; its causation id is
     /// the parent's checkpoint id), all in one atomic append. The fork has
     /// a chain of its own. Returns its events.
+    ///
+    /// A prune of the parent racing the fork (in this process or another
+    /// one on the same database) either leaves the checkpoint in the log
+    /// (the fork reads again and succeeds) or removes it: then the fork
+    /// fails with [`Error::Pruned`] and writes nothing.
     pub fn fork(&self, source: &str, checkpoint_id: &Uuid, new_id: &str) -> Result<Vec<Event>> {
         check_identifier("mission id", new_id)?;
         let c = self.cached(source)?;
         let cp = self.checkpoint_in(source, checkpoint_id)?;
-        let store = self.inner.store();
-        let hash = store
-            .record_hash(c.no, cp.sequence)?
-            .ok_or_else(|| Error::corruption(source, Some(cp.sequence), "record missing"))?;
-        let at = self.state_at(source, c.no, cp.sequence)?;
+        let (hash, at) = self.fork_point(source, c.no, cp.sequence)?;
         let EventBody::Checkpoint {
             summary,
             state,
@@ -127,6 +132,39 @@ impl MissionBus {
         })
     }
 
+    /// The chain hash of `source`'s record at `seq` and the state as of it,
+    /// read again when a prune moved the start of the log meanwhile;
+    /// [`Error::Pruned`] once `seq` is below it.
+    fn fork_point(&self, source: &str, no: MissionNo, seq: u64) -> Result<(Hash, MissionState)> {
+        let store = self.inner.store();
+        let pruned = |first: u64| Error::Pruned {
+            mission: source.to_string(),
+            sequence: seq,
+            first,
+        };
+        let mut attempts = 0;
+        loop {
+            let first = store.first_kept(no, source)?.0;
+            if seq < first {
+                return Err(pruned(first));
+            }
+            let read = store
+                .record_hash(no, seq)?
+                .ok_or_else(|| Error::corruption(source, Some(seq), "record missing"))
+                .and_then(|hash| Ok((hash, self.state_at(source, no, seq)?)));
+            let e = match read {
+                Ok(found) => return Ok(found),
+                Err(e) => e,
+            };
+            // Not a prune under the reads: the error stands.
+            let now = store.first_kept(no, source)?.0;
+            if now == first || attempts == 3 {
+                return Err(if seq < now { pruned(now) } else { e });
+            }
+            attempts += 1;
+        }
+    }
+
     /// The state of `mission` as of sequence `seq` (from its prune anchor,
     /// if pruned, then the events up to `seq`).
     fn state_at(&self, name: &str, no: MissionNo, seq: u64) -> Result<MissionState> {
@@ -138,13 +176,11 @@ impl MissionBus {
                 a.before,
             ),
             Some(a) => {
-                return Err(Error::invalid(
-                    "fork",
-                    format!(
-                        "sequence {seq} of mission '{name}' was pruned (the log starts at {})",
-                        a.before
-                    ),
-                ))
+                return Err(Error::Pruned {
+                    mission: name.to_string(),
+                    sequence: seq,
+                    first: a.before,
+                })
             }
             None => (MissionState::default(), 1),
         };
@@ -200,6 +236,17 @@ impl MissionBus {
                 reply,
             })
         })
+    }
+
+    /// Give the space of deleted and pruned events back to the operating
+    /// system on a PostgreSQL store: `VACUUM (FULL, ANALYZE)` of the
+    /// store's tables, each rewritten into a new file (while one is
+    /// rewritten, other processes' reads and writes of it wait). Returns
+    /// the bytes of the store's tables and indexes before and after. A
+    /// sled data directory is compacted by rewriting the directory
+    /// (`mission-bus compact`): an error here.
+    pub fn compact_database(&self) -> Result<(u64, u64)> {
+        self.inner.store().compact_database()
     }
 
     /// Set the retention policy of `mission` (a `retention_set` event by
@@ -284,25 +331,70 @@ impl MissionBus {
     /// Apply every mission's retention policy at time `now` (the server's
     /// timer and `mission-bus apply-retention`). Returns what was pruned;
     /// a mission that fails is reported and the others still run.
+    /// On PostgreSQL every mission of the database is considered (other
+    /// processes create missions too); two processes applying policies at
+    /// once prune each mission once (the second finds nothing left to do).
     pub fn apply_retention(&self, now: DateTime<Utc>) -> Vec<(String, Result<PruneReport>)> {
-        let names: Vec<String> = self
-            .inner
-            .shared
-            .directory()
-            .by_name
-            .keys()
-            .cloned()
-            .collect();
+        let store = self.inner.store();
+        let names: Vec<String> = if store.is_shared() {
+            match store.missions() {
+                Ok(list) => list.into_iter().map(|(name, _)| name).collect(),
+                Err(e) => return vec![("(missions)".to_string(), Err(e))],
+            }
+        } else {
+            self.inner
+                .shared
+                .directory()
+                .by_name
+                .keys()
+                .cloned()
+                .collect()
+        };
         let mut out = Vec::new();
         for name in names {
-            match self.retention_cut(&name, now) {
+            let mut cut = self.retention_cut(&name, now);
+            // Another process pruning it under our binary search: again.
+            for _ in 0..3 {
+                match &cut {
+                    Err(Error::Corruption { reason, .. })
+                        if store.is_shared() && reason.contains("record missing") =>
+                    {
+                        cut = self.retention_cut(&name, now);
+                    }
+                    _ => break,
+                }
+            }
+            match cut {
                 Ok(None) => {}
-                Ok(Some(cut)) => out.push((name.clone(), self.prune(&name, cut))),
+                Ok(Some(cut)) => match self.prune(&name, cut) {
+                    // Another process applied the policy first.
+                    Ok(r) if r.event.is_none() => {}
+                    r => out.push((name.clone(), r)),
+                },
                 Err(Error::MissionNotFound { .. }) => {}
                 Err(e) => out.push((name, Err(e))),
             }
         }
         out
+    }
+}
+
+impl super::shared::Shared {
+    /// Forget mission number `no` named `name` (directory entry, cached
+    /// state) once it is found deleted by another process (shared stores),
+    /// so that the name resolves afresh (it may have been created again).
+    pub(super) fn forget_deleted(&self, no: MissionNo, name: &str) {
+        {
+            let mut dir = self.directory.write().unwrap_or_else(|p| p.into_inner());
+            if dir.by_name.get(name) == Some(&no) {
+                dir.by_name.remove(name);
+            }
+            dir.by_no.remove(&no);
+        }
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&no);
     }
 }
 
@@ -409,18 +501,70 @@ impl Writer {
         }
     }
 
+    /// Whether `e`, met while reading `mission`'s log from `from`, is
+    /// another process's prune removing the records under the read (a
+    /// shared store whose log now starts past `from`): the read starts
+    /// again from the new anchor.
+    pub(super) fn pruned_meanwhile(
+        &self,
+        no: MissionNo,
+        mission: &str,
+        from: u64,
+        e: &Error,
+    ) -> bool {
+        self.store.is_shared()
+            && matches!(e, Error::Corruption { reason, .. } if reason.contains("record missing"))
+            && self
+                .store
+                .first_kept(no, mission)
+                .is_ok_and(|(first, _)| first > from)
+    }
+
     pub(super) fn history(&self, job: HistoryJob) {
         match job {
             HistoryJob::Delete { mission, by, reply } => {
-                let _ = reply.send(self.delete(&mission, &by));
+                let _ = reply.send(self.again_if_moved(&mission, || self.delete(&mission, &by)));
             }
             HistoryJob::Prune {
                 mission,
                 before,
                 reply,
             } => {
-                let _ = reply.send(self.prune(&mission, before));
+                let _ = reply.send(self.again_if_moved(&mission, || self.prune(&mission, before)));
             }
+        }
+    }
+
+    /// Run a delete or prune; on a shared store (PostgreSQL), run it again
+    /// from fresh state while another process moved the mission under it
+    /// (an append or prune between our reads and our transaction, which
+    /// then changed nothing), a bounded number of times.
+    fn again_if_moved<T>(&self, mission: &str, f: impl Fn() -> Result<T>) -> Result<T> {
+        let mut attempts = 0;
+        loop {
+            let result = f();
+            let moved = match &result {
+                Err(Error::SequenceConflict { .. }) => true,
+                // Records removed under our reads by another process's prune.
+                Err(Error::Corruption { reason, .. }) => reason.contains("record missing"),
+                Err(Error::Database { reason, .. }) => {
+                    reason.contains("SQLSTATE 40001") || reason.contains("SQLSTATE 40P01")
+                }
+                _ => false,
+            };
+            if !moved || !self.store.is_shared() || attempts == MOVED_RETRIES {
+                return result;
+            }
+            attempts += 1;
+            if let Some(no) = self.shared.no_of(mission) {
+                self.forget(no, mission, 0);
+            }
+            if self.store.mission_no(mission)?.is_none() {
+                return Err(Error::MissionNotFound {
+                    mission: mission.to_string(),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(u64::from(attempts) * 5));
         }
     }
 
@@ -454,7 +598,16 @@ impl Writer {
         self.ledger_pending.borrow_mut().remove(mission);
         // Readers stop seeing it before its records go.
         self.forget(no, mission, u64::MAX);
-        self.store.delete_mission(&tombstone)?;
+        let tombstone = match self.store.delete_mission(&tombstone) {
+            Ok((_, written)) => written,
+            Err(e) => {
+                if self.store.is_shared() {
+                    // Nothing changed (PostgreSQL: one transaction).
+                    let _ = self.shared.resolve(&self.store, mission);
+                }
+                return Err(e);
+            }
+        };
         self.store.flush(Durability::Sync)?;
         self.integrity
             .damaged
@@ -508,6 +661,10 @@ impl Writer {
             .ok_or_else(|| Error::MissionNotFound {
                 mission: mission.to_string(),
             })?;
+        if self.store.is_shared() {
+            // Other processes write too: plan from the database's head.
+            self.forget(no, mission, 0);
+        }
         let cached = self.load(no, mission)?;
         let head = cached.state.head;
         let first = cached.state.first_sequence();
@@ -544,7 +701,7 @@ impl Writer {
             .record_hash(no, before - 1)?
             .ok_or_else(|| Error::corruption(mission, Some(before - 1), "record missing"))?;
         let anchor = Anchor::new(before, anchor_hash, &state);
-        let event = Event {
+        let mut event = Event {
             id: Uuid::now_v7(),
             sequence: head + 1,
             timestamp: now_micros(),
@@ -565,7 +722,9 @@ impl Writer {
             events: vec![event.clone()],
         };
         self.forget(no, mission, before);
-        let new_head = self.store.commit_prune(&plan, &anchor)?;
+        let (new_head, removed_in_commit) = self.store.commit_prune(&plan, &anchor)?;
+        // PostgreSQL: after the appends of other processes since `head`.
+        event.sequence = new_head.0;
         let mut prev = HashMap::new();
         prev.insert(no, (head, cached.hash));
         self.make_durable(
@@ -575,7 +734,7 @@ impl Writer {
             &prev,
         )?;
         // Acknowledged from here on; the old records go now.
-        let removed = self.store.remove_before(no, mission, before)?;
+        let removed = removed_in_commit + self.store.remove_before(no, mission, before)?;
         self.store.flush(self.durability)?;
         self.forget(no, mission, before);
         self.shared.live.moved(no, new_head.0);

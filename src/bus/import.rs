@@ -1,7 +1,7 @@
 //! Importing a whole mission log on the writer (`MissionBus::import_log`,
 //! also used by salvage, copy and restore): every event validated first,
 //! then written in chunks with the mission registered in the last one, so
-//! it appears atomically.
+//! it appears atomically (PostgreSQL: every chunk in one transaction).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -63,26 +63,48 @@ impl Writer {
         let total = events.len();
         let mut written = 0usize;
         let mut hash = codec::GENESIS;
-        let mut chunks = events.chunks(IMPORT_CHUNK).peekable();
-        while let Some(chunk) = chunks.next() {
-            let last = chunks.peek().is_none();
-            let plan = PlannedAppend {
-                mission: no,
-                mission_id: mission.clone(),
-                register: last.then(|| mission.clone()),
-                replace_orphan_ids: true,
-                prev_seq: written as u64,
-                events: chunk.to_vec(),
-            };
-            let heads = self.store.commit(std::slice::from_ref(&plan))?;
-            hash = heads[0].1;
-            written += chunk.len();
-            if last {
-                // The mission did not exist before the import.
-                let prev = HashMap::from([(no, (0, codec::GENESIS))]);
-                self.make_durable(std::slice::from_ref(&plan), &heads, &HashMap::new(), &prev)?;
-            }
+        if self.store.is_shared() {
+            // PostgreSQL: ONE transaction for the whole log (its rows refer
+            // to the mission's row, registered with the first chunk), so
+            // every process sees all of it or nothing.
+            let plans: Vec<PlannedAppend> = events
+                .chunks(IMPORT_CHUNK)
+                .enumerate()
+                .map(|(i, chunk)| PlannedAppend {
+                    mission: no,
+                    mission_id: mission.clone(),
+                    register: (i == 0).then(|| mission.clone()),
+                    replace_orphan_ids: true,
+                    prev_seq: (i * IMPORT_CHUNK) as u64,
+                    events: chunk.to_vec(),
+                })
+                .collect();
+            let heads = self.store.commit(&plans)?;
+            hash = heads.last().map_or(codec::GENESIS, |h| h.1);
+            written = total;
             progress(written as u64);
+        } else {
+            let mut chunks = events.chunks(IMPORT_CHUNK).peekable();
+            while let Some(chunk) = chunks.next() {
+                let last = chunks.peek().is_none();
+                let plan = PlannedAppend {
+                    mission: no,
+                    mission_id: mission.clone(),
+                    register: last.then(|| mission.clone()),
+                    replace_orphan_ids: true,
+                    prev_seq: written as u64,
+                    events: chunk.to_vec(),
+                };
+                let heads = self.store.commit(std::slice::from_ref(&plan))?;
+                hash = heads[0].1;
+                written += chunk.len();
+                if last {
+                    // The mission did not exist before the import.
+                    let prev = HashMap::from([(no, (0, codec::GENESIS))]);
+                    self.make_durable(std::slice::from_ref(&plan), &heads, &HashMap::new(), &prev)?;
+                }
+                progress(written as u64);
+            }
         }
         debug_assert_eq!(written, total);
         self.shared

@@ -19,6 +19,19 @@ use crate::verify::VerifyReport;
 impl MissionBus {
     pub(super) fn cached(&self, mission: &str) -> Result<Arc<Cached>> {
         let no = self.mission_no(mission)?;
+        match self.cached_no(no, mission) {
+            // Deleted by another process (shared stores): the id may be in
+            // use again, by a mission of another number.
+            Err(Error::MissionNotFound { .. }) if self.inner.store().is_shared() => {
+                self.inner.shared.forget_deleted(no, mission);
+                let again = self.mission_no(mission)?;
+                self.cached_no(again, mission)
+            }
+            r => r,
+        }
+    }
+
+    fn cached_no(&self, no: MissionNo, mission: &str) -> Result<Arc<Cached>> {
         if let Some(c) = self.inner.shared.cached(no) {
             let store = self.inner.store();
             // On a shared store other processes move heads too: one indexed

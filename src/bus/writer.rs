@@ -202,7 +202,15 @@ impl Writer {
             (_, None) => (MissionState::default(), 1, 0),
         };
         for event in self.store.scan(no, mission, from, head) {
-            state.apply(&event?);
+            match event {
+                Ok(e) => state.apply(&e),
+                // Another process pruned under this read: load again from
+                // its anchor (it only moves forward, so this ends).
+                Err(e) if self.pruned_meanwhile(no, mission, from, &e) => {
+                    return self.load(no, mission)
+                }
+                Err(e) => return Err(e),
+            }
         }
         let cached = Arc::new(Cached {
             no,

@@ -447,7 +447,8 @@ pub(crate) enum Command {
     },
     /// Rewrite the store into a compact copy and swap it in, giving back
     /// the space of deleted and pruned events (run while no server holds
-    /// the data directory). Prints bytes on disk before and after.
+    /// the data directory; on PostgreSQL: VACUUM FULL of the store's
+    /// tables). Prints bytes on disk before and after.
     Compact,
     /// List consumer positions (JSON Lines): everyone's, or --as one participant's.
     Consumers {

@@ -1,7 +1,7 @@
 //! History management commands: fork, delete, prune, retention,
 //! tombstones (on the data directory or, with `--server`, over the admin
-//! API), archives (verify, restore; written from the data directory) and
-//! compaction (the data directory only).
+//! API), archives (verify, restore; written from the store) and
+//! compaction (a sled directory rewritten, or PostgreSQL's `VACUUM FULL`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -204,6 +204,17 @@ pub(crate) fn run(
         }
         Command::Compact => {
             local_only("compact")?;
+            if let Some(url) = super::store_override() {
+                // PostgreSQL: VACUUM FULL of the store's tables.
+                let bus = open_existing(data)?;
+                let (before, after) = bus.compact_database()?;
+                bus.close();
+                return line(
+                    out,
+                    json!({"bytes_before": before, "bytes_after": after,
+                           "store": url.to_string()}),
+                );
+            }
             compact(data, out)
         }
         _ => unreachable!("routed here by commands::run"),

@@ -179,8 +179,18 @@ impl Store {
 
     /// Head sequence and chain hash of a registered mission (a missing head
     /// is corruption, never an empty mission).
+    /// On PostgreSQL a mission another process deleted (its number has a
+    /// tombstone) is `MissionNotFound`.
     pub(crate) fn head(&self, mission: MissionNo, name: &str) -> Result<(u64, Hash)> {
-        each!(self, s => s.head(mission, name))
+        match self {
+            Store::Sled(s) => sled_backend::guard(s.path(), || s.head(mission, name)),
+            Store::Postgres(s) => s.head(mission, name).map_err(|e| match s.deleted(mission) {
+                Ok(true) => Error::MissionNotFound {
+                    mission: name.to_string(),
+                },
+                _ => e,
+            }),
+        }
     }
 
     /// One event by sequence.
@@ -380,63 +390,62 @@ impl Store {
         }
     }
 
-    // ----- history management (sled: src/store/sled_backend/history.rs) -----
-    // PostgreSQL has none of it yet: it never prunes or deletes, so reads
-    // see no anchor and no tombstone, and the operations say so.
+    // ----- history management (sled_backend/history.rs, postgres/history.rs) -----
 
     /// The prune anchor of a mission, if it was ever pruned.
     pub(crate) fn anchor(&self, mission: MissionNo, name: &str) -> Result<Option<Anchor>> {
-        match self {
-            Store::Sled(s) => sled_backend::guard(s.path(), || s.anchor(mission, name)),
-            Store::Postgres(_) => Ok(None),
-        }
+        each!(self, s => s.anchor(mission, name))
     }
 
     /// The first sequence a mission's log holds and the hash it chains to.
     pub(crate) fn first_kept(&self, mission: MissionNo, name: &str) -> Result<(u64, Hash)> {
-        match self {
-            Store::Sled(s) => sled_backend::guard(s.path(), || s.first_kept(mission, name)),
-            Store::Postgres(_) => Ok((1, codec::GENESIS)),
-        }
+        each!(self, s => s.first_kept(mission, name))
     }
 
     /// Commit a `history_pruned` event and its anchor in one transaction.
+    /// On PostgreSQL the event goes at the head the transaction locks (other
+    /// processes may have appended since `plan`): its sequence is the new
+    /// head's. Returns the new head and the
+    /// records removed in that transaction: none on sled, whose records go
+    /// afterwards ([`Store::remove_before`]); all of them on PostgreSQL.
     pub(crate) fn commit_prune(
         &self,
         plan: &PlannedAppend,
         anchor: &Anchor,
-    ) -> Result<(u64, Hash)> {
-        match self.as_sled() {
-            Some(s) => sled_backend::guard(s.path(), || s.commit_prune(plan, anchor)),
-            None => Err(self.sled_only("prune")),
+    ) -> Result<((u64, Hash), u64)> {
+        match self {
+            Store::Sled(s) => {
+                sled_backend::guard(s.path(), || Ok((s.commit_prune(plan, anchor)?, 0)))
+            }
+            Store::Postgres(s) => s.commit_prune(plan, anchor),
         }
     }
 
     /// Remove a mission's records below `before` (after a prune).
     pub(crate) fn remove_before(&self, mission: MissionNo, name: &str, before: u64) -> Result<u64> {
-        match self.as_sled() {
-            Some(s) => sled_backend::guard(s.path(), || s.remove_before(mission, name, before)),
-            None => Err(self.sled_only("prune")),
-        }
+        each!(self, s => s.remove_before(mission, name, before))
     }
 
-    /// Delete a mission behind `tombstone`.
-    pub(crate) fn delete_mission(&self, tombstone: &Tombstone) -> Result<u64> {
-        match self.as_sled() {
-            Some(s) => sled_backend::guard(s.path(), || s.delete_mission(tombstone)),
-            None => Err(self.sled_only("delete")),
+    /// Delete a mission behind `tombstone`. Returns the records removed and
+    /// the tombstone written (PostgreSQL: with the head as locked by the
+    /// delete's transaction, which may be past `tombstone`'s when another
+    /// process appended meanwhile).
+    pub(crate) fn delete_mission(&self, tombstone: &Tombstone) -> Result<(u64, Tombstone)> {
+        match self {
+            Store::Sled(s) => sled_backend::guard(s.path(), || {
+                Ok((s.delete_mission(tombstone)?, tombstone.clone()))
+            }),
+            Store::Postgres(s) => s.delete_mission(tombstone),
         }
     }
 
     /// Tombstones of deleted missions (of one id, or all).
     pub(crate) fn tombstones(&self, mission: Option<&str>) -> Result<Vec<Tombstone>> {
-        match self {
-            Store::Sled(s) => sled_backend::guard(s.path(), || s.tombstones(mission)),
-            Store::Postgres(_) => Ok(Vec::new()),
-        }
+        each!(self, s => s.tombstones(mission))
     }
 
-    /// Finish deletes and prunes a crash interrupted.
+    /// Finish deletes and prunes a crash interrupted (PostgreSQL: nothing,
+    /// each is one transaction).
     pub(crate) fn finish_history_cleanups(&self) -> Result<u64> {
         match self {
             Store::Sled(s) => sled_backend::guard(s.path(), || s.finish_history_cleanups()),
@@ -452,9 +461,26 @@ impl Store {
         from: u64,
         to: u64,
     ) -> Result<Vec<Result<(u64, sled::IVec)>>> {
-        match self.as_sled() {
-            Some(s) => Ok(s.raw_records(mission, name, from, to).collect()),
-            None => Err(self.sled_only("archive")),
+        match self {
+            Store::Sled(s) => Ok(s.raw_records(mission, name, from, to).collect()),
+            Store::Postgres(s) => s.raw_records(mission, name, from, to),
+        }
+    }
+
+    /// Give deleted rows' space back on PostgreSQL (`VACUUM FULL` of the
+    /// store's tables): bytes before and after. A sled directory is
+    /// compacted by rewriting it (`mission-bus compact`), not here.
+    pub(crate) fn compact_database(&self) -> Result<(u64, u64)> {
+        match self {
+            Store::Postgres(s) => s.compact(),
+            Store::Sled(_) => Err(Error::invalid(
+                "store",
+                format!(
+                    "{} is a sled data directory: compact it by rewriting it \
+                     (`mission-bus compact`)",
+                    self.describe()
+                ),
+            )),
         }
     }
 

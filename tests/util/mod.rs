@@ -160,7 +160,12 @@ impl Dir {
             .env_remove("MISSION_BUS_DATA")
             .env_remove("MISSION_BUS_URL")
             .env_remove("MISSION_BUS_TOKEN")
+            .env_remove("MISSION_BUS_STORE")
             .args(args);
+        // PostgreSQL mode: the commands use this directory's database.
+        if let Some(url) = pg_url(&self.data()).filter(|_| !self.remote) {
+            cmd.env("MISSION_BUS_STORE", url);
+        }
         if self.remote {
             let (url, mut token) = self.server();
             if self.as_participant {

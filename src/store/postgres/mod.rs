@@ -14,7 +14,9 @@
 //! failover. The schema is created and migrated here (`schema.rs`), never
 //! by hand. Files: `schema.rs` (DDL and versions), `commit.rs` (the commit
 //! transaction), `reads.rs` (heads, lookups, scans, side tables),
-//! `verify.rs` (one mission in one REPEATABLE READ snapshot).
+//! `history.rs` (prune anchors, prune, delete, tombstones, archives'
+//! records, compaction), `verify.rs` (one mission in one REPEATABLE READ
+//! snapshot).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use super::Durability;
 use crate::error::{Error, Result};
 
 mod commit;
+mod history;
 mod reads;
 mod schema;
 mod verify;

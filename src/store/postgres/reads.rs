@@ -8,7 +8,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::{Conns, PgStore, SCAN_CHUNK};
-use crate::codec::{self, Hash, GENESIS};
+use crate::codec::{self, Hash};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::keys::{self, MissionNo};
@@ -259,7 +259,9 @@ impl PgStore {
         to: u64,
         head: (u64, Hash),
     ) -> Result<EventIter> {
-        let from = from.max(1);
+        // A pruned log starts at its anchor, chained to the anchor's hash.
+        let (first, first_hash) = self.first_kept(mission, name)?;
+        let from = from.max(first);
         let mut it = self.scan(mission, name, from, to);
         if from > to {
             return Ok(it);
@@ -271,8 +273,8 @@ impl PgStore {
             codec::check_record(&v).map_err(|e| Error::corruption(name, Some(seq), e))?;
             Ok(v)
         };
-        let first_prev = if from == 1 {
-            GENESIS
+        let first_prev = if from == first {
+            first_hash
         } else {
             codec::record_hash(&keys::event_key(mission, from - 1), &raw(from - 1)?)
         };

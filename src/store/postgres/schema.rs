@@ -11,7 +11,7 @@ use super::Conns;
 use crate::error::{Error, Result};
 
 /// The schema version this build writes.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// Advisory lock key held while migrating ("mbus" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6d62_7573;
@@ -71,6 +71,27 @@ CREATE TABLE mb_consumers (
 );
 ";
 
+/// Version 2: history management. A pruned mission's anchor (the same
+/// bytes as sled's `anchors` values: first kept sequence, the chain hash
+/// before it, the state as of it, CRC-checked), and the tombstones of
+/// deleted missions (one per deleted mission number: a mission id created
+/// again and deleted again has several).
+const V2: &str = "
+CREATE TABLE mb_anchors (
+    mission bigint PRIMARY KEY REFERENCES mb_missions (no),
+    anchor  bytea  NOT NULL
+);
+CREATE TABLE mb_tombstones (
+    mission_no    bigint PRIMARY KEY,
+    mission_id    text   NOT NULL,
+    head_seq      bigint NOT NULL CHECK (head_seq >= 0),
+    head_hash     bytea  NOT NULL CHECK (length(head_hash) = 32),
+    deleted_at_us bigint NOT NULL,
+    deleted_by    text   NOT NULL
+);
+CREATE INDEX mb_tombstones_id ON mb_tombstones (mission_id, deleted_at_us);
+";
+
 /// Create or migrate the schema.
 pub(crate) async fn migrate(client: &mut Client, c: &Conns) -> Result<()> {
     let e = |e| c.err(e);
@@ -106,6 +127,9 @@ pub(crate) async fn migrate(client: &mut Client, c: &Conns) -> Result<()> {
     }
     if version < 1 {
         tx.batch_execute(V1).await.map_err(e)?;
+    }
+    if version < 2 {
+        tx.batch_execute(V2).await.map_err(e)?;
     }
     tx.execute(
         "INSERT INTO mb_meta (key, value) VALUES ('schema_version', $1)

@@ -2,7 +2,8 @@
 //! READ, READ ONLY transaction): the same checks, in the same order and
 //! words, as the sled backend's (`sled_backend/verify.rs`): sequences,
 //! checksums, the hash chain, the head, the creation record, and both
-//! directions of the indexes. The mission's index rows are held in memory
+//! directions of the indexes; a pruned mission from its anchor (read in the
+//! same snapshot). The mission's index rows are held in memory
 //! while its records stream by (about 40 bytes per event).
 
 use std::collections::HashMap;
@@ -10,7 +11,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::PgStore;
-use crate::codec::{self, Hash, GENESIS};
+use crate::codec::{self, Anchor, Hash, GENESIS};
 use crate::error::{Error, Result};
 use crate::event::{EventBody, EventType};
 use crate::keys::{self, MissionNo};
@@ -74,7 +75,39 @@ impl PgStore {
             let mut prev: Option<Hash> = Some(GENESIS);
             let mut expected = 1u64;
             let mut last_seq = 0u64;
-            let mut after = 0i64;
+            // A pruned log starts at its anchor, whose hash the first kept
+            // record must carry; the `history_pruned` event must name it.
+            let anchor_row = tx
+                .query_opt("SELECT anchor FROM mb_anchors WHERE mission = $1", &[&m])
+                .await
+                .map_err(pg)?;
+            let anchor = match anchor_row.map(|r| Anchor::decode(&r.get::<_, Vec<u8>>(0))) {
+                None => None,
+                Some(Ok(a)) => Some(a),
+                Some(Err(e)) => {
+                    problem(&mut report, None, format!("prune anchor: {e}"));
+                    prev = None;
+                    None
+                }
+            };
+            let mut anchor_recorded = false;
+            if let Some(a) = &anchor {
+                prev = Some(a.hash);
+                expected = a.before;
+                last_seq = a.before - 1;
+                if *blake3::hash(&a.state_bytes).as_bytes() != a.state_hash {
+                    problem(
+                        &mut report,
+                        Some(a.before - 1),
+                        "prune anchor: the state it keeps does not match its hash (tampered)"
+                            .into(),
+                    );
+                }
+            }
+            let first = expected;
+            // Rows below the anchor are not part of the log (a prune
+            // removes them in its own transaction).
+            let mut after = first as i64 - 1;
             loop {
                 let rows = tx
                     .query(
@@ -137,15 +170,43 @@ impl PgStore {
                         continue;
                     };
                     seen.insert(seq, (event.id, event.event_type()));
-                    match (&event.body, seq) {
-                        (EventBody::MissionCreated { mission_id, .. }, 1) if *mission_id != name => {
-                            problem(
-                                &mut report,
-                                Some(1),
-                                format!("creation record names mission '{mission_id}'"),
-                            )
+                    if let (
+                        EventBody::HistoryPruned {
+                            before,
+                            anchor_hash,
+                            state_hash,
+                        },
+                        Some(a),
+                    ) = (&event.body, &anchor)
+                    {
+                        if *before == a.before {
+                            anchor_recorded = true;
+                            if *anchor_hash != a.hash || *state_hash != a.state_hash {
+                                problem(
+                                    &mut report,
+                                    Some(seq),
+                                    format!(
+                                        "prune anchor differs from the history_pruned event that \
+                                         recorded it (anchor hash {}, event says {}; tampered)",
+                                        hex(&a.hash),
+                                        hex(anchor_hash)
+                                    ),
+                                );
+                            }
                         }
-                        (EventBody::MissionCreated { .. }, 1) => {}
+                    }
+                    match (&event.body, seq) {
+                        (_, s) if s == first && first > 1 => {}
+                        (
+                            EventBody::MissionCreated { mission_id, .. }
+                            | EventBody::MissionForked { mission_id, .. },
+                            1,
+                        ) if *mission_id != name => problem(
+                            &mut report,
+                            Some(1),
+                            format!("creation record names mission '{mission_id}'"),
+                        ),
+                        (EventBody::MissionCreated { .. } | EventBody::MissionForked { .. }, 1) => {}
                         (_, 1) => problem(
                             &mut report,
                             Some(1),
@@ -154,7 +215,10 @@ impl PgStore {
                                 event.event_type()
                             ),
                         ),
-                        (EventBody::MissionCreated { .. }, _) => problem(
+                        (
+                            EventBody::MissionCreated { .. } | EventBody::MissionForked { .. },
+                            _,
+                        ) => problem(
                             &mut report,
                             Some(seq),
                             "a second mission_created record".to_string(),
@@ -184,7 +248,12 @@ impl PgStore {
                         EventBody::Checkpoint { .. } => expect(&mut report, &cps, "checkpoints"),
                         EventBody::Handoff { checkpoint_id, .. } => {
                             expect(&mut report, &hos, "handoffs");
-                            if cps.get(checkpoint_id).is_none_or(|s| *s >= seq) {
+                            let earlier = match cps.get(checkpoint_id) {
+                                Some(s) => *s < seq,
+                                // Its checkpoint may have been pruned.
+                                None => anchor.is_some(),
+                            };
+                            if !earlier {
                                 problem(
                                     &mut report,
                                     Some(seq),
@@ -198,6 +267,17 @@ impl PgStore {
                 if (n as i64) < super::SCAN_CHUNK {
                     break;
                 }
+            }
+            if let (Some(a), false) = (&anchor, anchor_recorded) {
+                problem(
+                    &mut report,
+                    Some(a.before),
+                    format!(
+                        "prune anchor before sequence {} is not recorded by any history_pruned \
+                         event (forged or tampered)",
+                        a.before
+                    ),
+                );
             }
             let head = tx
                 .query_opt(
@@ -251,7 +331,9 @@ impl PgStore {
                 for (id, seq) in entries {
                     let ok = match seen.get(seq) {
                         Some((eid, t)) => eid == id && kind.is_none_or(|k| *t == k),
-                        None => last_seq >= *seq, // undecodable: reported above
+                        // Undecodable: reported above; below the anchor:
+                        // pointing at nothing.
+                        None => *seq >= first && last_seq >= *seq,
                     };
                     if !ok {
                         let noun = match kind {
