@@ -48,6 +48,13 @@ impl VerifyReport {
         self.problems.is_empty()
     }
 
+    /// Record a problem, up to [`VerifyReport::MAX_PROBLEMS`].
+    pub(crate) fn add_problem(&mut self, sequence: Option<u64>, what: String) {
+        if self.problems.len() < Self::MAX_PROBLEMS {
+            self.problems.push(Problem { sequence, what });
+        }
+    }
+
     /// The first problem found, if any.
     pub fn first_problem(&self) -> Option<&Problem> {
         self.problems.first()

@@ -25,6 +25,7 @@ use crate::verify::VerifyReport;
 mod postgres;
 mod sled_backend;
 mod url;
+mod walk;
 
 pub(crate) use postgres::{Notice, PgStore};
 pub(crate) use sled_backend::{CopyCounts, SledStore};

@@ -1,186 +1,40 @@
 //! The sled backend's structural verification of one mission: sequences,
-//! checksums, the hash chain, the head, and both directions of every index.
+//! checksums, the hash chain, the head (the shared walk, `store/walk.rs`),
+//! and both directions of every index.
 
 use uuid::Uuid;
 
 use super::{describe_target, index_name, SledStore};
-use crate::codec::{self, Hash, GENESIS};
+use crate::codec;
 use crate::error::Result;
 use crate::event::{EventBody, EventType};
 use crate::keys::{self, MissionNo};
+use crate::store::walk::{HeadEntry, Walk};
 use crate::store::{hex, Index};
-use crate::verify::{Problem, VerifyReport};
+use crate::verify::VerifyReport;
 
 impl SledStore {
     /// Check one mission's log, chain, head and index entries.
     pub(crate) fn verify(&self, mission: MissionNo, name: &str) -> Result<VerifyReport> {
-        let mut report = VerifyReport {
-            mission_id: name.to_string(),
-            events_checked: 0,
-            head_sequence: 0,
-            head_hash: String::new(),
-            problems: Vec::new(),
-            notes: Vec::new(),
-        };
-        let problem = |report: &mut VerifyReport, seq: Option<u64>, what: String| {
-            if report.problems.len() < VerifyReport::MAX_PROBLEMS {
-                report.problems.push(Problem {
-                    sequence: seq,
-                    what,
-                });
-            }
-        };
-        // The chain hash the next record must carry; None after a damaged
-        // record, so one fault is reported once rather than at every record.
-        let mut prev: Option<Hash> = Some(GENESIS);
-        let mut expected = 1u64;
-        let mut last_seq = 0u64;
-        // A pruned log starts at its anchor, whose hash the first kept
-        // record must carry; the `history_pruned` event must name it.
-        let anchor = match self.anchor(mission, name) {
-            Ok(a) => a,
-            Err(e) => {
-                problem(&mut report, None, format!("prune anchor: {e}"));
-                prev = None;
-                None
-            }
-        };
-        let mut anchor_recorded = false;
-        if let Some(a) = &anchor {
-            prev = Some(a.hash);
-            expected = a.before;
-            last_seq = a.before - 1;
-            if *blake3::hash(&a.state_bytes).as_bytes() != a.state_hash {
-                problem(
-                    &mut report,
-                    Some(a.before - 1),
-                    "prune anchor: the state it keeps does not match its hash (tampered)".into(),
-                );
-            }
-        }
-        let first = expected;
+        let anchor = self.anchor(mission, name).map_err(|e| e.to_string());
+        let mut walk = Walk::new(mission, name, anchor);
+        let first = walk.first();
         for item in self.events.scan_prefix(keys::mission_key(mission)) {
             let (k, v) = item?;
-            if keys::parse_event_key(&k).is_some_and(|(_, s)| s < first) {
+            let Some((_, seq)) = keys::parse_event_key(&k) else {
+                walk.malformed_key(&k);
+                continue;
+            };
+            if seq < first {
                 // Below the anchor: left by an interrupted prune, removed
                 // on the next open; not part of the log any more.
                 continue;
             }
-            report.events_checked += 1;
-            let Some((_, seq)) = keys::parse_event_key(&k) else {
-                problem(
-                    &mut report,
-                    None,
-                    format!("malformed event key {:02x?}", k.as_ref()),
-                );
-                prev = None;
+            let Some(event) = walk.record(seq, &v) else {
                 continue;
             };
-            if seq != expected {
-                let what = if seq > expected {
-                    format!(
-                        "sequence {seq} follows {}: sequence {expected} is missing",
-                        expected - 1
-                    )
-                } else {
-                    format!("sequence {seq} is out of order")
-                };
-                problem(&mut report, Some(seq), what);
-                prev = None;
-            }
-            expected = seq + 1;
-            last_seq = seq;
-            if let Err(e) = codec::check_record(&v) {
-                problem(&mut report, Some(seq), e);
-                prev = None;
-                continue;
-            }
-            // A record that does not decode is reported as such first; the
-            // chain is still followed through it (its hash is well defined).
-            let decoded = codec::decode_event(seq, &v);
-            if let Err(e) = &decoded {
-                problem(&mut report, Some(seq), e.clone());
-            }
-            let stored_prev = codec::prev_hash(&v);
-            if let Some(p) = prev {
-                if p != stored_prev {
-                    problem(
-                        &mut report,
-                        Some(seq),
-                        format!(
-                            "hash chain broken: record expects previous hash {}, previous record hashes to {}",
-                            hex(&stored_prev),
-                            hex(&p)
-                        ),
-                    );
-                }
-            }
-            prev = Some(codec::record_hash(&k, &v));
-            if v[0] != codec::FORMAT_V1 && codec::frame(&v).is_ok_and(|f| f.mission_id != name) {
-                // Not named: it may be another mission's id.
-                problem(
-                    &mut report,
-                    Some(seq),
-                    "record carries another mission's id (moved or forged)".into(),
-                );
-            }
-            let Ok(event) = decoded else {
-                continue;
-            };
-            if let (
-                EventBody::HistoryPruned {
-                    before,
-                    anchor_hash,
-                    state_hash,
-                },
-                Some(a),
-            ) = (&event.body, &anchor)
-            {
-                if *before == a.before {
-                    anchor_recorded = true;
-                    if *anchor_hash != a.hash || *state_hash != a.state_hash {
-                        problem(
-                            &mut report,
-                            Some(seq),
-                            format!(
-                                "prune anchor differs from the history_pruned event that \
-                                 recorded it (anchor hash {}, event says {}; tampered)",
-                                hex(&a.hash),
-                                hex(anchor_hash)
-                            ),
-                        );
-                    }
-                }
-            }
-            match (&event.body, seq) {
-                (_, s) if s == first && first > 1 => {}
-                (
-                    EventBody::MissionCreated { mission_id, .. }
-                    | EventBody::MissionForked { mission_id, .. },
-                    1,
-                ) if mission_id != name => problem(
-                    &mut report,
-                    Some(1),
-                    format!("creation record names mission '{mission_id}'"),
-                ),
-                (EventBody::MissionCreated { .. } | EventBody::MissionForked { .. }, 1) => {}
-                (_, 1) => problem(
-                    &mut report,
-                    Some(1),
-                    format!(
-                        "first record is a {}, not mission_created",
-                        event.event_type()
-                    ),
-                ),
-                (EventBody::MissionCreated { .. } | EventBody::MissionForked { .. }, _) => problem(
-                    &mut report,
-                    Some(seq),
-                    "a second mission_created record".to_string(),
-                ),
-                _ => {}
-            }
             let key = keys::event_key(mission, seq);
-            let expect_index = |report: &mut VerifyReport, index: Index| -> Result<()> {
+            let expect_index = |walk: &mut Walk, index: Index| -> Result<()> {
                 let found = match index {
                     Index::EventIds => self
                         .event_ids
@@ -189,8 +43,7 @@ impl SledStore {
                 };
                 match found {
                     Some(v) if v.as_ref() == key => {}
-                    Some(v) => problem(
-                        report,
+                    Some(v) => walk.problem(
                         Some(seq),
                         format!(
                             "{} index entry for {} points at {}",
@@ -199,25 +52,23 @@ impl SledStore {
                             describe_target(&v)
                         ),
                     ),
-                    None => problem(
-                        report,
+                    None => walk.problem(
                         Some(seq),
                         format!("{} index has no entry for {}", index_name(index), event.id),
                     ),
                 }
                 Ok(())
             };
-            expect_index(&mut report, Index::EventIds)?;
+            expect_index(&mut walk, Index::EventIds)?;
             match &event.body {
-                EventBody::Checkpoint { .. } => expect_index(&mut report, Index::Checkpoints)?,
+                EventBody::Checkpoint { .. } => expect_index(&mut walk, Index::Checkpoints)?,
                 EventBody::Handoff { checkpoint_id, .. } => {
-                    expect_index(&mut report, Index::Handoffs)?;
+                    expect_index(&mut walk, Index::Handoffs)?;
                     match self.lookup(Index::Checkpoints, checkpoint_id)? {
                         Some((m, s)) if m == mission && s < seq => {}
                         // Its checkpoint may have been pruned.
-                        None if anchor.is_some() => {}
-                        _ => problem(
-                            &mut report,
+                        None if walk.pruned() => {}
+                        _ => walk.problem(
                             Some(seq),
                             format!("handoff names checkpoint {checkpoint_id}, which is not an earlier checkpoint of this mission"),
                         ),
@@ -226,49 +77,14 @@ impl SledStore {
                 _ => {}
             }
         }
-        if let (Some(a), false) = (&anchor, anchor_recorded) {
-            problem(
-                &mut report,
-                Some(a.before),
-                format!(
-                    "prune anchor before sequence {} is not recorded by any history_pruned \
-                     event (forged or tampered)",
-                    a.before
-                ),
-            );
-        }
-        match self.heads.get(keys::mission_key(mission))? {
-            None if last_seq > 0 => problem(&mut report, None, "head entry is missing".into()),
-            None => {}
+        let head = match self.heads.get(keys::mission_key(mission))? {
+            None => HeadEntry::Missing,
             Some(v) => match keys::parse_head(&v) {
-                None => problem(&mut report, None, "head entry is malformed".into()),
-                Some((head_seq, head_hash)) => {
-                    report.head_sequence = head_seq;
-                    report.head_hash = hex(&head_hash);
-                    if head_seq > last_seq {
-                        problem(
-                            &mut report,
-                            Some(last_seq + 1),
-                            format!("head is sequence {head_seq} but the log ends at {last_seq}: records {}..={head_seq} are missing", last_seq + 1),
-                        );
-                    } else if head_seq < last_seq {
-                        problem(
-                            &mut report,
-                            Some(head_seq + 1),
-                            format!(
-                                "log holds records past the head ({head_seq}) up to {last_seq}"
-                            ),
-                        );
-                    } else if prev.is_some_and(|p| p != head_hash) {
-                        problem(
-                            &mut report,
-                            Some(head_seq),
-                            "head hash does not match the last record's hash (the log was rewritten)".into(),
-                        );
-                    }
-                }
+                None => HeadEntry::Malformed,
+                Some((seq, hash)) => HeadEntry::Found(seq, hash),
             },
-        }
+        };
+        let mut report = walk.finish(head);
         // Reverse direction: every index entry pointing into this mission
         // points at an event with that id and of that kind.
         for index in [Index::EventIds, Index::Checkpoints, Index::Handoffs] {
@@ -307,8 +123,7 @@ impl SledStore {
                     let id = Uuid::from_slice(&id)
                         .map(|u| u.to_string())
                         .unwrap_or_else(|_| hex(&id));
-                    problem(
-                        &mut report,
+                    report.add_problem(
                         Some(seq),
                         format!(
                             "{} index entry {id} points at a record that is not that {}",
