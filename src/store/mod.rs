@@ -453,6 +453,41 @@ impl Store {
         }
     }
 
+    /// Prepare the import of a pruned mission under the fresh, unregistered
+    /// number `mission` (sled: its anchor and its head at the anchor; the
+    /// chunks follow through [`Store::commit`]). PostgreSQL imports a pruned
+    /// mission in one transaction instead ([`Store::import_anchored`]).
+    pub(crate) fn put_import_anchor(&self, mission: MissionNo, anchor: &Anchor) -> Result<()> {
+        match self.as_sled() {
+            Some(s) => sled_backend::guard(s.path(), || s.put_import_anchor(mission, anchor)),
+            None => Err(self.sled_only("an import anchor written ahead of the records")),
+        }
+    }
+
+    /// Import a pruned mission in ONE transaction (PostgreSQL): registered
+    /// with its head at the anchor, the anchor, the events from it on.
+    pub(crate) fn import_anchored(
+        &self,
+        mission: MissionNo,
+        name: &str,
+        anchor: &Anchor,
+        events: Vec<Event>,
+    ) -> Result<(u64, Hash)> {
+        match self {
+            Store::Postgres(s) => s.import_anchored(mission, name, anchor, events),
+            Store::Sled(_) => Err(Error::invalid(
+                "store",
+                "a sled store imports a pruned mission in chunks (put_import_anchor)",
+            )),
+        }
+    }
+
+    /// Record the tombstone of a mission deleted in another store (copy);
+    /// false when the same deletion is already recorded.
+    pub(crate) fn put_tombstone(&self, tombstone: &Tombstone) -> Result<bool> {
+        each!(self, s => s.put_tombstone(tombstone))
+    }
+
     /// Raw records `from..=to` of a mission (archives).
     pub(crate) fn raw_records(
         &self,
