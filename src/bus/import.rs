@@ -86,11 +86,10 @@ impl Writer {
         }
         if let Some(a) = &anchor {
             if self.store.is_shared() {
-                let head = self
-                    .store
-                    .import_anchored(no, &mission, a, events.clone())?;
-                progress(events.len() as u64);
-                return self.imported(mission, no, state, head.1, events.len());
+                let total = events.len();
+                let head = self.store.import_anchored(no, &mission, a, events)?;
+                progress(total as u64);
+                return self.imported(mission, no, state, head.1, total);
             }
             self.store.put_import_anchor(no, a)?;
         }
