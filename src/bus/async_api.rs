@@ -154,13 +154,13 @@ impl MissionBus {
             return Ok(None);
         };
         // A removed participant's tokens stop working at once, whatever is
-        // left in the tokens tree or the cache.
-        if !self
-            .cached(&mission_id)?
-            .state
-            .participants
-            .contains_key(&name)
-        {
+        // left in the tokens tree or the cache. The published state is the
+        // latest unless other processes write too (then `cached` checks).
+        let state = match self.inner.shared.cached(no) {
+            Some(c) if !self.inner.store().is_shared() => c,
+            _ => self.cached(&mission_id)?,
+        };
+        if !state.state.participants.contains_key(&name) {
             return Ok(None);
         }
         Ok(Some(TokenOwner { mission_id, name }))

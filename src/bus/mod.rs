@@ -17,8 +17,9 @@
 //! stateless checks they run on the caller's thread, in `checks`), `reads`
 //! (state, lookups, resume packets, replay, subscriptions), `tokens`,
 //! `shared` (what readers see: the published states, the mission directory,
-//! the recent-events cache) and `writer` (the single writer thread: plan,
-//! commit, publish, acknowledge).
+//! the recent-events cache), `writer` (the single writer thread: plan,
+//! commit) and `publish` (after the flush: publish, acknowledge, then wake
+//! streams and subscribers and write snapshots).
 
 mod archive;
 mod async_api;
@@ -36,6 +37,7 @@ mod integrity;
 mod lifecycle;
 mod live;
 mod loss;
+mod publish;
 mod reads;
 mod resume;
 mod shared;

@@ -2,7 +2,7 @@
 //! the group will leave, writes it in one transaction, makes it durable,
 //! then publishes and acknowledges.
 
-use super::{require, Cached, Committed, Draft, Job, Shared, MAX_GROUP};
+use super::{require, Cached, Draft, Job, Shared, MAX_GROUP};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::mpsc::Receiver;
@@ -37,9 +37,9 @@ pub(super) struct Writer {
 }
 
 /// One request of a commit group that passed planning.
-struct Pending {
-    reply: super::Reply<Vec<Event>>,
-    outcome: Planned,
+pub(super) struct Pending {
+    pub(super) reply: super::Reply<Vec<Event>>,
+    pub(super) outcome: Planned,
     /// The request again, kept on a shared store (PostgreSQL) so that it
     /// can be planned again when another process moved a head under it.
     retry: Option<(String, Vec<Draft>, Option<u64>)>,
@@ -64,7 +64,7 @@ fn is_stale(e: &Error) -> bool {
 }
 
 /// What a planned request will be answered with.
-enum Planned {
+pub(super) enum Planned {
     /// The events of `group.plans[i]`, once written.
     Written(usize),
     /// An idempotent retry: the events already stored, nothing to write.
@@ -74,11 +74,11 @@ enum Planned {
 /// A commit group being planned: the state each touched mission will have
 /// once the group lands.
 #[derive(Default)]
-struct Group {
-    staged: HashMap<MissionNo, Cached>,
-    new_names: HashMap<String, MissionNo>,
-    plans: Vec<PlannedAppend>,
-    pending: Vec<Pending>,
+pub(super) struct Group {
+    pub(super) staged: HashMap<MissionNo, Cached>,
+    pub(super) new_names: HashMap<String, MissionNo>,
+    pub(super) plans: Vec<PlannedAppend>,
+    pub(super) pending: Vec<Pending>,
     /// Ids written by this group, by mission, with the event they belong to.
     ids: HashMap<(MissionNo, Uuid), Event>,
     /// Each touched mission's head before the group (for the ledger).
@@ -627,7 +627,7 @@ impl Writer {
         }
     }
 
-    /// Write, flush, publish, acknowledge. On failure every request of the
+    /// Write, flush, then publish and acknowledge (`publish.rs`). On failure every request of the
     /// group gets the error and the cache forgets the touched missions (they
     /// are reloaded from the store, which is the truth).
     fn commit(&self, group: Group) {
@@ -653,107 +653,7 @@ impl Writer {
             })
         };
         match result {
-            Ok(heads) => {
-                let mut staged = group.staged;
-                let moved: Vec<(MissionNo, u64)> = group
-                    .plans
-                    .iter()
-                    .zip(&heads)
-                    .map(|(p, (seq, _))| (p.mission, *seq))
-                    .collect();
-                for (plan, (seq, hash)) in group.plans.iter().zip(heads) {
-                    if let Some(c) = staged.get_mut(&plan.mission) {
-                        debug_assert!(c.state.head >= seq);
-                        if c.state.head == seq {
-                            c.hash = hash;
-                        }
-                    }
-                }
-                {
-                    let mut dir = self
-                        .shared
-                        .directory
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner());
-                    for (name, no) in group.new_names {
-                        dir.insert(name, no);
-                    }
-                }
-                let mut cache = self.shared.cache.write().unwrap_or_else(|p| p.into_inner());
-                for (no, mut c) in staged {
-                    if self.snapshot_every > 0
-                        && c.state.head >= c.snapshot_seq + self.snapshot_every
-                    {
-                        let bytes = codec::encode_snapshot(c.state.head, &c.hash, &c.state);
-                        // A failed snapshot write only costs a longer rebuild.
-                        if self.store.put_snapshot(no, bytes).is_ok() {
-                            c.snapshot_seq = c.state.head;
-                        }
-                    }
-                    cache.insert(no, Arc::new(c));
-                }
-                drop(cache);
-                // Watchers read the log up to the published head: after it.
-                for (mission, seq) in moved {
-                    self.shared.live.moved(mission, seq);
-                }
-                {
-                    let mut recent = self.shared.recent.lock().unwrap_or_else(|p| p.into_inner());
-                    for plan in &group.plans {
-                        for e in &plan.events {
-                            if matches!(e.event_type(), EventType::Checkpoint | EventType::Handoff)
-                            {
-                                recent.insert(plan.mission, e);
-                            }
-                        }
-                    }
-                }
-                let count: usize = group.plans.iter().map(|p| p.events.len()).sum();
-                self.shared
-                    .written
-                    .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
-                let mut written: Vec<(MissionNo, Vec<Event>)> = group
-                    .plans
-                    .into_iter()
-                    .map(|p| (p.mission, p.events))
-                    .collect();
-                let global = self.shared.committed.receiver_count() > 0;
-                let channels = self
-                    .shared
-                    .mission_channels
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                for (mission, events) in &written {
-                    let Some(name) = self.shared.name_of(*mission) else {
-                        continue;
-                    };
-                    let own = channels.get(&name).filter(|tx| tx.receiver_count() > 0);
-                    if !global && own.is_none() {
-                        continue;
-                    }
-                    for event in events {
-                        let c = Arc::new(Committed {
-                            mission_id: name.clone(),
-                            event: event.clone(),
-                        });
-                        // Err only means nobody is listening any more.
-                        if let Some(tx) = own {
-                            let _ = tx.send(Arc::clone(&c));
-                        }
-                        if global {
-                            let _ = self.shared.committed.send(c);
-                        }
-                    }
-                }
-                drop(channels);
-                for p in group.pending {
-                    let events = match p.outcome {
-                        Planned::Written(i) => std::mem::take(&mut written[i].1),
-                        Planned::Stored(events) => events,
-                    };
-                    p.reply.send(Ok(events));
-                }
-            }
+            Ok(heads) => self.publish(group, heads),
             Err(e) => {
                 let replan = attempt < STALE_RETRIES && self.store.is_shared() && is_stale(&e);
                 for no in group.staged.keys() {

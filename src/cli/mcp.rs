@@ -57,7 +57,7 @@ pub(crate) fn run(server: Option<&str>, token: Option<&str>, data: &Path) -> Cli
     if let Ok(level) = std::env::var("MISSION_BUS_MCP_LOG") {
         mission_bus::server::init_logging(&level, mission_bus::server::LogFormat::Text)?;
     }
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let service = Mcp { backend }
             .serve(rmcp::transport::stdio())
             .await
@@ -67,7 +67,10 @@ pub(crate) fn run(server: Option<&str>, token: Option<&str>, data: &Path) -> Cli
             .await
             .map_err(|e| Failure::other(format!("MCP service failed: {e}")))?;
         Ok(())
-    })
+    });
+    // Queued log lines reach stderr before the process exits.
+    mission_bus::server::flush_logs();
+    served
 }
 
 #[derive(Clone)]

@@ -54,6 +54,19 @@ impl Metrics {
     }
 }
 
+/// The response header carrying the request id.
+static X_REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
+
+/// `id` as sixteen lowercase hex digits, without allocating.
+fn request_id_hex(id: u64) -> [u8; 16] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = DIGITS[((id >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
+}
+
 /// Middleware: request id, the log line, the request counter.
 pub(crate) async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let began = Instant::now();
@@ -67,9 +80,11 @@ pub(crate) async fn observe(State(app): State<Arc<App>>, req: Request, next: Nex
         .map(|c| c.0.addr);
     let mut resp = next.run(req).await;
     let status = resp.status().as_u16();
-    let request_id = format!("{id:016x}");
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("x-request-id", v);
+    let hex = request_id_hex(id);
+    // Sixteen ASCII hex digits: always a valid header value and str.
+    let request_id = std::str::from_utf8(&hex).unwrap_or("-");
+    if let Ok(v) = HeaderValue::from_bytes(&hex) {
+        resp.headers_mut().insert(&X_REQUEST_ID, v);
     }
     let route = route.as_ref().map_or("(unmatched)", MatchedPath::as_str);
     {

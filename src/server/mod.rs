@@ -21,7 +21,8 @@
 //! only after its flush. HTTP/1.1 keep-alive is on by default.
 //!
 //! `GET /metrics` serves Prometheus metrics; every request is logged with
-//! `tracing` ([`init_logging`]).
+//! `tracing` ([`init_logging`]), its line written to stderr by a log thread
+//! in batches, not by the request's worker.
 //!
 //! Shutdown (SIGINT/SIGTERM, or the future given to [`run`]): stop
 //! accepting, end event streams, let in-flight requests finish (up to
@@ -56,7 +57,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 pub use auth::load_or_create_admin_token;
-pub use logging::{init_logging, LogFormat};
+pub use logging::{flush_logs, init_logging, LogFormat};
 pub use stream::{STREAM_CHUNK_BYTES, STREAM_CHUNK_EVENTS};
 
 use crate::error::{Error, Result};
@@ -245,6 +246,14 @@ pub const SERVER_URL_FILE: &str = "server.url";
 /// `listening on ADDR` (the bound address, useful with port 0) and
 /// `admin token: PATH`.
 pub fn serve_blocking(opts: ServeOptions) -> Result<()> {
+    let served = serve_until_stopped(opts);
+    // Log lines still queued for the log thread reach stderr before the
+    // process goes on (usually to exit).
+    flush_logs();
+    served
+}
+
+fn serve_until_stopped(opts: ServeOptions) -> Result<()> {
     let limits = Limits::default();
     let bus = match &opts.store {
         Some(url) => {
