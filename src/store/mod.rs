@@ -560,7 +560,14 @@ pub struct EventIter {
     to: u64,
     failed: bool,
     chain: Option<Chain>,
+    /// The first sequence the log keeps now (a reader's stream asks it
+    /// when it meets a gap: a prune that ran meanwhile is `Pruned`, not
+    /// corruption).
+    first_kept: Option<FirstKept>,
 }
+
+/// Reads the first sequence a mission's log keeps, now.
+pub(crate) type FirstKept = Box<dyn Fn() -> Option<u64> + Send + Sync>;
 
 /// What a chain-checking [`EventIter`] expects: the hash the next record
 /// must carry, and the hash the record at `to` must have.
@@ -586,6 +593,65 @@ impl EventIter {
             to,
             failed: false,
             chain: None,
+            first_kept: None,
+        }
+    }
+
+    /// The error for a record missing at `self.expected`: `Pruned` when
+    /// the log now starts past it (a prune ran while this stream was
+    /// read), otherwise corruption with `why`.
+    fn missing(&self, why: String) -> Error {
+        let first = self.first_kept.as_ref().and_then(|f| f());
+        match first {
+            Some(first) if first > self.expected => Error::Pruned {
+                mission: self.name.clone(),
+                sequence: self.expected,
+                first,
+            },
+            _ => Error::corruption(&self.name, Some(self.expected), why),
+        }
+    }
+}
+
+impl Store {
+    /// [`Store::scan_chained`] for readers (replay, the operator's view):
+    /// a record missing because a prune ran while the stream was being
+    /// read (or set up) is [`Error::Pruned`], naming the mission and the
+    /// first sequence kept, never corruption.
+    pub(crate) fn read_chained(
+        self: &std::sync::Arc<Self>,
+        mission: MissionNo,
+        name: &str,
+        from: u64,
+        to: u64,
+        head: (u64, Hash),
+    ) -> Result<EventIter> {
+        let store = std::sync::Arc::clone(self);
+        let owned = name.to_string();
+        let first_kept: FirstKept =
+            Box::new(move || store.first_kept(mission, &owned).ok().map(|(f, _)| f));
+        match self.scan_chained(mission, name, from, to, head) {
+            Ok(mut it) => {
+                it.first_kept = Some(first_kept);
+                Ok(it)
+            }
+            Err(Error::Corruption {
+                mission: m,
+                sequence: Some(seq),
+                reason,
+            }) => match first_kept() {
+                Some(first) if first > seq => Err(Error::Pruned {
+                    mission: name.to_string(),
+                    sequence: seq,
+                    first,
+                }),
+                _ => Err(Error::Corruption {
+                    mission: m,
+                    sequence: Some(seq),
+                    reason,
+                }),
+            },
+            Err(e) => Err(e),
         }
     }
 }
@@ -602,21 +668,16 @@ impl Iterator for EventIter {
             None if self.expected <= self.to && self.to != u64::MAX => {
                 // The caller asked up to a head that the log does not reach.
                 self.failed = true;
-                return Some(Err(Error::corruption(
-                    &self.name,
-                    Some(self.expected),
-                    format!("record missing (log ends before sequence {})", self.to),
-                )));
+                return Some(Err(self.missing(format!(
+                    "record missing (log ends before sequence {})",
+                    self.to
+                ))));
             }
             None => return None,
         };
         let result = item.and_then(|(seq, v)| {
             if seq != self.expected {
-                return Err(Error::corruption(
-                    &self.name,
-                    Some(self.expected),
-                    format!("record missing (next record is sequence {seq})"),
-                ));
+                return Err(self.missing(format!("record missing (next record is sequence {seq})")));
             }
             let corrupt = |e: String| Error::corruption(&self.name, Some(seq), e);
             codec::check_record(&v).map_err(corrupt)?;
