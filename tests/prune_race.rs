@@ -9,7 +9,7 @@
 
 mod util;
 
-use mission_bus::{Action, Error, ErrorKind, EventIter, Json, MissionBus, NewMission};
+use mission_bus::{Action, Error, ErrorKind, EventFilter, EventIter, Json, MissionBus, NewMission};
 use serde_json::json;
 
 const EVENTS: u64 = 3_000;
@@ -109,4 +109,23 @@ fn postgres_a_reader_racing_a_prune_gets_pruned_not_corruption() {
     assert_eq!(it.next().unwrap().unwrap().sequence, 1);
     writer.prune("n", CUT).unwrap();
     finish_after_prune(it, "n", 1);
+    // A page read newest first by a bus that learnt the mission before
+    // another process pruned it: the kept events down to the cut, and no
+    // next page (not a "record missing" below the cut).
+    fill(&writer, "p");
+    assert_eq!(reader.state("p").unwrap().first_sequence(), 1);
+    writer.prune("p", CUT).unwrap();
+    let filter = EventFilter {
+        newest_first: true,
+        limit: Some(1_000),
+        ..EventFilter::default()
+    };
+    let page = reader
+        .read_events("p", None, &filter, None)
+        .map_err(|e| e.to_string())
+        .unwrap();
+    let seqs: Vec<u64> = page.events.iter().map(|e| e.sequence).collect();
+    assert_eq!(seqs.last(), Some(&CUT));
+    assert_eq!(seqs.len() as u64, page.head_sequence + 1 - CUT);
+    assert_eq!(page.next, None);
 }

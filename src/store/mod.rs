@@ -364,7 +364,38 @@ impl Store {
         limit: usize,
         keep: &dyn Fn(&Event) -> bool,
     ) -> Result<(Vec<Event>, Option<u64>)> {
-        each!(self, s => s.scan_filtered(mission, name, range, newest_first, limit, keep))
+        let r = each!(self, s => s.scan_filtered(mission, name, range, newest_first, limit, keep));
+        self.pruned_meanwhile(mission, name, r)
+    }
+
+    /// A record found missing below where the log starts NOW was taken by
+    /// a prune that ran meanwhile: [`Error::Pruned`] (mission, sequence,
+    /// first kept), not corruption. Any other result is returned as is.
+    pub(crate) fn pruned_meanwhile<T>(
+        &self,
+        mission: MissionNo,
+        name: &str,
+        r: Result<T>,
+    ) -> Result<T> {
+        match r {
+            Err(Error::Corruption {
+                mission: m,
+                sequence: Some(seq),
+                reason,
+            }) => match self.first_kept(mission, name) {
+                Ok((first, _)) if first > seq => Err(Error::Pruned {
+                    mission: name.to_string(),
+                    sequence: seq,
+                    first,
+                }),
+                _ => Err(Error::Corruption {
+                    mission: m,
+                    sequence: Some(seq),
+                    reason,
+                }),
+            },
+            other => other,
+        }
     }
 
     /// Whether this store has had a commit ledger (sled only).
@@ -630,29 +661,13 @@ impl Store {
         let owned = name.to_string();
         let first_kept: FirstKept =
             Box::new(move || store.first_kept(mission, &owned).ok().map(|(f, _)| f));
-        match self.scan_chained(mission, name, from, to, head) {
-            Ok(mut it) => {
-                it.first_kept = Some(first_kept);
-                Ok(it)
-            }
-            Err(Error::Corruption {
-                mission: m,
-                sequence: Some(seq),
-                reason,
-            }) => match first_kept() {
-                Some(first) if first > seq => Err(Error::Pruned {
-                    mission: name.to_string(),
-                    sequence: seq,
-                    first,
-                }),
-                _ => Err(Error::Corruption {
-                    mission: m,
-                    sequence: Some(seq),
-                    reason,
-                }),
-            },
-            Err(e) => Err(e),
-        }
+        let mut it = self.pruned_meanwhile(
+            mission,
+            name,
+            self.scan_chained(mission, name, from, to, head),
+        )?;
+        it.first_kept = Some(first_kept);
+        Ok(it)
     }
 }
 
