@@ -34,26 +34,43 @@
 //!
 //! A step entry counts once its confirmation or any later entry follows it.
 //! A later head for a mission replaces an earlier one. When the file
-//! outgrows a few times its compacted size it is rewritten (new file, fsync, rename, fsync of the directory) as one entry
-//! holding every head and accepted loss.
+//! outgrows a few times its compacted size it is rewritten (new file, fsync,
+//! rename, fsync of the directory) as one entry holding every head and
+//! accepted loss.
 //!
-//! Torn tail versus damage: appends only ever add one entry at the end, so a
-//! crash can only leave the LAST entry incomplete. A header cut short, a
-//! header failing its own CRC with only zero bytes after it (space the file
-//! system allocated but never wrote), a body running past the end of the
-//! file, or a body failing its CRC with only zero bytes after it are a torn
-//! tail:
+//! Entries are written at their offset (`pwrite`), never in append mode:
+//! the end of the ledger is where the entries end, not the file's size,
+//! and zero bytes after the last entry are free space. Optional
+//! preallocation (off by default; the hidden builder switch
+//! `ledger_preallocate`, measured in `benches/ledger_cost.rs`) keeps the
+//! file [`CHUNK`]-aligned in size, the space after the last entry filled
+//! with WRITTEN zeros (never a hole or an unwritten extent), so that a step
+//! entry's `fdatasync` overwrites blocks that already exist and commits no
+//! new file size; an entry that does not fit carries the zeros up to the
+//! next chunk boundary in the same `pwrite`, and that group's `fdatasync`
+//! makes the new size durable. It measured no gain on ext4 here (see
+//! `docs/benchmarks.md`, Commit ledger cost), so it is off.
+//!
+//! Torn tail versus damage: appends only ever add one entry after the last
+//! one, so a crash can only leave the LAST entry incomplete. A header cut
+//! short, a header failing its own CRC with only zero bytes after it (free
+//! space, or space the file system allocated but never wrote), a body
+//! running past the end of the file, or a body failing its CRC with only
+//! zero bytes after it are a torn tail:
 //! tolerated (that group was never acknowledged) and cut off before the next
-//! append. Anything else (a bad header followed by data, a bad body followed
-//! by another entry, a malformed body, a bad file header) is damage, reported
-//! with the file and offset. A flipped bit inside the last entry's body is
+//! append (the file truncated after the last whole entry). Anything else (a
+//! bad header followed by data, a bad body followed by another entry, a
+//! malformed body, a bad file header, a non-zero byte in the free space past
+//! where an entry header would end) is damage, reported with the file and
+//! offset. A flipped bit inside the last entry's body is
 //! indistinguishable from a torn append: a torn confirmation leaves its step
 //! entry unconfirmed, a torn plain entry makes the ledger lag by one group;
 //! either weakens the check for that group but never reports false damage.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind as IoKind, Read, Write};
+use std::io::{self, ErrorKind as IoKind, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -82,6 +99,9 @@ const ITEM_DELETED: u8 = 5;
 /// size (and at least `COMPACT_MIN` bytes).
 const COMPACT_FACTOR: u64 = 4;
 const COMPACT_MIN: u64 = 1 << 20;
+/// The file's size is a multiple of this (when preallocating): the space
+/// after the last entry is written zeros, extended a chunk at a time.
+pub(crate) const CHUNK: u64 = 64 << 10;
 
 /// A mission's last acknowledged head, as the ledger holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,10 +160,14 @@ impl LedgerDamage {
 pub(crate) struct Scan {
     pub(crate) heads: BTreeMap<String, LedgerHead>,
     pub(crate) losses: Vec<AcceptedLoss>,
-    /// Length of the intact prefix (header + whole entries).
+    /// Length of the intact prefix (header + whole entries): where the
+    /// ledger ends and the next entry goes.
     pub(crate) intact_len: u64,
-    /// Bytes after `intact_len` that a crash left (tolerated).
+    /// Bytes after `intact_len` that a crash left (tolerated), when any of
+    /// them is not zero; 0 when only free space (zeros) follows.
     pub(crate) torn_bytes: u64,
+    /// The file's size (the ledger plus free space or a torn tail).
+    pub(crate) file_len: u64,
     pub(crate) damage: Option<LedgerDamage>,
     /// The last entry, when it is a group's step entry that no later record
     /// confirms (its group may never have been acknowledged). Its heads are
@@ -211,209 +235,6 @@ pub(crate) fn scan(dir: &Path) -> Result<Option<Scan>> {
         Err(e) => return Err(Error::io(&path, e)),
     };
     Ok(Some(parse(&path, &bytes)))
-}
-
-fn parse(path: &Path, bytes: &[u8]) -> Scan {
-    let mut scan = Scan::default();
-    let damage = |offset: usize, reason: String| LedgerDamage {
-        path: path.to_path_buf(),
-        offset: offset as u64,
-        reason,
-    };
-    // The header is written whole, before the file gets its name (write,
-    // fsync, rename): a bad one is damage, never a torn write.
-    if bytes.len() < FILE_HEADER
-        || &bytes[..8] != MAGIC
-        || be32(&bytes[12..16]) != crc32fast::hash(&bytes[..12])
-    {
-        scan.damage = Some(damage(
-            0,
-            "file header is missing or fails its checksum".into(),
-        ));
-        return scan;
-    }
-    let version = be32(&bytes[8..12]);
-    scan.version = version;
-    if version != VERSION && version != OLD_VERSION {
-        scan.damage = Some(damage(
-            8,
-            format!("ledger version {version}; this build reads version {VERSION}"),
-        ));
-        return scan;
-    }
-    let mut off = FILE_HEADER;
-    scan.intact_len = off as u64;
-    while off < bytes.len() {
-        let rest = &bytes[off..];
-        if rest.len() < ENTRY_HEADER {
-            break; // torn: the header itself was cut short
-        }
-        let len = be32(&rest[..4]);
-        if be32(&rest[8..12]) != crc32fast::hash(&rest[..8]) {
-            if zeros(&rest[ENTRY_HEADER..]) {
-                break; // torn: a header cut short, then space never written
-            }
-            scan.damage = Some(damage(off, "entry header fails its checksum".into()));
-            return scan;
-        }
-        if len == 0 || len > MAX_BODY {
-            scan.damage = Some(damage(off, format!("entry length {len} is out of range")));
-            return scan;
-        }
-        let end = ENTRY_HEADER + len as usize;
-        if end > rest.len() {
-            break; // torn: the body was being appended
-        }
-        let body = &rest[ENTRY_HEADER..end];
-        if be32(&rest[4..8]) != crc32fast::hash(body) {
-            if zeros(&rest[end..]) {
-                break; // torn: the last entry's body did not all reach the disk
-            }
-            scan.damage = Some(damage(
-                off,
-                "entry fails its checksum and is followed by more entries".into(),
-            ));
-            return scan;
-        }
-        if let Err(reason) = parse_body(body, off as u64, &mut scan) {
-            scan.damage = Some(damage(off, format!("malformed entry: {reason}")));
-            return scan;
-        }
-        off += end;
-        scan.intact_len = off as u64;
-    }
-    scan.torn_bytes = bytes.len() as u64 - scan.intact_len;
-    scan
-}
-
-/// Whether `b` is empty or all zero bytes: what follows the last entry
-/// when a crash interrupted its append.
-fn zeros(b: &[u8]) -> bool {
-    b.iter().all(|&x| x == 0)
-}
-
-fn be32(b: &[u8]) -> u32 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-}
-
-/// A bounds-checked reader over an entry body.
-struct Cursor<'a>(&'a [u8]);
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
-        if self.0.len() < n {
-            return Err("ends early".into());
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-    fn u64(&mut self) -> std::result::Result<u64, String> {
-        let b = self.take(8)?;
-        Ok(u64::from_be_bytes(b.try_into().expect("8 bytes")))
-    }
-    fn hash(&mut self) -> std::result::Result<Hash, String> {
-        Ok(self.take(32)?.try_into().expect("32 bytes"))
-    }
-}
-
-/// Apply one entry (at byte `offset`) to the scan. A step entry becomes
-/// the pending tail; any later record confirms it (a confirmation record
-/// must name it).
-fn parse_body(body: &[u8], offset: u64, scan: &mut Scan) -> std::result::Result<(), String> {
-    let mut c = Cursor(body);
-    let count = be32(c.take(4)?);
-    let mut steps = Vec::new();
-    let mut confirms = None;
-    let mut plain = 0u32;
-    let pending = scan.tail.as_ref().map(|t| t.offset);
-    for _ in 0..count {
-        let kind = c.take(1)?[0];
-        let id_len = u16::from_be_bytes(c.take(2)?.try_into().expect("2 bytes"));
-        let mission = std::str::from_utf8(c.take(id_len as usize)?)
-            .map_err(|_| "mission id is not UTF-8".to_string())?
-            .to_string();
-        match kind {
-            ITEM_HEAD | ITEM_LOSS | ITEM_DELETED if plain == 0 => {
-                plain += 1;
-                // Any later record confirms a pending step entry.
-                scan.confirm_tail();
-                parse_plain(kind, mission, &mut c, scan)?;
-            }
-            ITEM_HEAD | ITEM_LOSS | ITEM_DELETED => parse_plain(kind, mission, &mut c, scan)?,
-            ITEM_STEP => {
-                let sequence = c.u64()?;
-                let hash = c.hash()?;
-                let prev_sequence = c.u64()?;
-                let prev_hash = c.hash()?;
-                steps.push(Step {
-                    mission,
-                    prev: LedgerHead {
-                        sequence: prev_sequence,
-                        hash: prev_hash,
-                    },
-                    new: LedgerHead { sequence, hash },
-                });
-            }
-            ITEM_CONFIRM if mission.is_empty() => confirms = Some(c.u64()?),
-            k => return Err(format!("unknown item kind {k}")),
-        }
-    }
-    if !c.0.is_empty() {
-        return Err(format!("{} bytes after the last item", c.0.len()));
-    }
-    let kinds =
-        usize::from(plain > 0) + usize::from(!steps.is_empty()) + usize::from(confirms.is_some());
-    if kinds > 1 || (confirms.is_some() && count != 1) {
-        return Err("mixes step, confirmation and plain items".into());
-    }
-    if let Some(confirmed) = confirms {
-        if pending != Some(confirmed) {
-            return Err(format!(
-                "confirms the entry at byte offset {confirmed}, which is not the step entry just before it"
-            ));
-        }
-        scan.confirm_tail();
-    } else if !steps.is_empty() {
-        scan.confirm_tail();
-        scan.tail = Some(Tail { offset, steps });
-    }
-    Ok(())
-}
-
-fn parse_plain(
-    kind: u8,
-    mission: String,
-    c: &mut Cursor<'_>,
-    scan: &mut Scan,
-) -> std::result::Result<(), String> {
-    if kind == ITEM_HEAD {
-        let sequence = c.u64()?;
-        let hash = c.hash()?;
-        scan.heads.insert(mission, LedgerHead { sequence, hash });
-        return Ok(());
-    }
-    if kind == ITEM_DELETED {
-        // [head sequence u64][head hash 32] at deletion: informative.
-        c.u64()?;
-        c.hash()?;
-        scan.heads.remove(&mission);
-        return Ok(());
-    }
-    let first = c.u64()?;
-    let last = c.u64()?;
-    let ledger_hash = c.hash()?;
-    let at_micros = c.u64()? as i64;
-    let loss = AcceptedLoss {
-        mission,
-        first,
-        last,
-        ledger_hash,
-        at_micros,
-    };
-    loss.apply(&mut scan.heads);
-    scan.losses.push(loss);
-    Ok(())
 }
 
 fn encode_entry(heads: &[(&str, &LedgerHead)], losses: &[&AcceptedLoss]) -> Vec<u8> {
@@ -495,7 +316,13 @@ pub(crate) struct Ledger {
     dir: PathBuf,
     path: PathBuf,
     file: Arc<File>,
+    /// Where the ledger ends: the next entry is written here.
     len: u64,
+    /// The file's size: `len..allocated` holds written zeros.
+    allocated: u64,
+    /// Preallocate in chunks of [`CHUNK`] (true only for benchmarks; by
+    /// default the file ends with the last entry).
+    preallocate: bool,
     /// Where the last step entry starts, until it is confirmed.
     unconfirmed: Option<u64>,
     heads: BTreeMap<String, LedgerHead>,
@@ -511,6 +338,17 @@ impl Ledger {
         heads: BTreeMap<String, LedgerHead>,
         losses: Vec<AcceptedLoss>,
     ) -> Result<Ledger> {
+        Ledger::create_with(dir, heads, losses, false)
+    }
+
+    /// [`Ledger::create`], preallocating the file (zeros up to a multiple
+    /// of [`CHUNK`]) or not.
+    pub(crate) fn create_with(
+        dir: &Path,
+        heads: BTreeMap<String, LedgerHead>,
+        losses: Vec<AcceptedLoss>,
+        preallocate: bool,
+    ) -> Result<Ledger> {
         let path = dir.join(FILE_NAME);
         let tmp = dir.join(TMP_NAME);
         let mut bytes = file_header().to_vec();
@@ -518,6 +356,10 @@ impl Ledger {
         let loss_refs: Vec<&AcceptedLoss> = losses.iter().collect();
         if !refs.is_empty() || !loss_refs.is_empty() {
             bytes.extend_from_slice(&encode_entry(&refs, &loss_refs));
+        }
+        let len = bytes.len() as u64;
+        if preallocate {
+            bytes.resize(chunk_end(len) as usize, 0);
         }
         {
             let mut f = private_options()
@@ -533,7 +375,7 @@ impl Ledger {
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
         sync_dir(dir)?;
         let file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         Ok(Ledger {
@@ -541,7 +383,9 @@ impl Ledger {
             path,
             file: Arc::new(file),
             unconfirmed: None,
-            len: bytes.len() as u64,
+            len,
+            allocated: bytes.len() as u64,
+            preallocate,
             heads,
             losses,
         })
@@ -552,7 +396,16 @@ impl Ledger {
     /// With `drop_tail`, the unconfirmed last step entry is cut off too (the
     /// open-time check found its group never reached sled); otherwise it
     /// counts as confirmed. A version-1 file is rewritten as version 2.
-    pub(crate) fn open(dir: &Path, mut scan: Scan, drop_tail: bool) -> Result<Ledger> {
+    /// The free space after the last entry (zeros) is kept; anything else
+    /// after the end (a torn tail, a dropped step entry) is cut off, the
+    /// file truncated there. `preallocate`: whether later appends extend
+    /// the file a [`CHUNK`] of written zeros at a time.
+    pub(crate) fn open_with(
+        dir: &Path,
+        mut scan: Scan,
+        drop_tail: bool,
+        preallocate: bool,
+    ) -> Result<Ledger> {
         debug_assert!(scan.damage.is_none());
         let path = dir.join(FILE_NAME);
         let mut keep = scan.intact_len;
@@ -570,10 +423,10 @@ impl Ledger {
             None => {}
         }
         if scan.version != VERSION {
-            return Ledger::create(dir, scan.heads, scan.losses);
+            return Ledger::create_with(dir, scan.heads, scan.losses, preallocate);
         }
         let file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         if scan.torn_bytes > 0 {
@@ -584,25 +437,74 @@ impl Ledger {
                 "commit ledger: cutting off a torn last entry left by a crash"
             );
         }
-        if keep < scan.intact_len + scan.torn_bytes {
+        // What follows `keep` must be zeros (free space) or nothing: a
+        // torn tail or a dropped step entry is cut off, durably.
+        let mut allocated = scan.file_len;
+        if scan.torn_bytes > 0 || keep < scan.intact_len {
             file.set_len(keep)
                 .and_then(|()| file.sync_all())
                 .map_err(|e| Error::io(&path, e))?;
+            allocated = keep;
         }
-        if let Some(offset) = confirm_now {
-            let rec = encode_confirm(offset);
-            (&file).write_all(&rec).map_err(|e| Error::io(&path, e))?;
-            keep += rec.len() as u64;
-        }
-        Ok(Ledger {
+        let mut ledger = Ledger {
             dir: dir.to_path_buf(),
             path,
             file: Arc::new(file),
             unconfirmed: None,
             len: keep,
+            allocated,
+            preallocate,
             heads: scan.heads,
             losses: scan.losses,
-        })
+        };
+        if let Some(offset) = confirm_now {
+            ledger
+                .put(&encode_confirm(offset))
+                .map_err(|e| Error::io(&ledger.path, e))?;
+        }
+        Ok(ledger)
+    }
+
+    /// Write `entry` where the ledger ends (one `pwrite`, no sync) and
+    /// return its offset. With preallocation, an entry that does not fit
+    /// in the free space carries the zeros up to the next chunk boundary
+    /// in the same write. On failure what may have been written is cut
+    /// off (best effort; the next open judges what is left).
+    fn put(&mut self, entry: &[u8]) -> io::Result<u64> {
+        let offset = self.len;
+        let end = offset + entry.len() as u64;
+        let written = if self.preallocate && end > self.allocated {
+            let mut buf = entry.to_vec();
+            buf.resize((chunk_end(end) - offset) as usize, 0);
+            self.file
+                .write_all_at(&buf, offset)
+                .map(|()| chunk_end(end))
+        } else {
+            self.file.write_all_at(entry, offset).map(|()| end)
+        };
+        match written {
+            Ok(reached) => {
+                self.len = end;
+                self.allocated = self.allocated.max(reached);
+                Ok(offset)
+            }
+            Err(e) => {
+                self.cut(offset);
+                Err(e)
+            }
+        }
+    }
+
+    /// Truncate the file at `offset` (dropping the free space after it too:
+    /// the next [`Ledger::put`] writes it again). Best effort.
+    fn cut(&mut self, offset: u64) -> bool {
+        if self.file.set_len(offset).is_ok() {
+            self.len = offset;
+            self.allocated = offset;
+            true
+        } else {
+            false
+        }
     }
 
     /// The file, for a thread that `fdatasync`s it while the writer flushes
@@ -620,13 +522,9 @@ impl Ledger {
     /// syncs [`Ledger::handle`] in parallel with sled's flush, then calls
     /// [`Ledger::confirm`] before acknowledging. Returns the entry's offset.
     pub(crate) fn write_step(&mut self, steps: &[Step]) -> Result<u64> {
-        let entry = encode_steps(steps);
-        let offset = self.len;
-        if let Err(e) = (&*self.file).write_all(&entry) {
-            let _ = self.file.set_len(self.len);
-            return Err(Error::io(&self.path, e));
-        }
-        self.len += entry.len() as u64;
+        let offset = self
+            .put(&encode_steps(steps))
+            .map_err(|e| Error::io(&self.path, e))?;
         self.unconfirmed = Some(offset);
         for s in steps {
             self.heads.insert(s.mission.clone(), s.new.clone());
@@ -637,8 +535,7 @@ impl Ledger {
     /// The group of the step entry just written was not made durable: cut
     /// the entry off (best effort; the next open judges what is left).
     pub(crate) fn abandon_step(&mut self, offset: u64, before: &[Step]) {
-        if self.unconfirmed == Some(offset) && self.file.set_len(offset).is_ok() {
-            self.len = offset;
+        if self.unconfirmed == Some(offset) && self.cut(offset) {
             self.unconfirmed = None;
             for s in before {
                 if s.prev.sequence == 0 {
@@ -655,12 +552,8 @@ impl Ledger {
     /// a power cut; the next step entry's `fdatasync` carries it to disk).
     pub(crate) fn confirm(&mut self, offset: u64) -> Result<()> {
         debug_assert_eq!(self.unconfirmed, Some(offset));
-        let rec = encode_confirm(offset);
-        if let Err(e) = (&*self.file).write_all(&rec) {
-            let _ = self.file.set_len(self.len);
-            return Err(Error::io(&self.path, e));
-        }
-        self.len += rec.len() as u64;
+        self.put(&encode_confirm(offset))
+            .map_err(|e| Error::io(&self.path, e))?;
         self.unconfirmed = None;
         self.compact_if_large()
     }
@@ -679,20 +572,15 @@ impl Ledger {
         let refs: Vec<(&str, &LedgerHead)> = heads.iter().map(|(m, h)| (*m, h)).collect();
         let loss_refs: Vec<&AcceptedLoss> = losses.iter().collect();
         let entry = encode_entry(&refs, &loss_refs);
-        let written = (&*self.file).write_all(&entry).and_then(|()| {
-            if sync {
-                self.file.sync_data()
-            } else {
-                Ok(())
+        // A partial entry may be in the file: it is cut off (a later append
+        // must not follow it), or left for the next open to judge.
+        let offset = self.put(&entry).map_err(|e| Error::io(&self.path, e))?;
+        if sync {
+            if let Err(e) = self.file.sync_data() {
+                self.cut(offset);
+                return Err(Error::io(&self.path, e));
             }
-        });
-        if let Err(e) = written {
-            // A partial entry may be in the file: cut it off (a later append
-            // must not follow it), or leave it for the next open to judge.
-            let _ = self.file.set_len(self.len);
-            return Err(Error::io(&self.path, e));
         }
-        self.len += entry.len() as u64;
         for loss in losses {
             loss.apply(&mut self.heads);
         }
@@ -716,15 +604,13 @@ impl Ledger {
         put_id(&mut body, mission);
         body.extend_from_slice(&head.sequence.to_be_bytes());
         body.extend_from_slice(&head.hash);
-        let entry = frame(&body);
-        let written = (&*self.file)
-            .write_all(&entry)
-            .and_then(|()| self.file.sync_data());
-        if let Err(e) = written {
-            let _ = self.file.set_len(self.len);
+        let offset = self
+            .put(&frame(&body))
+            .map_err(|e| Error::io(&self.path, e))?;
+        if let Err(e) = self.file.sync_data() {
+            self.cut(offset);
             return Err(Error::io(&self.path, e));
         }
-        self.len += entry.len() as u64;
         self.heads.remove(mission);
         self.unconfirmed = None;
         self.compact_if_large()
@@ -732,10 +618,11 @@ impl Ledger {
 
     fn compact_if_large(&mut self) -> Result<()> {
         if self.len > COMPACT_MIN.max(COMPACT_FACTOR * self.compacted_size()) {
-            let fresh = Ledger::create(
+            let fresh = Ledger::create_with(
                 &self.dir,
                 std::mem::take(&mut self.heads),
                 std::mem::take(&mut self.losses),
+                self.preallocate,
             )?;
             *self = fresh;
         }
@@ -747,6 +634,12 @@ impl Ledger {
         let losses: usize = self.losses.iter().map(|l| 59 + l.mission.len()).sum();
         (FILE_HEADER + ENTRY_HEADER + 4 + heads + losses) as u64
     }
+}
+
+/// The end of the chunk holding byte `len - 1`: the preallocated size of a
+/// ledger `len` bytes long.
+fn chunk_end(len: u64) -> u64 {
+    len.div_ceil(CHUNK) * CHUNK
 }
 
 /// Our files are created readable by their owner only.
@@ -767,6 +660,9 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))
 }
+
+mod parse;
+use parse::parse;
 
 #[cfg(test)]
 mod tests;

@@ -11,6 +11,11 @@
 //! - the same entry confirmed is an acknowledged loss, reported and refused;
 //! - a torn confirmation record counts as no confirmation;
 //! - an unconfirmed entry with sled further behind than its group is a loss.
+//!
+//! A record that never reached the disk reads as zeros where it would have
+//! been (space the file system allocated, or a preallocated ledger's free
+//! space): "cutting" a record zeroes it in place; a file cut short is read
+//! the same.
 
 mod util;
 
@@ -74,12 +79,29 @@ fn roll_sled_back(data: &Path, saved: &Path) {
     copy_sled_files(saved, data);
 }
 
-/// Cut `n` bytes off the end of the ledger; returns the new length.
+/// Where the ledger's entries end (the free space after them is zeros):
+/// walks the entry headers (length, body CRC, header CRC).
+fn ledger_end(bytes: &[u8]) -> usize {
+    let mut off = 16;
+    while off + 12 <= bytes.len() {
+        let h = &bytes[off..off + 12];
+        if crc32fast::hash(&h[..8]).to_be_bytes() != h[8..12] {
+            break;
+        }
+        off += 12 + u32::from_be_bytes(h[..4].try_into().unwrap()) as usize;
+    }
+    off
+}
+
+/// Unwrite the last `n` bytes of the ledger's entries (zeros in their
+/// place, as if they never reached the disk); returns where they began.
 fn cut_ledger(data: &Path, n: usize) -> u64 {
     let path = data.join("ledger");
-    let bytes = std::fs::read(&path).unwrap();
-    std::fs::write(&path, &bytes[..bytes.len() - n]).unwrap();
-    (bytes.len() - n) as u64
+    let mut bytes = std::fs::read(&path).unwrap();
+    let end = ledger_end(&bytes);
+    bytes[end - n..end].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+    (end - n) as u64
 }
 
 #[test]
@@ -95,7 +117,7 @@ fn an_unconfirmed_last_group_missing_from_sled_is_not_a_loss() {
     assert!(bus.missions_with_loss().is_empty());
     assert!(bus.ledger_problem().is_none());
     // The unconfirmed entry was cut off at open.
-    let entry = std::fs::metadata(data.join("ledger")).unwrap().len();
+    let entry = ledger_end(&std::fs::read(data.join("ledger")).unwrap()) as u64;
     assert!(entry < len, "ledger {entry} bytes, was {len}");
     // Sequence 5 was never acknowledged: it is given out again, and the
     // new group is recorded (and confirmed) as usual.
@@ -156,8 +178,9 @@ fn a_torn_confirmation_counts_as_none() {
         let saved = store_then_groups(&data, 1, false);
         let path = data.join("ledger");
         let full = std::fs::read(&path).unwrap();
+        let end = ledger_end(&full);
         // The record cut short, or its tail never written (zeros).
-        let mut bytes = full[..full.len() - torn].to_vec();
+        let mut bytes = full[..end - torn].to_vec();
         if torn % 2 == 0 {
             bytes.resize(full.len(), 0);
         }

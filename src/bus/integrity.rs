@@ -125,10 +125,15 @@ impl MissionDamage {
 }
 
 /// Compare every mission's head in the store with the ledger, and open the
-/// ledger for appending (creating it for a store that has none yet).
-/// Damage is recorded, never an error: one damaged mission (or a damaged
-/// ledger) does not stop the rest of the store from opening.
-pub(super) fn check_at_open(store: &Store, dir: &Path) -> Result<(Option<Ledger>, Integrity)> {
+/// ledger for appending (creating it for a store that has none yet;
+/// `preallocate`: see [`Ledger::open_with`]). Damage is recorded, never an
+/// error: one damaged mission (or a damaged ledger) does not stop the rest
+/// of the store from opening.
+pub(super) fn check_at_open(
+    store: &Store,
+    dir: &Path,
+    preallocate: bool,
+) -> Result<(Option<Ledger>, Integrity)> {
     let missions: BTreeMap<String, u64> = store.missions()?.into_iter().collect();
     let mut integrity = Integrity::default();
     let mut scan = match ledger::scan(dir)? {
@@ -155,7 +160,7 @@ pub(super) fn check_at_open(store: &Store, dir: &Path) -> Result<(Option<Ledger>
                     heads.insert(name.clone(), LedgerHead { sequence, hash });
                 }
             }
-            let l = Ledger::create(dir, heads, Vec::new())?;
+            let l = Ledger::create_with(dir, heads, Vec::new(), preallocate)?;
             store.mark_ledger()?;
             return Ok((Some(l), integrity));
         }
@@ -174,7 +179,10 @@ pub(super) fn check_at_open(store: &Store, dir: &Path) -> Result<(Option<Ledger>
         integrity.ledger_damage = Some(d);
         return Ok((None, integrity));
     }
-    Ok((Some(Ledger::open(dir, scan, drop_tail)?), integrity))
+    Ok((
+        Some(Ledger::open_with(dir, scan, drop_tail, preallocate)?),
+        integrity,
+    ))
 }
 
 /// An unconfirmed last step entry (its group was synced in parallel with
@@ -203,7 +211,7 @@ fn judge_tail(store: &Store, missions: &BTreeMap<String, u64>, scan: &mut ledger
             "commit ledger: the last group was never confirmed and is not in the store \
              (it was never acknowledged); ignoring it"
         );
-        // Ledger::open cuts the file at the tail's offset.
+        // Ledger::open_with cuts the file at the tail's offset.
         return true;
     }
     scan.confirm_tail();

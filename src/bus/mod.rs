@@ -219,6 +219,7 @@ impl MissionBus {
             snapshot_every: 1000,
             create_if_missing: true,
             commit_ledger: true,
+            ledger_preallocate: false,
             evidence_limit: crate::salvage::DEFAULT_EVIDENCE_LIMIT,
         }
     }
