@@ -133,16 +133,20 @@ impl MissionBus {
     /// comparison never runs over the secret itself. Answered from memory
     /// when the token was seen before (else one store lookup, then
     /// remembered); revoked tokens are forgotten by
-    /// [`MissionBus::reissue_token`].
+    /// [`MissionBus::reissue_token`] and [`MissionBus::revoke_token`]. On
+    /// PostgreSQL, revocations through other processes are heard of
+    /// (LISTEN), and cached answers are trusted only while that listening
+    /// connection proves alive: a token revoked elsewhere is refused here
+    /// within 3 seconds of the revocation (docs/postgres.md).
     pub fn authenticate(&self, token: &str) -> Result<Option<TokenOwner>> {
         let hash = super::token_hash(token);
         let live = &self.inner.shared.live;
         let found = match live.token(&hash) {
-            Some(owner) => Some(owner),
-            None => {
+            super::live::TokenLookup::Hit(owner) => Some(owner),
+            super::live::TokenLookup::Miss(epoch) => {
                 let found = self.inner.store().token_owner(&hash)?;
                 if let Some(owner) = &found {
-                    live.remember_token(hash, owner.clone());
+                    live.remember_token(hash, owner.clone(), epoch);
                 }
                 found
             }

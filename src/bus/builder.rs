@@ -196,6 +196,8 @@ impl MissionBusBuilder {
             .name("mission-bus-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| Error::io(&self.path, e))?;
+        // Shared stores: hear of other processes' commits and revocations.
+        super::follow::start(&store, &shared)?;
         Ok(MissionBus {
             inner: Arc::new(Inner {
                 store: Some(store),

@@ -1,23 +1,34 @@
 //! What a long-running server needs from the bus beyond the blocking API:
 //! a token cache (tokens checked from memory), head watches (live streams
-//! learn that a mission moved without holding events in memory) and the
-//! writer's statistics (commit group sizes, flush latency).
+//! learn that a mission moved without holding events in memory), what the
+//! subscribers were given of each mission (on a shared store, where other
+//! processes' commits arrive through `follow.rs`) and the writer's
+//! statistics (commit group sizes, flush latency).
 //!
-//! All of it is owned by [`Shared`](super::Shared) and changed only by the
-//! writer (heads, statistics) or by the token calls (cache).
+//! All of it is owned by [`Shared`](super::Shared) and changed by the
+//! writer (heads, statistics, announcements), the token calls (cache) and
+//! the follower thread (other processes' heads and revocations).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use crate::keys::MissionNo;
 
 /// Most token hashes remembered; the cache is cleared when it is full (the
-/// store stays the truth, so a miss only costs one sled `get`).
+/// store stays the truth, so a miss only costs one store lookup).
 const TOKEN_CACHE_MAX: usize = 65_536;
+
+/// On a shared store, how long after the listener last proved that it had
+/// delivered every revocation (an answered ping, `Notice::Alive`) cached
+/// tokens are still trusted; after that every token is looked up in the
+/// store until the listener answers again. So a token revoked through
+/// another process is refused here at most this long after the revocation
+/// committed (docs/postgres.md).
+pub(crate) const TOKEN_TRUST: Duration = Duration::from_secs(3);
 
 /// Upper bounds of the commit-group-size histogram (events per group).
 pub const GROUP_SIZE_BOUNDS: [f64; 11] = [
@@ -31,47 +42,114 @@ pub const FLUSH_SECONDS_BOUNDS: [f64; 12] = [
 /// Server-facing live state of the bus.
 #[derive(Default)]
 pub(super) struct Live {
-    /// BLAKE3(token) -> (mission number, participant name), for tokens seen
-    /// valid. Only positive answers are cached, so unknown tokens cannot
-    /// grow it.
-    tokens: Mutex<HashMap<[u8; 32], (MissionNo, String)>>,
+    tokens: Mutex<Tokens>,
     /// The durable head of each mission someone watches.
     heads: Mutex<HashMap<MissionNo, watch::Sender<u64>>>,
+    /// Shared stores: the last sequence of each mission handed to the
+    /// subscribers (`MissionBus::subscribe*`), by the writer (this
+    /// process's commits) or the follower (everyone's, read from the log).
+    /// Locked across a whole announcement, before `mission_channels`.
+    announced: Mutex<HashMap<MissionNo, u64>>,
     pub(super) stats: Stats,
 }
 
+/// The token cache.
+#[derive(Default)]
+struct Tokens {
+    /// BLAKE3(token) -> (mission number, participant name), for tokens seen
+    /// valid. Only positive answers are cached, so unknown tokens cannot
+    /// grow it.
+    map: HashMap<[u8; 32], (MissionNo, String)>,
+    /// Bumped by every forgetting: a lookup that began before a revocation
+    /// is not cached after it.
+    epoch: u64,
+    /// `None`: cached answers are always good (only this process changes
+    /// tokens). `Some(t)`: a shared store; cached answers are good until
+    /// `t` (moved on by the listener's pings).
+    trust_until: Option<Option<Instant>>,
+}
+
+/// A token-cache answer.
+pub(super) enum TokenLookup {
+    /// Cached and trusted.
+    Hit((MissionNo, String)),
+    /// Ask the store; pass the epoch to [`Live::remember_token`].
+    Miss(u64),
+}
+
 impl Live {
-    pub(super) fn token(&self, hash: &[u8; 32]) -> Option<(MissionNo, String)> {
-        self.tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(hash)
-            .cloned()
+    fn tokens(&self) -> MutexGuard<'_, Tokens> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn remember_token(&self, hash: [u8; 32], owner: (MissionNo, String)) {
-        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        if tokens.len() >= TOKEN_CACHE_MAX {
-            tokens.clear();
+    pub(super) fn token(&self, hash: &[u8; 32]) -> TokenLookup {
+        let t = self.tokens();
+        let trusted = match t.trust_until {
+            None => true,
+            Some(until) => until.is_some_and(|u| Instant::now() < u),
+        };
+        match t.map.get(hash) {
+            Some(owner) if trusted => TokenLookup::Hit(owner.clone()),
+            _ => TokenLookup::Miss(t.epoch),
         }
-        tokens.insert(hash, owner);
+    }
+
+    /// Cache a store's answer, unless a token was forgotten since the
+    /// lookup began (`epoch`): that answer may be the revoked token's.
+    pub(super) fn remember_token(&self, hash: [u8; 32], owner: (MissionNo, String), epoch: u64) {
+        let mut t = self.tokens();
+        if t.epoch != epoch {
+            return;
+        }
+        if t.map.len() >= TOKEN_CACHE_MAX {
+            t.map.clear();
+        }
+        t.map.insert(hash, owner);
     }
 
     /// Forget one cached token (it was revoked).
     pub(super) fn forget_token(&self, hash: &[u8; 32]) {
-        self.tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(hash);
+        let mut t = self.tokens();
+        t.epoch += 1;
+        t.map.remove(hash);
     }
 
     /// Forget every cached token of participant `name` of `mission` (their
     /// tokens were revoked).
     pub(super) fn forget_tokens(&self, mission: MissionNo, name: &str) {
-        self.tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, (m, n)| !(*m == mission && n == name));
+        let mut t = self.tokens();
+        t.epoch += 1;
+        t.map.retain(|_, (m, n)| !(*m == mission && n == name));
+    }
+
+    /// Forget every cached token (revocations may have been missed).
+    pub(super) fn forget_all_tokens(&self) {
+        let mut t = self.tokens();
+        t.epoch += 1;
+        t.map.clear();
+    }
+
+    /// A shared store: trust cached tokens only while the listener proves
+    /// it delivers revocations (see [`TOKEN_TRUST`]); not yet.
+    pub(super) fn distrust_tokens(&self) {
+        let mut t = self.tokens();
+        t.trust_until = Some(None);
+        t.epoch += 1;
+        t.map.clear();
+    }
+
+    /// Every revocation committed before `sent` has been applied.
+    pub(super) fn tokens_current_at(&self, sent: Instant) {
+        let mut t = self.tokens();
+        let until = sent + TOKEN_TRUST;
+        if let Some(current) = &mut t.trust_until {
+            *current = Some(current.map_or(until, |c| c.max(until)));
+        }
+    }
+
+    /// The subscribers' watermarks (lock before `mission_channels`).
+    pub(super) fn announced(&self) -> MutexGuard<'_, HashMap<MissionNo, u64>> {
+        self.announced.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A receiver of `mission`'s durable head, starting at `head`.
@@ -89,7 +167,8 @@ impl Live {
         tx.subscribe()
     }
 
-    /// Called by the writer after a flush: `mission` is durable up to `head`.
+    /// Called after a flush (or when another process's commit is heard
+    /// of): `mission` is durable up to `head`.
     pub(super) fn moved(&self, mission: MissionNo, head: u64) {
         let heads = self.heads.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = heads.get(&mission) {

@@ -16,6 +16,7 @@
 //! request and answer types), `writes` (the public write calls and the
 //! stateless checks they run on the caller's thread, in `checks`), `reads`
 //! (state, lookups, resume packets, replay, subscriptions), `tokens`,
+//! `follow` (other processes' commits and revocations on a shared store),
 //! `shared` (what readers see: the published states, the mission directory,
 //! the recent-events cache), `writer` (the single writer thread: plan,
 //! commit) and `publish` (after the flush: publish, acknowledge, then wake
@@ -31,6 +32,7 @@ mod consumers;
 mod copy;
 mod durable;
 mod filter;
+mod follow;
 mod history;
 mod import;
 mod integrity;

@@ -88,9 +88,15 @@ impl Writer {
         for (mission, seq) in moved {
             self.shared.live.moved(mission, seq);
         }
-        for (tx, c) in self.fan_out(&written) {
-            // Err only means nobody is listening any more.
-            let _ = tx.send(c);
+        if self.store.is_shared() {
+            // Other processes commit too: only what follows what the
+            // subscribers were given, in order (see follow.rs).
+            super::follow::publish_own(&self.shared, true, &written);
+        } else {
+            for (tx, c) in self.fan_out(&written) {
+                // Err only means nobody is listening any more.
+                let _ = tx.send(c);
+            }
         }
         // Copies for the recent-events cache are made before the events
         // move into the answers, and used after them.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use crate::codec::Hash;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventBody, EventType};
 use crate::keys::MissionNo;
@@ -34,10 +35,23 @@ impl MissionBus {
     fn cached_no(&self, no: MissionNo, mission: &str) -> Result<Arc<Cached>> {
         if let Some(c) = self.inner.shared.cached(no) {
             let store = self.inner.store();
-            // On a shared store other processes move heads too: one indexed
-            // read tells whether the published state is still the latest.
-            if !store.is_shared() || store.head(no, mission)?.0 == c.state.head {
+            if !store.is_shared() {
                 return Ok(c);
+            }
+            // On a shared store other processes move heads too: one indexed
+            // read tells whether the published state is still the latest,
+            // and only the events after it are folded in when it is not.
+            let head = store.head(no, mission)?;
+            if head.0 == c.state.head {
+                return Ok(c);
+            }
+            if head.0 > c.state.head {
+                match self.fold_forward(&c, mission, head) {
+                    Ok(fresh) => return Ok(fresh),
+                    Err(e) => {
+                        tracing::debug!(mission, error = %e, "folding in new events failed; reloading")
+                    }
+                }
             }
             self.inner
                 .shared
@@ -50,6 +64,46 @@ impl MissionBus {
             mission: mission.to_string(),
             reply,
         })
+    }
+
+    /// `c` brought up to `head` by folding in only the events after it
+    /// (other processes appended them), published unless the cache already
+    /// holds something at least as new.
+    fn fold_forward(&self, c: &Cached, mission: &str, head: (u64, Hash)) -> Result<Arc<Cached>> {
+        let mut state = (*c.state).clone();
+        for event in self
+            .inner
+            .store()
+            .scan(c.no, mission, c.state.head + 1, head.0)
+        {
+            state.apply(&event?);
+        }
+        if state.head != head.0 {
+            return Err(Error::corruption(
+                mission,
+                Some(state.head + 1),
+                format!("record missing (head is {})", head.0),
+            ));
+        }
+        let fresh = Arc::new(Cached {
+            no: c.no,
+            state: Arc::new(state),
+            hash: head.1,
+            snapshot_seq: c.snapshot_seq,
+        });
+        let mut cache = self
+            .inner
+            .shared
+            .cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        match cache.get(&c.no) {
+            Some(now) if now.state.head >= head.0 => Ok(Arc::clone(now)),
+            _ => {
+                cache.insert(c.no, Arc::clone(&fresh));
+                Ok(fresh)
+            }
+        }
     }
 
     pub(super) fn mission_no(&self, mission: &str) -> Result<MissionNo> {

@@ -2,9 +2,11 @@
 //! the log, then live, with no gap and no duplicate.
 //!
 //! A stream keeps no events of its own beyond one chunk: it watches the
-//! mission's durable head (`MissionBus::watch_head`, a single integer) and
-//! reads whatever lies between the last event it sent and the head from the
-//! log, in chunks of at most [`STREAM_CHUNK_EVENTS`] events and about
+//! mission's durable head (`MissionBus::watch_head`, a single integer; on
+//! PostgreSQL other processes' commits move it too, heard of through
+//! `LISTEN`, with a catch-up by sequence after a lost connection: see
+//! `src/bus/follow.rs`) and reads whatever lies between the last event it
+//! sent and the head from the log, in chunks of at most [`STREAM_CHUNK_EVENTS`] events and about
 //! [`STREAM_CHUNK_BYTES`] bytes of event JSON. So:
 //! 1. it notes the head's version, then reads the log from its next
 //!    sequence up to the published head, one chunk at a time;

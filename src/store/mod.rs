@@ -26,7 +26,7 @@ mod postgres;
 mod sled_backend;
 mod url;
 
-pub(crate) use postgres::PgStore;
+pub(crate) use postgres::{Notice, PgStore};
 pub(crate) use sled_backend::{CopyCounts, SledStore};
 pub use url::StoreUrl;
 
@@ -255,6 +255,24 @@ impl Store {
     /// commit finds a head moved.
     pub(crate) fn is_shared(&self) -> bool {
         matches!(self, Store::Postgres(_))
+    }
+
+    /// On a shared store, what other processes commit and revoke, as it
+    /// happens (see `postgres/listen.rs`); `None` on sled.
+    pub(crate) fn listen(&self) -> Option<std::sync::mpsc::Receiver<Notice>> {
+        match self {
+            Store::Sled(_) => None,
+            Store::Postgres(p) => Some(p.listen()),
+        }
+    }
+
+    /// Every mission's head sequence, read from the store (shared stores;
+    /// empty on sled, whose heads only this process moves).
+    pub(crate) fn all_heads(&self) -> Result<Vec<(MissionNo, u64)>> {
+        match self {
+            Store::Sled(_) => Ok(Vec::new()),
+            Store::Postgres(p) => p.all_heads(),
+        }
     }
 
     /// The raw snapshot value of a mission, if one was saved.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::listen::{participant_payload, token_payload, TOKENS_CHANNEL};
 use super::{Conns, PgStore, SCAN_CHUNK};
 use crate::codec::{self, Hash};
 use crate::error::{Error, Result};
@@ -157,7 +158,25 @@ impl PgStore {
             let hash: Hash = hash
                 .try_into()
                 .map_err(|_| Error::corruption(&name, None, "head entry is malformed"))?;
-            Ok((row.get::<_, i64>(0) as u64, hash))
+            let head = (row.get::<_, i64>(0) as u64, hash);
+            c.saw_head(mission as i64, head);
+            Ok(head)
+        })
+    }
+
+    /// Every mission's head sequence (for catching up after notifications
+    /// were lost).
+    pub(crate) fn all_heads(&self) -> Result<Vec<(MissionNo, u64)>> {
+        self.run(|c| async move {
+            let client = c.reader().await?;
+            let rows = client
+                .query("SELECT no, head_seq FROM mb_missions", &[])
+                .await
+                .map_err(|e| c.err(e))?;
+            Ok(rows
+                .into_iter()
+                .map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64))
+                .collect())
         })
     }
 
@@ -398,6 +417,13 @@ impl PgStore {
                     )
                     .await
                     .map_err(pg)?;
+                // Other processes drop what they cached (at commit).
+                tx.execute(
+                    "SELECT pg_notify($1, $2)",
+                    &[&TOKENS_CHANNEL, &participant_payload(mission, &name)],
+                )
+                .await
+                .map_err(pg)?;
             }
             tx.execute(
                 "INSERT INTO mb_tokens (hash, mission, participant) VALUES ($1, $2, $3)
@@ -439,34 +465,50 @@ impl PgStore {
         let (hash, name) = (hash.to_vec(), name.to_string());
         self.run(move |c| async move {
             let client = c.reader().await?;
-            let n = client
-                .execute(
-                    "DELETE FROM mb_tokens WHERE hash = $1 AND mission = $2 AND participant = $3",
-                    &[&hash, &(mission as i64), &name],
+            // One statement (one transaction): the notification goes out
+            // with the delete, at commit, and only if something went.
+            let row = client
+                .query_one(
+                    "WITH d AS (DELETE FROM mb_tokens
+                                WHERE hash = $1 AND mission = $2 AND participant = $3
+                                RETURNING 1)
+                     SELECT count(*), (SELECT count(*) FROM (
+                         SELECT pg_notify($4, $5) FROM d LIMIT 1) n) FROM d",
+                    &[
+                        &hash,
+                        &(mission as i64),
+                        &name,
+                        &TOKENS_CHANNEL,
+                        &token_payload(&hash),
+                    ],
                 )
                 .await
                 .map_err(|e| c.err(e))?;
-            Ok(n > 0)
+            Ok(row.get::<_, i64>(0) > 0)
         })
     }
 
     /// Remove every token of participant `name` of `mission`.
     pub(crate) fn revoke_tokens(&self, mission: MissionNo, name: &str) -> Result<u64> {
         let name = name.to_string();
-        self.exec(
-            "DELETE FROM mb_tokens WHERE mission = $1 AND participant = $2",
-            mission,
-            name,
-        )
-    }
-
-    fn exec(&self, sql: &'static str, mission: MissionNo, name: String) -> Result<u64> {
         self.run(move |c| async move {
             let client = c.reader().await?;
-            client
-                .execute(sql, &[&(mission as i64), &name])
+            let row = client
+                .query_one(
+                    "WITH d AS (DELETE FROM mb_tokens WHERE mission = $1 AND participant = $2
+                                RETURNING 1)
+                     SELECT count(*), (SELECT count(*) FROM (
+                         SELECT pg_notify($3, $4) FROM d LIMIT 1) n) FROM d",
+                    &[
+                        &(mission as i64),
+                        &name,
+                        &TOKENS_CHANNEL,
+                        &participant_payload(mission, &name),
+                    ],
+                )
                 .await
-                .map_err(|e| c.err(e))
+                .map_err(|e| c.err(e))?;
+            Ok(row.get::<_, i64>(0) as u64)
         })
     }
 
