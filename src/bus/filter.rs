@@ -156,7 +156,7 @@ impl MissionBus {
                 let iter =
                     self.inner
                         .store()
-                        .scan_chained(c.no, mission, from, to, (head, c.hash))?;
+                        .read_chained(c.no, mission, from, to, (head, c.hash))?;
                 for e in iter {
                     let e = e?;
                     last = Some(e.sequence);

@@ -235,7 +235,7 @@ impl MissionBus {
         require(&c.state, reader, Capability::Read)?;
         self.inner
             .store()
-            .scan_chained(c.no, mission, from, c.state.head, (c.state.head, c.hash))
+            .read_chained(c.no, mission, from, c.state.head, (c.state.head, c.hash))
     }
 
     /// The operator's view of the log: events `from..=to` (clamped to the
@@ -244,7 +244,7 @@ impl MissionBus {
     /// [`MissionBus::replay`] (checksums and hash chain).
     pub fn events(&self, mission: &str, from: u64, to: u64) -> Result<EventIter> {
         let c = self.cached(mission)?;
-        self.inner.store().scan_chained(
+        self.inner.store().read_chained(
             c.no,
             mission,
             from,

@@ -153,11 +153,13 @@ impl Writer {
                 let _ = reply.send(self.accept_loss(&mission));
             }
             Job::Import {
+                mission,
+                anchor,
                 events,
                 progress,
                 reply,
             } => {
-                let _ = reply.send(self.import(events, progress));
+                let _ = reply.send(self.import(mission, anchor.map(|a| *a), events, progress));
             }
             Job::Backup { to, reply } => {
                 let _ = reply.send(super::backup::run(&self.store, &to));

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::codec::Anchor;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventBody, EventMeta, Json, OPERATOR};
 use crate::verify::VerifyReport;
@@ -35,6 +36,8 @@ pub(super) enum Job {
         reply: Reply<Vec<Event>>,
     },
     Import {
+        mission: String,
+        anchor: Option<Box<Anchor>>,
         events: Vec<Event>,
         progress: Box<dyn FnMut(u64) + Send>,
         reply: mpsc::Sender<Result<u64>>,
@@ -383,14 +386,54 @@ impl MissionBus {
         };
         check_identifier("mission id", mission_id)?;
         check_text("title", title, MAX_TEXT_BYTES)?;
+        let mission = mission_id.clone();
+        self.check_import_events(&events, 1)?;
+        self.send(|reply| Job::Import {
+            mission,
+            anchor: None,
+            events,
+            progress: Box::new(progress),
+            reply,
+        })
+    }
+
+    /// [`MissionBus::import_log`] of a pruned mission (copy): its events
+    /// from the anchor's first kept sequence on, validated from the
+    /// anchor's state and chained on its hash; the anchor is written with
+    /// them, atomically.
+    pub(super) fn import_pruned(
+        &self,
+        mission: &str,
+        anchor: Anchor,
+        events: Vec<Event>,
+        progress: impl FnMut(u64) + Send + 'static,
+    ) -> Result<u64> {
+        check_identifier("mission id", mission)?;
+        if events.is_empty() {
+            return Err(Error::invalid("import", "the log is empty"));
+        }
+        self.check_import_events(&events, anchor.before)?;
+        self.send(|reply| Job::Import {
+            mission: mission.to_string(),
+            anchor: Some(Box::new(anchor)),
+            events,
+            progress: Box::new(progress),
+            reply,
+        })
+    }
+
+    /// Stateless checks of an imported log whose first sequence is `first`.
+    fn check_import_events(&self, events: &[Event], first: u64) -> Result<()> {
         for (i, e) in events.iter().enumerate() {
-            if e.sequence != i as u64 + 1 {
+            if e.sequence != first + i as u64 {
                 return Err(Error::invalid(
                     "import",
                     format!(
-                        "event #{} has sequence {}; sequences must run 1, 2, 3, ... without gaps",
+                        "event #{} has sequence {}; sequences must run {first}, {}, ... \
+                         without gaps",
                         i + 1,
-                        e.sequence
+                        e.sequence,
+                        first + 1
                     ),
                 ));
             }
@@ -402,10 +445,6 @@ impl MissionBus {
             check_body(&e.body, self.inner.limits).map_err(|err| at_sequence(err, e.sequence))?;
             check_meta(e.meta.clone()).map_err(|err| at_sequence(err, e.sequence))?;
         }
-        self.send(|reply| Job::Import {
-            events,
-            progress: Box::new(progress),
-            reply,
-        })
+        Ok(())
     }
 }

@@ -276,7 +276,8 @@ pub(crate) fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
 }
 
 /// `mission-bus copy`: progress lines on stderr, the report (missions,
-/// events, every head) as JSON on stdout.
+/// pruned ones among them, events, tombstones, every head) as JSON on
+/// stdout.
 fn copy(out: &mut dyn Write, from: &str, to: &str) -> CliResult {
     let (from, to) = (
         mission_bus::StoreUrl::parse(from)?,
@@ -303,7 +304,14 @@ fn copy(out: &mut dyn Write, from: &str, to: &str) -> CliResult {
     writeln!(
         out,
         "{}",
-        json!({"missions": report.missions, "events": report.events, "verified": true, "heads": heads})
+        json!({
+            "missions": report.missions,
+            "pruned": report.pruned,
+            "events": report.events,
+            "tombstones": report.tombstones,
+            "verified": true,
+            "heads": heads,
+        })
     )?;
     Ok(())
 }

@@ -383,7 +383,38 @@ impl Store {
         limit: usize,
         keep: &dyn Fn(&Event) -> bool,
     ) -> Result<(Vec<Event>, Option<u64>)> {
-        each!(self, s => s.scan_filtered(mission, name, range, newest_first, limit, keep))
+        let r = each!(self, s => s.scan_filtered(mission, name, range, newest_first, limit, keep));
+        self.pruned_meanwhile(mission, name, r)
+    }
+
+    /// A record found missing below where the log starts NOW was taken by
+    /// a prune that ran meanwhile: [`Error::Pruned`] (mission, sequence,
+    /// first kept), not corruption. Any other result is returned as is.
+    pub(crate) fn pruned_meanwhile<T>(
+        &self,
+        mission: MissionNo,
+        name: &str,
+        r: Result<T>,
+    ) -> Result<T> {
+        match r {
+            Err(Error::Corruption {
+                mission: m,
+                sequence: Some(seq),
+                reason,
+            }) => match self.first_kept(mission, name) {
+                Ok((first, _)) if first > seq => Err(Error::Pruned {
+                    mission: name.to_string(),
+                    sequence: seq,
+                    first,
+                }),
+                _ => Err(Error::Corruption {
+                    mission: m,
+                    sequence: Some(seq),
+                    reason,
+                }),
+            },
+            other => other,
+        }
     }
 
     /// Whether this store has had a commit ledger (sled only).
@@ -472,6 +503,41 @@ impl Store {
         }
     }
 
+    /// Prepare the import of a pruned mission under the fresh, unregistered
+    /// number `mission` (sled: its anchor and its head at the anchor; the
+    /// chunks follow through [`Store::commit`]). PostgreSQL imports a pruned
+    /// mission in one transaction instead ([`Store::import_anchored`]).
+    pub(crate) fn put_import_anchor(&self, mission: MissionNo, anchor: &Anchor) -> Result<()> {
+        match self.as_sled() {
+            Some(s) => sled_backend::guard(s.path(), || s.put_import_anchor(mission, anchor)),
+            None => Err(self.sled_only("an import anchor written ahead of the records")),
+        }
+    }
+
+    /// Import a pruned mission in ONE transaction (PostgreSQL): registered
+    /// with its head at the anchor, the anchor, the events from it on.
+    pub(crate) fn import_anchored(
+        &self,
+        mission: MissionNo,
+        name: &str,
+        anchor: &Anchor,
+        events: Vec<Event>,
+    ) -> Result<(u64, Hash)> {
+        match self {
+            Store::Postgres(s) => s.import_anchored(mission, name, anchor, events),
+            Store::Sled(_) => Err(Error::invalid(
+                "store",
+                "a sled store imports a pruned mission in chunks (put_import_anchor)",
+            )),
+        }
+    }
+
+    /// Record the tombstone of a mission deleted in another store (copy);
+    /// false when the same deletion is already recorded.
+    pub(crate) fn put_tombstone(&self, tombstone: &Tombstone) -> Result<bool> {
+        each!(self, s => s.put_tombstone(tombstone))
+    }
+
     /// Raw records `from..=to` of a mission (archives).
     pub(crate) fn raw_records(
         &self,
@@ -544,7 +610,14 @@ pub struct EventIter {
     to: u64,
     failed: bool,
     chain: Option<Chain>,
+    /// The first sequence the log keeps now (a reader's stream asks it
+    /// when it meets a gap: a prune that ran meanwhile is `Pruned`, not
+    /// corruption).
+    first_kept: Option<FirstKept>,
 }
+
+/// Reads the first sequence a mission's log keeps, now.
+pub(crate) type FirstKept = Box<dyn Fn() -> Option<u64> + Send + Sync>;
 
 /// What a chain-checking [`EventIter`] expects: the hash the next record
 /// must carry, and the hash the record at `to` must have.
@@ -570,7 +643,50 @@ impl EventIter {
             to,
             failed: false,
             chain: None,
+            first_kept: None,
         }
+    }
+
+    /// The error for a record missing at `self.expected`: `Pruned` when
+    /// the log now starts past it (a prune ran while this stream was
+    /// read), otherwise corruption with `why`.
+    fn missing(&self, why: String) -> Error {
+        let first = self.first_kept.as_ref().and_then(|f| f());
+        match first {
+            Some(first) if first > self.expected => Error::Pruned {
+                mission: self.name.clone(),
+                sequence: self.expected,
+                first,
+            },
+            _ => Error::corruption(&self.name, Some(self.expected), why),
+        }
+    }
+}
+
+impl Store {
+    /// [`Store::scan_chained`] for readers (replay, the operator's view):
+    /// a record missing because a prune ran while the stream was being
+    /// read (or set up) is [`Error::Pruned`], naming the mission and the
+    /// first sequence kept, never corruption.
+    pub(crate) fn read_chained(
+        self: &std::sync::Arc<Self>,
+        mission: MissionNo,
+        name: &str,
+        from: u64,
+        to: u64,
+        head: (u64, Hash),
+    ) -> Result<EventIter> {
+        let store = std::sync::Arc::clone(self);
+        let owned = name.to_string();
+        let first_kept: FirstKept =
+            Box::new(move || store.first_kept(mission, &owned).ok().map(|(f, _)| f));
+        let mut it = self.pruned_meanwhile(
+            mission,
+            name,
+            self.scan_chained(mission, name, from, to, head),
+        )?;
+        it.first_kept = Some(first_kept);
+        Ok(it)
     }
 }
 
@@ -586,21 +702,16 @@ impl Iterator for EventIter {
             None if self.expected <= self.to && self.to != u64::MAX => {
                 // The caller asked up to a head that the log does not reach.
                 self.failed = true;
-                return Some(Err(Error::corruption(
-                    &self.name,
-                    Some(self.expected),
-                    format!("record missing (log ends before sequence {})", self.to),
-                )));
+                return Some(Err(self.missing(format!(
+                    "record missing (log ends before sequence {})",
+                    self.to
+                ))));
             }
             None => return None,
         };
         let result = item.and_then(|(seq, v)| {
             if seq != self.expected {
-                return Err(Error::corruption(
-                    &self.name,
-                    Some(self.expected),
-                    format!("record missing (next record is sequence {seq})"),
-                ));
+                return Err(self.missing(format!("record missing (next record is sequence {seq})")));
             }
             let corrupt = |e: String| Error::corruption(&self.name, Some(seq), e);
             codec::check_record(&v).map_err(corrupt)?;

@@ -431,3 +431,152 @@ impl PgStore {
         Ok((before, self.size_on_disk()?))
     }
 }
+
+/// Rows per statement of an anchored import.
+const IMPORT_ROWS: usize = 10_000;
+
+impl PgStore {
+    /// Import a pruned mission (copy) in ONE transaction: register it under
+    /// the fresh number `mission` with its head at the anchor (`before - 1`,
+    /// the anchor's hash), write the anchor, then the events from `before`
+    /// on chained on it, their index rows and the head. Every process sees
+    /// all of it or nothing. Returns the new head.
+    pub(crate) fn import_anchored(
+        &self,
+        mission: MissionNo,
+        name: &str,
+        anchor: &Anchor,
+        events: Vec<crate::event::Event>,
+    ) -> Result<(u64, Hash)> {
+        let (no, name, value) = (mission as i64, name.to_string(), anchor.encode());
+        let (mut seq, mut hash) = (anchor.before - 1, anchor.hash);
+        self.run(move |c| async move {
+            let mut guard = c.writer().await?;
+            let client = guard.as_mut().expect("connected");
+            let pg = |e| c.err(e);
+            let tx = client.transaction().await.map_err(pg)?;
+            let n = tx
+                .execute(
+                    "INSERT INTO mb_missions (no, name, head_seq, head_hash)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+                    &[&no, &name, &(seq as i64), &hash.as_slice()],
+                )
+                .await
+                .map_err(pg)?;
+            if n == 0 {
+                return Err(Error::MissionExists { mission: name });
+            }
+            tx.execute(
+                "INSERT INTO mb_anchors (mission, anchor) VALUES ($1, $2)",
+                &[&no, &value],
+            )
+            .await
+            .map_err(pg)?;
+            for chunk in events.chunks(IMPORT_ROWS) {
+                let (mut seqs, mut records, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+                let (mut cps, mut hos) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+                for event in chunk {
+                    if event.sequence != seq + 1 {
+                        return Err(Error::corruption(
+                            &name,
+                            Some(event.sequence),
+                            format!("import: sequence {}, next is {}", event.sequence, seq + 1),
+                        ));
+                    }
+                    seq += 1;
+                    let enc = codec::encode_event(&name, event, &hash);
+                    hash = enc.hash;
+                    seqs.push(seq as i64);
+                    records.push(enc.value);
+                    ids.push(event.id);
+                    match event.body {
+                        EventBody::Checkpoint { .. } => {
+                            cps.0.push(event.id);
+                            cps.1.push(seq as i64);
+                        }
+                        EventBody::Handoff { .. } => {
+                            hos.0.push(event.id);
+                            hos.1.push(seq as i64);
+                        }
+                        _ => {}
+                    }
+                }
+                tx.execute(
+                    "INSERT INTO mb_events (mission, seq, record)
+                     SELECT $1, * FROM unnest($2::bigint[], $3::bytea[])",
+                    &[&no, &seqs, &records],
+                )
+                .await
+                .map_err(pg)?;
+                tx.execute(
+                    "INSERT INTO mb_event_ids (mission, event_id, seq)
+                     SELECT $1, * FROM unnest($2::uuid[], $3::bigint[])
+                     ON CONFLICT (mission, event_id) DO UPDATE SET seq = EXCLUDED.seq",
+                    &[&no, &ids, &seqs],
+                )
+                .await
+                .map_err(pg)?;
+                for (table, rows) in [("mb_checkpoints", &cps), ("mb_handoffs", &hos)] {
+                    if rows.0.is_empty() {
+                        continue;
+                    }
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO {table} (id, mission, seq)
+                             SELECT u.id, $1, u.seq FROM unnest($2::uuid[], $3::bigint[])
+                             AS u(id, seq)
+                             ON CONFLICT (id) DO UPDATE
+                             SET mission = EXCLUDED.mission, seq = EXCLUDED.seq"
+                        ),
+                        &[&no, &rows.0, &rows.1],
+                    )
+                    .await
+                    .map_err(pg)?;
+                }
+            }
+            tx.execute(
+                "UPDATE mb_missions SET head_seq = $2, head_hash = $3 WHERE no = $1",
+                &[&no, &(seq as i64), &hash.as_slice()],
+            )
+            .await
+            .map_err(pg)?;
+            tx.execute(
+                "SELECT pg_notify($1, $2)",
+                &[&CHANNEL, &format!("{no}:{seq}")],
+            )
+            .await
+            .map_err(pg)?;
+            tx.commit().await.map_err(pg)?;
+            Ok((seq, hash))
+        })
+    }
+
+    /// Keep the tombstone of a mission deleted elsewhere (copy), under its
+    /// own `mission_no` (a fresh number here). Returns false when the same
+    /// deletion (mission id and time) is already recorded.
+    pub(crate) fn put_tombstone(&self, t: &Tombstone) -> Result<bool> {
+        let t = t.clone();
+        self.run(move |c| async move {
+            let mut guard = c.writer().await?;
+            let client = guard.as_mut().expect("connected");
+            let n = client
+                .execute(
+                    "INSERT INTO mb_tombstones
+                     (mission_no, mission_id, head_seq, head_hash, deleted_at_us, deleted_by)
+                     SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS
+                     (SELECT 1 FROM mb_tombstones WHERE mission_id = $2 AND deleted_at_us = $5)",
+                    &[
+                        &(t.mission_no as i64),
+                        &t.mission_id,
+                        &(t.head_sequence as i64),
+                        &t.head_hash.as_slice(),
+                        &t.deleted_at_us,
+                        &t.deleted_by,
+                    ],
+                )
+                .await
+                .map_err(|e| c.err(e))?;
+            Ok(n == 1)
+        })
+    }
+}

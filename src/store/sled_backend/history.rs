@@ -305,3 +305,42 @@ impl SledStore {
             })
     }
 }
+
+impl SledStore {
+    /// Prepare the import of a pruned mission under `mission`, a fresh
+    /// number not registered yet: its anchor, and its head at the anchor
+    /// (`before - 1`, the anchor's hash), in one transaction, so the
+    /// imported records chain on the anchor exactly as in the source. The
+    /// mission stays invisible until the last chunk registers it; an
+    /// interrupted import leaves only entries of an unregistered number.
+    pub(crate) fn put_import_anchor(&self, mission: MissionNo, anchor: &Anchor) -> Result<()> {
+        let anchors = self.anchors_tree()?;
+        let key = keys::mission_key(mission);
+        let head = keys::head_value(anchor.before - 1, &anchor.hash);
+        let value = anchor.encode();
+        let result: std::result::Result<(), TransactionError<()>> = (&self.heads, &anchors)
+            .transaction(|(heads, anchors)| {
+                heads.insert(&key, &head[..])?;
+                anchors.insert(&key, value.as_slice())?;
+                Ok(())
+            });
+        result.map_err(|e| match e {
+            TransactionError::Storage(e) => Error::from(e),
+            TransactionError::Abort(()) => {
+                Error::corruption(format!("#{mission}"), None, "anchor write aborted")
+            }
+        })
+    }
+
+    /// Keep the tombstone of a mission deleted elsewhere (copy). Returns
+    /// false when the same deletion is already recorded.
+    pub(crate) fn put_tombstone(&self, tombstone: &Tombstone) -> Result<bool> {
+        let tree = self.tombstones_tree()?;
+        let r = tree.compare_and_swap(
+            tombstone.key(),
+            None as Option<&[u8]>,
+            Some(tombstone.encode()),
+        )?;
+        Ok(r.is_ok())
+    }
+}
