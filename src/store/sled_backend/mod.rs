@@ -23,6 +23,7 @@ use crate::keys::{self, MissionNo};
 mod backup;
 mod history;
 mod side;
+mod snapshot_files;
 mod verify;
 
 pub(crate) use backup::CopyCounts;
@@ -95,6 +96,7 @@ impl SledStore {
             });
         }
         create_private_dir(path)?;
+        snapshot_files::drop_unfinished(path);
         let is_lock_error = |e: &sled::Error| {
             matches!(e, sled::Error::Io(io)
                 if io.kind() == std::io::ErrorKind::WouldBlock
@@ -199,6 +201,7 @@ impl SledStore {
     /// clean close of a session that wrote a lot: the cost moves from the
     /// next start to this shutdown. Useless after a crash (nothing runs).
     pub(crate) fn write_recovery_snapshot(path: &Path, opts: &StoreOptions) -> Result<()> {
+        snapshot_files::drop_unfinished(path);
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(opts.cache_capacity)
